@@ -1,0 +1,20 @@
+//! The compute core: the only code that touches raw `f32` data. Everything above it
+//! (model, relaxation, gradient estimators, training) calls these typed kernels; a GPU
+//! backend would replace this module behind the same functions.
+
+pub mod batchnorm;
+pub mod conv;
+pub mod dense;
+pub mod loss;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
+mod scratch;
+pub mod tensor;
+#[doc(hidden)]
+pub mod testutil;
+pub mod winograd;
+
+pub use conv::{ConvAlgo, ConvGeom, PackedConv};
+pub use pool::PoolIndex;
+pub use tensor::{ShapeError, Tensor};

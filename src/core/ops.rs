@@ -1,0 +1,217 @@
+//! Element-wise maps, reductions and layout moves used by the model and algorithms.
+//! Every function checks shapes and names the operand on mismatch.
+
+use super::tensor::{dims4, ShapeError, Tensor};
+use rayon::prelude::*;
+
+const PAR_MIN: usize = 1 << 15;
+
+fn same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(), ShapeError> {
+    if a.shape() != b.shape() {
+        return Err(ShapeError::new(op, "second operand", b.shape(), format!("{:?} (same as the first)", a.shape())));
+    }
+    Ok(())
+}
+
+/// `y += alpha · x`.
+pub fn axpy(y: &mut Tensor, alpha: f32, x: &Tensor) -> Result<(), ShapeError> {
+    same("axpy", y, x)?;
+    let f = |(yv, xv): (&mut f32, &f32)| *yv += alpha * xv;
+    if y.len() >= PAR_MIN {
+        y.data_mut().par_iter_mut().zip(x.data().par_iter()).for_each(f);
+    } else {
+        y.data_mut().iter_mut().zip(x.data()).for_each(f);
+    }
+    Ok(())
+}
+
+/// `x *= alpha`.
+pub fn scale(x: &mut Tensor, alpha: f32) {
+    x.data_mut().iter_mut().for_each(|v| *v *= alpha);
+}
+
+/// `out = alpha · a + beta · b` (out is resized).
+pub fn lin_comb(out: &mut Tensor, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<(), ShapeError> {
+    same("lin_comb", a, b)?;
+    out.ensure_shape(a.shape());
+    for ((o, x), y) in out.data_mut().iter_mut().zip(a.data()).zip(b.data()) {
+        *o = alpha * x + beta * y;
+    }
+    Ok(())
+}
+
+/// `Σ x²` in f64.
+pub fn sum_sq(x: &Tensor) -> f64 {
+    x.data().iter().map(|&v| (v as f64) * (v as f64)).sum()
+}
+
+/// `Σ a·b` in f64.
+pub fn dot(a: &Tensor, b: &Tensor) -> Result<f64, ShapeError> {
+    same("dot", a, b)?;
+    Ok(a.data().iter().zip(b.data()).map(|(x, y)| (*x as f64) * (*y as f64)).sum())
+}
+
+/// Index of the first NaN or infinite element.
+pub fn first_non_finite(x: &Tensor) -> Option<usize> {
+    x.data().iter().position(|v| !v.is_finite())
+}
+
+/// Squared change of one layer update, `Σ (s_new − s_old)²` and `Σ s_old²`, over the whole
+/// batch and per sample.
+#[derive(Clone, Debug, Default)]
+pub struct UpdateStats {
+    pub diff_sq: f64,
+    pub old_sq: f64,
+    pub per_sample: Vec<(f64, f64)>,
+}
+
+/// The layer activation of SPEC §1.2, applied to `pre = bottom_up + top_down`:
+/// `s ← clamp(α·pre, 0, 1)` when `clamped`, else `s ← pre`. Also stores `α·pre` (or `pre`)
+/// in `v` when given (for backpropagation) and returns the change statistics. Samples with
+/// `frozen[b]` keep their old state.
+pub fn activate(
+    bottom_up: &Tensor,
+    top_down: Option<&Tensor>,
+    alpha: f32,
+    clamped: bool,
+    s: &mut Tensor,
+    mut v: Option<&mut Tensor>,
+    frozen: Option<&[bool]>,
+) -> Result<UpdateStats, ShapeError> {
+    same("activate", s, bottom_up)?;
+    if let Some(td) = top_down {
+        same("activate", bottom_up, td)?;
+    }
+    if let Some(v) = v.as_deref_mut() {
+        v.ensure_shape(s.shape());
+    }
+    let per = s.row_len();
+    let b = s.dim0();
+    let bu = bottom_up.data();
+    let td = top_down.map(|t| t.data());
+    let mut vbuf = v.map(|t| t.data_mut());
+    let mut stats = UpdateStats { per_sample: Vec::with_capacity(b), ..Default::default() };
+    let sd = s.data_mut();
+    for n in 0..b {
+        let r = n * per..(n + 1) * per;
+        let (mut d2, mut o2) = (0.0f64, 0.0f64);
+        let keep = frozen.is_some_and(|f| f[n]);
+        let srow = &mut sd[r.clone()];
+        let burow = &bu[r.clone()];
+        for i in 0..per {
+            let pre = match td {
+                Some(td) => burow[i] + td[r.start + i],
+                None => burow[i],
+            };
+            let val = if clamped { alpha * pre } else { pre };
+            if let Some(vb) = vbuf.as_deref_mut() {
+                vb[r.start + i] = val;
+            }
+            let new = if clamped { val.clamp(0.0, 1.0) } else { val };
+            let new = if val.is_nan() { f32::NAN } else { new };
+            let old = srow[i];
+            o2 += (old as f64) * (old as f64);
+            if !keep {
+                let d = (new - old) as f64;
+                d2 += d * d;
+                srow[i] = new;
+            }
+        }
+        stats.diff_sq += d2;
+        stats.old_sq += o2;
+        stats.per_sample.push((d2, o2));
+    }
+    Ok(stats)
+}
+
+/// Backward of [`activate`]: `ḡ_pre = ḡ_s · α · 1[0 ≤ v ≤ 1]` (clamped; PyTorch's inclusive
+/// clamp derivative) or `ḡ_pre = ḡ_s` (identity), with `v = α·pre` as stored by `activate`.
+pub fn activate_backward(v: &Tensor, alpha: f32, clamped: bool, g_s: &Tensor, g_pre: &mut Tensor) -> Result<(), ShapeError> {
+    same("activate_backward", v, g_s)?;
+    g_pre.ensure_shape(v.shape());
+    for ((o, g), x) in g_pre.data_mut().iter_mut().zip(g_s.data()).zip(v.data()) {
+        *o = if !clamped {
+            *g
+        } else if (0.0..=1.0).contains(x) {
+            alpha * g
+        } else {
+            0.0
+        };
+    }
+    Ok(())
+}
+
+/// Flattens channels-last maps `[B,H,W,C]` to `[B, C·H·W]` in PyTorch's C-major order
+/// (index `c·H·W + h·W + w`).
+pub fn flatten_chw(x: &Tensor, out: &mut Tensor) -> Result<(), ShapeError> {
+    let [b, h, w, c] = dims4("flatten_chw", "input", x)?;
+    out.ensure_shape(&[b, c * h * w]);
+    let (xs, os) = (x.data(), out.data_mut());
+    for n in 0..b {
+        for p in 0..h * w {
+            for ch in 0..c {
+                os[n * c * h * w + ch * h * w + p] = xs[(n * h * w + p) * c + ch];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inverse of [`flatten_chw`]: `[B, C·H·W]` to channels-last `shape = [B,H,W,C]`.
+pub fn unflatten_chw(flat: &Tensor, shape: [usize; 4], out: &mut Tensor) -> Result<(), ShapeError> {
+    let [b, h, w, c] = shape;
+    flat.expect_shape("unflatten_chw", "flat input", &[b, c * h * w])?;
+    out.ensure_shape(&shape);
+    let (fs, os) = (flat.data(), out.data_mut());
+    for n in 0..b {
+        for p in 0..h * w {
+            for ch in 0..c {
+                os[(n * h * w + p) * c + ch] = fs[n * c * h * w + ch * h * w + p];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per-sample sums over everything but the leading axis.
+pub fn sample_sums(x: &Tensor) -> Vec<f64> {
+    let per = x.row_len().max(1);
+    x.data().chunks(per).map(|r| r.iter().map(|&v| v as f64).sum()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testutil::random_tensor;
+
+    #[test]
+    fn activate_clamps_and_reports_change() {
+        let bu = Tensor::from_vec(&[2, 2], vec![-1.0, 0.5, 3.0, 0.25]).unwrap();
+        let td = Tensor::from_vec(&[2, 2], vec![0.5, 0.5, 0.0, 0.25]).unwrap();
+        let mut s = Tensor::from_vec(&[2, 2], vec![0.0, 0.0, 1.0, 1.0]).unwrap();
+        let mut v = Tensor::zeros(&[0]);
+        let st = activate(&bu, Some(&td), 0.5, true, &mut s, Some(&mut v), Some(&[false, true])).unwrap();
+        assert_eq!(s.data(), &[0.0, 0.5, 1.0, 1.0]); // sample 1 frozen
+        assert_eq!(v.data(), &[-0.25, 0.5, 1.5, 0.25]);
+        assert_eq!(st.per_sample[0], (0.25, 0.0));
+        assert_eq!(st.per_sample[1].0, 0.0);
+        let mut g = Tensor::zeros(&[0]);
+        activate_backward(&v, 0.5, true, &Tensor::full(&[2, 2], 2.0), &mut g).unwrap();
+        assert_eq!(g.data(), &[0.0, 1.0, 0.0, 1.0]);
+        let mut s2 = Tensor::zeros(&[2, 2]);
+        activate(&bu, None, 0.5, false, &mut s2, None, None).unwrap();
+        assert_eq!(s2, bu);
+    }
+
+    #[test]
+    fn flatten_round_trip_in_c_major_order() {
+        let x = random_tensor(&[2, 3, 2, 4], 9);
+        let mut f = Tensor::zeros(&[0]);
+        flatten_chw(&x, &mut f).unwrap();
+        // (n=1, h=2, w=1, c=3) -> 3*6 + 2*2 + 1
+        assert_eq!(f.data()[24 + 3 * 6 + 2 * 2 + 1], x.data()[((1 * 3 + 2) * 2 + 1) * 4 + 3]);
+        let mut back = Tensor::zeros(&[0]);
+        unflatten_chw(&f, [2, 3, 2, 4], &mut back).unwrap();
+        assert_eq!(back, x);
+    }
+}

@@ -1,0 +1,5 @@
+//! ffebm: simulate and train feedforward-tied energy-based models (ff-EBMs) by chaining
+//! backprop through feedforward blocks with equilibrium propagation through energy-based
+//! blocks (Nest & Ernoult, NeurIPS 2024). See `SPEC.md` for the exact computations.
+
+pub mod core;
