@@ -13,6 +13,7 @@
 //! [`super::winograd`] when the packed weights carry it.
 
 use super::matmul::{matmul, MatMut, MatRef, Par};
+use super::pool::{maxpool2x2, unpool2x2, PoolIndex};
 use super::scratch::with_scratch;
 use super::tensor::{dims4, ShapeError, Tensor};
 use super::winograd::WinogradWeights;
@@ -137,6 +138,21 @@ pub fn conv2d_transposed(dy: &Tensor, w: &PackedConv, dx: &mut Tensor) -> Result
         _ => im2col_conv(dy, tg, &w.tr, None, dx),
     }
     Ok(())
+}
+
+/// Bottom-up drive through a pooled conv coupling:
+/// `y = maxpool2x2(bias + W ⋆ x)`, recording the argmax positions in `idx`.
+pub fn conv2d_pool(x: &Tensor, w: &PackedConv, bias: Option<&[f32]>, y: &mut Tensor, idx: &mut PoolIndex) -> Result<(), ShapeError> {
+    let mut full = Tensor::zeros(&[0]);
+    conv2d(x, w, bias, &mut full)?;
+    maxpool2x2(&full, y, idx)
+}
+
+/// Top-down drive through a pooled conv coupling: `x̄ = Wᵀ ⋆ unpool(s, idx)`.
+pub fn conv2d_transposed_unpool(s: &Tensor, idx: &PoolIndex, w: &PackedConv, dx: &mut Tensor) -> Result<(), ShapeError> {
+    let mut full = Tensor::zeros(&[0]);
+    unpool2x2(s, idx, &mut full)?;
+    conv2d_transposed(&full, w, dx)
 }
 
 fn use_winograd(x: &Tensor) -> bool {
