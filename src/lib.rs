@@ -3,3 +3,6 @@
 //! blocks (Nest & Ernoult, NeurIPS 2024). See `SPEC.md` for the exact computations.
 
 pub mod core;
+pub mod grad;
+pub mod model;
+pub mod relax;

@@ -24,12 +24,25 @@ pub struct BnBatchStats {
 fn channels(op: &'static str, x: &Tensor, c: usize) -> Result<usize, ShapeError> {
     match x.shape().last() {
         Some(&last) if last == c && x.shape().len() >= 2 => Ok(x.len() / c),
-        _ => Err(ShapeError::new(op, "input", x.shape(), format!("[.., {c}] (channels last)"))),
+        _ => Err(ShapeError::new(
+            op,
+            "input",
+            x.shape(),
+            format!("[.., {c}] (channels last)"),
+        )),
     }
 }
 
 /// Training-mode forward: `y = γ x̂ + β` with batch statistics; stores `x̂` and the stats.
-pub fn batchnorm_train(x: &Tensor, gamma: &[f32], beta: &[f32], eps: f32, y: &mut Tensor, xhat: &mut Tensor, stats: &mut BnBatchStats) -> Result<(), ShapeError> {
+pub fn batchnorm_train(
+    x: &Tensor,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut Tensor,
+    xhat: &mut Tensor,
+    stats: &mut BnBatchStats,
+) -> Result<(), ShapeError> {
     let c = gamma.len();
     let n = channels("batchnorm_train", x, c)?;
     let mut mean = vec![0.0f64; c];
@@ -49,11 +62,19 @@ pub fn batchnorm_train(x: &Tensor, gamma: &[f32], beta: &[f32], eps: f32, y: &mu
     var.iter_mut().for_each(|s| *s /= n as f64);
     stats.mean = mean.iter().map(|&m| m as f32).collect();
     stats.var = var.iter().map(|&v| v as f32).collect();
-    stats.inv_std = var.iter().map(|&v| (1.0 / (v + eps as f64).sqrt()) as f32).collect();
+    stats.inv_std = var
+        .iter()
+        .map(|&v| (1.0 / (v + eps as f64).sqrt()) as f32)
+        .collect();
     stats.count = n;
     xhat.ensure_shape(x.shape());
     y.ensure_shape(x.shape());
-    for ((xr, hr), yr) in x.data().chunks(c).zip(xhat.data_mut().chunks_mut(c)).zip(y.data_mut().chunks_mut(c)) {
+    for ((xr, hr), yr) in x
+        .data()
+        .chunks(c)
+        .zip(xhat.data_mut().chunks_mut(c))
+        .zip(y.data_mut().chunks_mut(c))
+    {
         for ch in 0..c {
             let h = (xr[ch] - stats.mean[ch]) * stats.inv_std[ch];
             hr[ch] = h;
@@ -64,10 +85,21 @@ pub fn batchnorm_train(x: &Tensor, gamma: &[f32], beta: &[f32], eps: f32, y: &mu
 }
 
 /// Evaluation-mode forward with running statistics.
-pub fn batchnorm_eval(x: &Tensor, gamma: &[f32], beta: &[f32], running_mean: &[f32], running_var: &[f32], eps: f32, y: &mut Tensor) -> Result<(), ShapeError> {
+pub fn batchnorm_eval(
+    x: &Tensor,
+    gamma: &[f32],
+    beta: &[f32],
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f32,
+    y: &mut Tensor,
+) -> Result<(), ShapeError> {
     let c = gamma.len();
     channels("batchnorm_eval", x, c)?;
-    let inv: Vec<f32> = running_var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+    let inv: Vec<f32> = running_var
+        .iter()
+        .map(|&v| 1.0 / (v + eps).sqrt())
+        .collect();
     y.ensure_shape(x.shape());
     for (xr, yr) in x.data().chunks(c).zip(y.data_mut().chunks_mut(c)) {
         for ch in 0..c {
@@ -78,7 +110,15 @@ pub fn batchnorm_eval(x: &Tensor, gamma: &[f32], beta: &[f32], running_mean: &[f
 }
 
 /// Backward of [`batchnorm_train`]: `x̄` (overwritten) and `γ̄, β̄` (accumulated).
-pub fn batchnorm_backward(dy: &Tensor, xhat: &Tensor, gamma: &[f32], stats: &BnBatchStats, dx: &mut Tensor, dgamma: &mut [f32], dbeta: &mut [f32]) -> Result<(), ShapeError> {
+pub fn batchnorm_backward(
+    dy: &Tensor,
+    xhat: &Tensor,
+    gamma: &[f32],
+    stats: &BnBatchStats,
+    dx: &mut Tensor,
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) -> Result<(), ShapeError> {
     let c = gamma.len();
     let n = channels("batchnorm_backward", dy, c)?;
     xhat.expect_shape("batchnorm_backward", "normalised input", dy.shape())?;
@@ -98,7 +138,12 @@ pub fn batchnorm_backward(dy: &Tensor, xhat: &Tensor, gamma: &[f32], stats: &BnB
     let mean_dyx: Vec<f32> = sum_dy_xhat.iter().map(|s| (s / n as f64) as f32).collect();
     let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * stats.inv_std[ch]).collect();
     dx.ensure_shape(dy.shape());
-    for ((dr, hr), xr) in dy.data().chunks(c).zip(xhat.data().chunks(c)).zip(dx.data_mut().chunks_mut(c)) {
+    for ((dr, hr), xr) in dy
+        .data()
+        .chunks(c)
+        .zip(xhat.data().chunks(c))
+        .zip(dx.data_mut().chunks_mut(c))
+    {
         for ch in 0..c {
             xr[ch] = k[ch] * (dr[ch] - mean_dy[ch] - hr[ch] * mean_dyx[ch]);
         }
@@ -107,7 +152,12 @@ pub fn batchnorm_backward(dy: &Tensor, xhat: &Tensor, gamma: &[f32], stats: &BnB
 }
 
 /// One PyTorch running-statistics update from batch statistics (momentum `m`).
-pub fn update_running_stats(stats: &BnBatchStats, momentum: f32, running_mean: &mut [f32], running_var: &mut [f32]) {
+pub fn update_running_stats(
+    stats: &BnBatchStats,
+    momentum: f32,
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+) {
     let n = stats.count as f32;
     let unbias = if stats.count > 1 { n / (n - 1.0) } else { 1.0 };
     for ch in 0..running_mean.len() {
@@ -122,9 +172,17 @@ mod tests {
     use crate::core::testutil::random_tensor;
 
     fn loss(x: &Tensor, gamma: &[f32], beta: &[f32], w: &Tensor) -> f64 {
-        let (mut y, mut h, mut st) = (Tensor::zeros(&[0]), Tensor::zeros(&[0]), BnBatchStats::default());
+        let (mut y, mut h, mut st) = (
+            Tensor::zeros(&[0]),
+            Tensor::zeros(&[0]),
+            BnBatchStats::default(),
+        );
         batchnorm_train(x, gamma, beta, 1e-5, &mut y, &mut h, &mut st).unwrap();
-        y.data().iter().zip(w.data()).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+        y.data()
+            .iter()
+            .zip(w.data())
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum()
     }
 
     #[test]
@@ -133,14 +191,27 @@ mod tests {
         let w = random_tensor(&[3, 2, 3, 4], 2);
         let gamma = [1.0f32, 0.5, 2.0, -1.0];
         let beta = [0.0f32, 0.1, -0.2, 0.3];
-        let (mut y, mut h, mut st) = (Tensor::zeros(&[0]), Tensor::zeros(&[0]), BnBatchStats::default());
+        let (mut y, mut h, mut st) = (
+            Tensor::zeros(&[0]),
+            Tensor::zeros(&[0]),
+            BnBatchStats::default(),
+        );
         batchnorm_train(&x, &gamma, &[0.0; 4], 1e-5, &mut y, &mut h, &mut st).unwrap();
         // each channel of x̂ has mean 0 and biased variance ≈ 1
         for ch in 0..4 {
-            let vals: Vec<f64> = h.data().iter().skip(ch).step_by(4).map(|v| *v as f64).collect();
+            let vals: Vec<f64> = h
+                .data()
+                .iter()
+                .skip(ch)
+                .step_by(4)
+                .map(|v| *v as f64)
+                .collect();
             let m = vals.iter().sum::<f64>() / vals.len() as f64;
             let v = vals.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / vals.len() as f64;
-            assert!(m.abs() < 1e-6 && (v - 1.0).abs() < 1e-3, "channel {ch}: mean {m} var {v}");
+            assert!(
+                m.abs() < 1e-6 && (v - 1.0).abs() < 1e-3,
+                "channel {ch}: mean {m} var {v}"
+            );
         }
         let mut dx = Tensor::zeros(&[0]);
         let (mut dg, mut db) = ([0.0f32; 4], [0.0f32; 4]);
@@ -151,15 +222,24 @@ mod tests {
             let (mut xp, mut xm) = (x.clone(), x.clone());
             xp.data_mut()[i] += eps;
             xm.data_mut()[i] -= eps;
-            let fd = (loss(&xp, &gamma, &beta, &w) - loss(&xm, &gamma, &beta, &w)) / (2.0 * eps as f64);
-            assert!((fd - dx.data()[i] as f64).abs() < 2e-2 * fd.abs().max(0.1), "x[{i}]: fd {fd} vs {}", dx.data()[i]);
+            let fd =
+                (loss(&xp, &gamma, &beta, &w) - loss(&xm, &gamma, &beta, &w)) / (2.0 * eps as f64);
+            assert!(
+                (fd - dx.data()[i] as f64).abs() < 2e-2 * fd.abs().max(0.1),
+                "x[{i}]: fd {fd} vs {}",
+                dx.data()[i]
+            );
         }
         for ch in 0..4 {
             let (mut gp, mut gm) = (gamma, gamma);
             gp[ch] += eps;
             gm[ch] -= eps;
             let fd = (loss(&x, &gp, &beta, &w) - loss(&x, &gm, &beta, &w)) / (2.0 * eps as f64);
-            assert!((fd - dg[ch] as f64).abs() < 1e-2 * fd.abs().max(0.1), "gamma[{ch}]: fd {fd} vs {}", dg[ch]);
+            assert!(
+                (fd - dg[ch] as f64).abs() < 1e-2 * fd.abs().max(0.1),
+                "gamma[{ch}]: fd {fd} vs {}",
+                dg[ch]
+            );
             let sum_w: f64 = w.data().iter().skip(ch).step_by(4).map(|v| *v as f64).sum();
             assert!((sum_w - db[ch] as f64).abs() < 1e-4);
         }
@@ -168,7 +248,11 @@ mod tests {
     #[test]
     fn running_stats_follow_pytorch_and_eval_uses_them() {
         let x = random_tensor(&[4, 3], 3);
-        let (mut y, mut h, mut st) = (Tensor::zeros(&[0]), Tensor::zeros(&[0]), BnBatchStats::default());
+        let (mut y, mut h, mut st) = (
+            Tensor::zeros(&[0]),
+            Tensor::zeros(&[0]),
+            BnBatchStats::default(),
+        );
         batchnorm_train(&x, &[1.0; 3], &[0.0; 3], 1e-5, &mut y, &mut h, &mut st).unwrap();
         let (mut rm, mut rv) = (vec![0.0f32; 3], vec![1.0f32; 3]);
         update_running_stats(&st, 0.1, &mut rm, &mut rv);

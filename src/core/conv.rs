@@ -39,7 +39,12 @@ impl ConvGeom {
     /// The geometry of the transposed convolution seen as a forward one:
     /// channels swapped, kernel flipped, padding `k-1-p`.
     pub fn transposed(&self) -> ConvGeom {
-        ConvGeom { cin: self.cout, cout: self.cin, k: self.k, pad: self.k - 1 - self.pad }
+        ConvGeom {
+            cin: self.cout,
+            cout: self.cin,
+            k: self.k,
+            pad: self.k - 1 - self.pad,
+        }
     }
 
     /// Multiply-accumulates of one forward pass over `b` maps of `h × w` (output size).
@@ -75,7 +80,12 @@ impl PackedConv {
     pub fn new(w: &Tensor, pad: usize, algo: ConvAlgo) -> Result<Self, ShapeError> {
         let [cout, cin, k, k2] = dims4("PackedConv::new", "weight", w)?;
         if k != k2 || k == 0 || pad >= k {
-            return Err(ShapeError::new("PackedConv::new", "weight", w.shape(), format!("a square kernel with padding {pad} < k")));
+            return Err(ShapeError::new(
+                "PackedConv::new",
+                "weight",
+                w.shape(),
+                format!("a square kernel with padding {pad} < k"),
+            ));
         }
         let geom = ConvGeom { cin, cout, k, pad };
         let src = w.data();
@@ -95,9 +105,17 @@ impl PackedConv {
             }
         }
         let wino = (algo == ConvAlgo::Auto && k == 3 && pad == 1).then(|| {
-            (WinogradWeights::from_oihw(src, cout, cin, false), WinogradWeights::from_oihw(src, cout, cin, true))
+            (
+                WinogradWeights::from_oihw(src, cout, cin, false),
+                WinogradWeights::from_oihw(src, cout, cin, true),
+            )
         });
-        Ok(PackedConv { geom, fwd, tr, wino })
+        Ok(PackedConv {
+            geom,
+            fwd,
+            tr,
+            wino,
+        })
     }
 
     pub fn geom(&self) -> ConvGeom {
@@ -108,16 +126,35 @@ impl PackedConv {
 fn conv_out_shape(op: &'static str, x: &Tensor, g: ConvGeom) -> Result<[usize; 4], ShapeError> {
     let [b, h, w, c] = dims4(op, "input", x)?;
     if c != g.cin {
-        return Err(ShapeError::new(op, "input", x.shape(), format!("[B, H, W, {}] (channels-last)", g.cin)));
+        return Err(ShapeError::new(
+            op,
+            "input",
+            x.shape(),
+            format!("[B, H, W, {}] (channels-last)", g.cin),
+        ));
     }
-    let (oh, ow) = g
-        .out_hw(h, w)
-        .ok_or_else(|| ShapeError::new(op, "input", x.shape(), format!("a map of at least {}x{} pixels", g.k - 2 * g.pad.min(g.k / 2), g.k - 2 * g.pad.min(g.k / 2))))?;
+    let (oh, ow) = g.out_hw(h, w).ok_or_else(|| {
+        ShapeError::new(
+            op,
+            "input",
+            x.shape(),
+            format!(
+                "a map of at least {}x{} pixels",
+                g.k - 2 * g.pad.min(g.k / 2),
+                g.k - 2 * g.pad.min(g.k / 2)
+            ),
+        )
+    })?;
     Ok([b, oh, ow, g.cout])
 }
 
 /// Forward convolution `y = bias + W ⋆ x` (see the module docs); `y` is resized.
-pub fn conv2d(x: &Tensor, w: &PackedConv, bias: Option<&[f32]>, y: &mut Tensor) -> Result<(), ShapeError> {
+pub fn conv2d(
+    x: &Tensor,
+    w: &PackedConv,
+    bias: Option<&[f32]>,
+    y: &mut Tensor,
+) -> Result<(), ShapeError> {
     let shape = conv_out_shape("conv2d", x, w.geom)?;
     check_bias("conv2d", bias, w.geom.cout)?;
     y.ensure_shape(&shape);
@@ -142,14 +179,25 @@ pub fn conv2d_transposed(dy: &Tensor, w: &PackedConv, dx: &mut Tensor) -> Result
 
 /// Bottom-up drive through a pooled conv coupling:
 /// `y = maxpool2x2(bias + W ⋆ x)`, recording the argmax positions in `idx`.
-pub fn conv2d_pool(x: &Tensor, w: &PackedConv, bias: Option<&[f32]>, y: &mut Tensor, idx: &mut PoolIndex) -> Result<(), ShapeError> {
+pub fn conv2d_pool(
+    x: &Tensor,
+    w: &PackedConv,
+    bias: Option<&[f32]>,
+    y: &mut Tensor,
+    idx: &mut PoolIndex,
+) -> Result<(), ShapeError> {
     let mut full = Tensor::zeros(&[0]);
     conv2d(x, w, bias, &mut full)?;
     maxpool2x2(&full, y, idx)
 }
 
 /// Top-down drive through a pooled conv coupling: `x̄ = Wᵀ ⋆ unpool(s, idx)`.
-pub fn conv2d_transposed_unpool(s: &Tensor, idx: &PoolIndex, w: &PackedConv, dx: &mut Tensor) -> Result<(), ShapeError> {
+pub fn conv2d_transposed_unpool(
+    s: &Tensor,
+    idx: &PoolIndex,
+    w: &PackedConv,
+    dx: &mut Tensor,
+) -> Result<(), ShapeError> {
     let mut full = Tensor::zeros(&[0]);
     unpool2x2(s, idx, &mut full)?;
     conv2d_transposed(&full, w, dx)
@@ -162,7 +210,9 @@ fn use_winograd(x: &Tensor) -> bool {
 
 fn check_bias(op: &'static str, bias: Option<&[f32]>, cout: usize) -> Result<(), ShapeError> {
     match bias {
-        Some(b) if b.len() != cout => Err(ShapeError::new(op, "bias", &[b.len()], format!("[{cout}]"))),
+        Some(b) if b.len() != cout => {
+            Err(ShapeError::new(op, "bias", &[b.len()], format!("[{cout}]")))
+        }
         _ => Ok(()),
     }
 }
@@ -174,7 +224,17 @@ fn rows_per_chunk(kdim: usize, total: usize) -> usize {
 
 /// Writes the patches of output pixels `m0..m0+rows` into `col` (`rows × k²C_in`).
 #[allow(clippy::too_many_arguments)]
-fn im2col_rows(x: &[f32], h: usize, w: usize, g: ConvGeom, oh: usize, ow: usize, m0: usize, rows: usize, col: &mut [f32]) {
+fn im2col_rows(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    g: ConvGeom,
+    oh: usize,
+    ow: usize,
+    m0: usize,
+    rows: usize,
+    col: &mut [f32],
+) {
     let (c, k, p) = (g.cin, g.k, g.pad as isize);
     let kdim = k * k * c;
     for r in 0..rows {
@@ -207,26 +267,29 @@ fn im2col_conv(x: &Tensor, g: ConvGeom, wp: &[f32], bias: Option<&[f32]>, y: &mu
     let total = b * oh * ow;
     let chunk = rows_per_chunk(kdim, total);
     let xs = x.data();
-    y.data_mut().par_chunks_mut(chunk * co).enumerate().for_each(|(ci, ychunk)| {
-        let m0 = ci * chunk;
-        let rows = ychunk.len() / co;
-        if let Some(bias) = bias {
-            for row in ychunk.chunks_mut(co) {
-                row.copy_from_slice(bias);
+    y.data_mut()
+        .par_chunks_mut(chunk * co)
+        .enumerate()
+        .for_each(|(ci, ychunk)| {
+            let m0 = ci * chunk;
+            let rows = ychunk.len() / co;
+            if let Some(bias) = bias {
+                for row in ychunk.chunks_mut(co) {
+                    row.copy_from_slice(bias);
+                }
             }
-        }
-        with_scratch(rows * kdim, |col| {
-            im2col_rows(xs, h, w, g, oh, ow, m0, rows, col);
-            matmul(
-                MatMut::row_major(ychunk, rows, co),
-                MatRef::row_major(col, rows, kdim),
-                MatRef::row_major(wp, kdim, co),
-                bias.is_some(),
-                1.0,
-                Par::Seq,
-            );
+            with_scratch(rows * kdim, |col| {
+                im2col_rows(xs, h, w, g, oh, ow, m0, rows, col);
+                matmul(
+                    MatMut::row_major(ychunk, rows, co),
+                    MatRef::row_major(col, rows, kdim),
+                    MatRef::row_major(wp, kdim, co),
+                    bias.is_some(),
+                    1.0,
+                    Par::Seq,
+                );
+            });
         });
-    });
 }
 
 /// Number of partial sums of a weight gradient (fixed, so that results do not depend
@@ -235,7 +298,14 @@ const WGRAD_GROUPS: usize = 4;
 
 /// Weight gradient `W̄[o,c,u,v] (+)= scale · Σ_{b,i,j} ȳ[b,i,j,o] · x[b,i+u-p,j+v-p,c]`,
 /// written in OIHW into `dw` (`[C_out, C_in, k, k]`); accumulates when `accumulate`.
-pub fn conv2d_weight_grad(x: &Tensor, dy: &Tensor, g: ConvGeom, scale: f32, accumulate: bool, dw: &mut Tensor) -> Result<(), ShapeError> {
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    dy: &Tensor,
+    g: ConvGeom,
+    scale: f32,
+    accumulate: bool,
+    dw: &mut Tensor,
+) -> Result<(), ShapeError> {
     let out = conv_out_shape("conv2d_weight_grad", x, g)?;
     dy.expect_shape("conv2d_weight_grad", "output gradient", &out)?;
     let wshape = [g.cout, g.cin, g.k, g.k];
@@ -318,29 +388,68 @@ pub fn channel_sum(dy: &Tensor, scale: f32, accumulate: bool, db: &mut Tensor) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testutil::{assert_close, naive_conv_nchw, random_tensor};
     use crate::core::tensor::{nchw_to_nhwc, nhwc_to_nchw};
+    use crate::core::testutil::{assert_close, naive_conv_nchw, random_tensor};
 
-    fn check_forward(b: usize, cin: usize, cout: usize, h: usize, w: usize, k: usize, pad: usize, algo: ConvAlgo, seed: u64) {
+    fn check_forward(
+        b: usize,
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        pad: usize,
+        algo: ConvAlgo,
+        seed: u64,
+    ) {
         let x = random_tensor(&[b, cin, h, w], seed);
         let wt = random_tensor(&[cout, cin, k, k], seed + 1);
         let bias = random_tensor(&[cout], seed + 2);
         let want = naive_conv_nchw(&x, &wt, Some(bias.data()), pad);
         let packed = PackedConv::new(&wt, pad, algo).unwrap();
         let mut y = Tensor::zeros(&[0]);
-        conv2d(&nchw_to_nhwc(&x).unwrap(), &packed, Some(bias.data()), &mut y).unwrap();
-        assert_close(&nhwc_to_nchw(&y).unwrap(), &want, 1e-4, &format!("conv2d b{b} {cin}->{cout} {h}x{w} k{k} p{pad} {algo:?}"));
+        conv2d(
+            &nchw_to_nhwc(&x).unwrap(),
+            &packed,
+            Some(bias.data()),
+            &mut y,
+        )
+        .unwrap();
+        assert_close(
+            &nhwc_to_nchw(&y).unwrap(),
+            &want,
+            1e-4,
+            &format!("conv2d b{b} {cin}->{cout} {h}x{w} k{k} p{pad} {algo:?}"),
+        );
     }
 
     #[test]
     fn forward_matches_naive_on_odd_shapes() {
-        for (i, &(b, cin, cout, h, w, k, pad)) in
-            [(1, 1, 1, 1, 1, 1, 0), (1, 1, 1, 3, 3, 3, 1), (2, 3, 5, 7, 5, 3, 1), (3, 2, 4, 6, 6, 3, 0), (1, 4, 3, 9, 4, 5, 2), (2, 5, 7, 8, 8, 3, 1), (1, 1, 2, 5, 9, 3, 2), (2, 6, 3, 13, 11, 3, 1)]
-                .iter()
-                .enumerate()
+        for (i, &(b, cin, cout, h, w, k, pad)) in [
+            (1, 1, 1, 1, 1, 1, 0),
+            (1, 1, 1, 3, 3, 3, 1),
+            (2, 3, 5, 7, 5, 3, 1),
+            (3, 2, 4, 6, 6, 3, 0),
+            (1, 4, 3, 9, 4, 5, 2),
+            (2, 5, 7, 8, 8, 3, 1),
+            (1, 1, 2, 5, 9, 3, 2),
+            (2, 6, 3, 13, 11, 3, 1),
+        ]
+        .iter()
+        .enumerate()
         {
             check_forward(b, cin, cout, h, w, k, pad, ConvAlgo::Direct, 10 * i as u64);
-            check_forward(b, cin, cout, h, w, k, pad, ConvAlgo::Auto, 10 * i as u64 + 5);
+            check_forward(
+                b,
+                cin,
+                cout,
+                h,
+                w,
+                k,
+                pad,
+                ConvAlgo::Auto,
+                10 * i as u64 + 5,
+            );
         }
     }
 
@@ -368,9 +477,22 @@ mod tests {
             let mut dx = Tensor::zeros(&[0]);
             conv2d_transposed(&dy, &packed, &mut dx).unwrap();
             assert_eq!(dx.shape(), x.shape());
-            let lhs: f64 = y.data().iter().zip(dy.data()).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let rhs: f64 = x.data().iter().zip(dx.data()).map(|(a, b)| *a as f64 * *b as f64).sum();
-            assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "adjoint {lhs} vs {rhs}");
+            let lhs: f64 = y
+                .data()
+                .iter()
+                .zip(dy.data())
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum();
+            let rhs: f64 = x
+                .data()
+                .iter()
+                .zip(dx.data())
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum();
+            assert!(
+                (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0),
+                "adjoint {lhs} vs {rhs}"
+            );
             // naive: x̄[c,i,j] = Σ W[o,c,u,v] ȳ[o,i-u+p,j-v+p]
             let dyn_ = nhwc_to_nchw(&dy).unwrap();
             let mut want = Tensor::zeros(&[b, cin, h, w]);
@@ -382,10 +504,20 @@ mod tests {
                             for o in 0..cout {
                                 for u in 0..k {
                                     for v in 0..k {
-                                        let (yi, yj) = (ii as isize - u as isize + pad as isize, jj as isize - v as isize + pad as isize);
-                                        if yi >= 0 && yj >= 0 && (yi as usize) < oh && (yj as usize) < ow {
+                                        let (yi, yj) = (
+                                            ii as isize - u as isize + pad as isize,
+                                            jj as isize - v as isize + pad as isize,
+                                        );
+                                        if yi >= 0
+                                            && yj >= 0
+                                            && (yi as usize) < oh
+                                            && (yj as usize) < ow
+                                        {
                                             s += wt.data()[((o * cin + c) * k + u) * k + v] as f64
-                                                * dyn_.data()[((n * cout + o) * oh + yi as usize) * ow + yj as usize] as f64;
+                                                * dyn_.data()[((n * cout + o) * oh + yi as usize)
+                                                    * ow
+                                                    + yj as usize]
+                                                    as f64;
                                         }
                                     }
                                 }
@@ -395,13 +527,26 @@ mod tests {
                     }
                 }
             }
-            assert_close(&nhwc_to_nchw(&dx).unwrap(), &want, 1e-4, "conv2d_transposed");
+            assert_close(
+                &nhwc_to_nchw(&dx).unwrap(),
+                &want,
+                1e-4,
+                "conv2d_transposed",
+            );
         }
     }
 
     #[test]
     fn weight_grad_matches_naive_and_accumulates() {
-        for (i, &(b, cin, cout, h, w, k, pad)) in [(2, 3, 4, 5, 6, 3, 1), (1, 1, 1, 3, 3, 3, 1), (3, 2, 5, 7, 4, 3, 0), (1, 2, 2, 6, 6, 5, 2)].iter().enumerate() {
+        for (i, &(b, cin, cout, h, w, k, pad)) in [
+            (2, 3, 4, 5, 6, 3, 1),
+            (1, 1, 1, 3, 3, 3, 1),
+            (3, 2, 5, 7, 4, 3, 0),
+            (1, 2, 2, 6, 6, 5, 2),
+        ]
+        .iter()
+        .enumerate()
+        {
             let g = ConvGeom { cin, cout, k, pad };
             let (oh, ow) = g.out_hw(h, w).unwrap();
             let x = random_tensor(&[b, h, w, cin], 400 + i as u64);
@@ -418,10 +563,20 @@ mod tests {
                             for n in 0..b {
                                 for ii in 0..oh {
                                     for jj in 0..ow {
-                                        let (xi, xj) = (ii as isize + u as isize - pad as isize, jj as isize + v as isize - pad as isize);
-                                        if xi >= 0 && xj >= 0 && (xi as usize) < h && (xj as usize) < w {
-                                            s += dyn_.data()[((n * cout + o) * oh + ii) * ow + jj] as f64
-                                                * xn.data()[((n * cin + c) * h + xi as usize) * w + xj as usize] as f64;
+                                        let (xi, xj) = (
+                                            ii as isize + u as isize - pad as isize,
+                                            jj as isize + v as isize - pad as isize,
+                                        );
+                                        if xi >= 0
+                                            && xj >= 0
+                                            && (xi as usize) < h
+                                            && (xj as usize) < w
+                                        {
+                                            s += dyn_.data()[((n * cout + o) * oh + ii) * ow + jj]
+                                                as f64
+                                                * xn.data()[((n * cin + c) * h + xi as usize) * w
+                                                    + xj as usize]
+                                                    as f64;
                                         }
                                     }
                                 }
@@ -433,7 +588,9 @@ mod tests {
             }
             assert_close(&dw, &want, 1e-4, "conv2d_weight_grad");
             conv2d_weight_grad(&x, &dy, g, 0.5, true, &mut dw).unwrap();
-            let twice = Tensor::from_vec(want.shape(), want.data().iter().map(|v| 2.0 * v).collect()).unwrap();
+            let twice =
+                Tensor::from_vec(want.shape(), want.data().iter().map(|v| 2.0 * v).collect())
+                    .unwrap();
             assert_close(&dw, &twice, 1e-4, "conv2d_weight_grad accumulate");
         }
     }
@@ -443,8 +600,18 @@ mod tests {
         let packed = PackedConv::new(&Tensor::zeros(&[4, 3, 3, 3]), 1, ConvAlgo::Direct).unwrap();
         let mut y = Tensor::zeros(&[0]);
         let e = conv2d(&Tensor::zeros(&[2, 5, 5, 2]), &packed, None, &mut y).unwrap_err();
-        assert!(e.to_string().contains("conv2d: input has shape [2, 5, 5, 2]"), "{e}");
-        let e = conv2d(&Tensor::zeros(&[2, 5, 5, 3]), &packed, Some(&[0.0; 3]), &mut y).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("conv2d: input has shape [2, 5, 5, 2]"),
+            "{e}"
+        );
+        let e = conv2d(
+            &Tensor::zeros(&[2, 5, 5, 3]),
+            &packed,
+            Some(&[0.0; 3]),
+            &mut y,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("bias"), "{e}");
     }
 }

@@ -23,20 +23,35 @@ pub struct CrossEntropy {
 impl CrossEntropy {
     /// Mean loss over the batch.
     pub fn mean(&self) -> f32 {
-        (self.losses.iter().map(|&l| l as f64).sum::<f64>() / self.losses.len().max(1) as f64) as f32
+        (self.losses.iter().map(|&l| l as f64).sum::<f64>() / self.losses.len().max(1) as f64)
+            as f32
     }
 }
 
 /// Softmax cross-entropy of `logits: [B, C]` against `labels` (one per sample).
 pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> anyhow::Result<CrossEntropy> {
     let [b, c] = dims2("softmax_cross_entropy", "logits", logits)?;
-    anyhow::ensure!(labels.len() == b, "softmax_cross_entropy: {} labels for a batch of {b}", labels.len());
+    anyhow::ensure!(
+        labels.len() == b,
+        "softmax_cross_entropy: {} labels for a batch of {b}",
+        labels.len()
+    );
     let mut probs = Tensor::zeros(&[b, c]);
     let mut losses = Vec::with_capacity(b);
-    for (n, (row, prow)) in logits.data().chunks(c).zip(probs.data_mut().chunks_mut(c)).enumerate() {
+    for (n, (row, prow)) in logits
+        .data()
+        .chunks(c)
+        .zip(probs.data_mut().chunks_mut(c))
+        .enumerate()
+    {
         let y = labels[n];
         if y as usize >= c {
-            return Err(LabelError { sample: n, label: y, classes: c }.into());
+            return Err(LabelError {
+                sample: n,
+                label: y,
+                classes: c,
+            }
+            .into());
         }
         let m = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
         let mut z = 0.0f64;
@@ -70,7 +85,11 @@ pub fn topk_correct(logits: &Tensor, labels: &[u32], k: usize) -> usize {
         .zip(labels)
         .filter(|(row, &y)| {
             let target = row[y as usize];
-            let larger = row.iter().enumerate().filter(|&(j, &v)| v > target || (v == target && j < y as usize)).count();
+            let larger = row
+                .iter()
+                .enumerate()
+                .filter(|&(j, &v)| v > target || (v == target && j < y as usize))
+                .count();
             larger < k
         })
         .count()
@@ -97,7 +116,11 @@ mod tests {
             assert!(((lp - lm) / 2e-3 - g.data()[i]).abs() < 1e-3);
         }
         let e = softmax_cross_entropy(&z, &[3, 0]).unwrap_err();
-        assert!(e.to_string().contains("label 3 of sample 0 is outside 0..3"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("label 3 of sample 0 is outside 0..3"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,12 @@ const PAR_MIN: usize = 1 << 15;
 
 fn same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(), ShapeError> {
     if a.shape() != b.shape() {
-        return Err(ShapeError::new(op, "second operand", b.shape(), format!("{:?} (same as the first)", a.shape())));
+        return Err(ShapeError::new(
+            op,
+            "second operand",
+            b.shape(),
+            format!("{:?} (same as the first)", a.shape()),
+        ));
     }
     Ok(())
 }
@@ -18,7 +23,10 @@ pub fn axpy(y: &mut Tensor, alpha: f32, x: &Tensor) -> Result<(), ShapeError> {
     same("axpy", y, x)?;
     let f = |(yv, xv): (&mut f32, &f32)| *yv += alpha * xv;
     if y.len() >= PAR_MIN {
-        y.data_mut().par_iter_mut().zip(x.data().par_iter()).for_each(f);
+        y.data_mut()
+            .par_iter_mut()
+            .zip(x.data().par_iter())
+            .for_each(f);
     } else {
         y.data_mut().iter_mut().zip(x.data()).for_each(f);
     }
@@ -31,7 +39,13 @@ pub fn scale(x: &mut Tensor, alpha: f32) {
 }
 
 /// `out = alpha · a + beta · b` (out is resized).
-pub fn lin_comb(out: &mut Tensor, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<(), ShapeError> {
+pub fn lin_comb(
+    out: &mut Tensor,
+    alpha: f32,
+    a: &Tensor,
+    beta: f32,
+    b: &Tensor,
+) -> Result<(), ShapeError> {
     same("lin_comb", a, b)?;
     out.ensure_shape(a.shape());
     for ((o, x), y) in out.data_mut().iter_mut().zip(a.data()).zip(b.data()) {
@@ -48,7 +62,11 @@ pub fn sum_sq(x: &Tensor) -> f64 {
 /// `Σ a·b` in f64.
 pub fn dot(a: &Tensor, b: &Tensor) -> Result<f64, ShapeError> {
     same("dot", a, b)?;
-    Ok(a.data().iter().zip(b.data()).map(|(x, y)| (*x as f64) * (*y as f64)).sum())
+    Ok(a.data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum())
 }
 
 /// Index of the first NaN or infinite element.
@@ -90,7 +108,10 @@ pub fn activate(
     let bu = bottom_up.data();
     let td = top_down.map(|t| t.data());
     let mut vbuf = v.map(|t| t.data_mut());
-    let mut stats = UpdateStats { per_sample: Vec::with_capacity(b), ..Default::default() };
+    let mut stats = UpdateStats {
+        per_sample: Vec::with_capacity(b),
+        ..Default::default()
+    };
     let sd = s.data_mut();
     for n in 0..b {
         let r = n * per..(n + 1) * per;
@@ -126,7 +147,13 @@ pub fn activate(
 
 /// Backward of [`activate`]: `ḡ_pre = ḡ_s · α · 1[0 ≤ v ≤ 1]` (clamped; PyTorch's inclusive
 /// clamp derivative) or `ḡ_pre = ḡ_s` (identity), with `v = α·pre` as stored by `activate`.
-pub fn activate_backward(v: &Tensor, alpha: f32, clamped: bool, g_s: &Tensor, g_pre: &mut Tensor) -> Result<(), ShapeError> {
+pub fn activate_backward(
+    v: &Tensor,
+    alpha: f32,
+    clamped: bool,
+    g_s: &Tensor,
+    g_pre: &mut Tensor,
+) -> Result<(), ShapeError> {
     same("activate_backward", v, g_s)?;
     g_pre.ensure_shape(v.shape());
     for ((o, g), x) in g_pre.data_mut().iter_mut().zip(g_s.data()).zip(v.data()) {
@@ -176,7 +203,10 @@ pub fn unflatten_chw(flat: &Tensor, shape: [usize; 4], out: &mut Tensor) -> Resu
 /// Per-sample sums over everything but the leading axis.
 pub fn sample_sums(x: &Tensor) -> Vec<f64> {
     let per = x.row_len().max(1);
-    x.data().chunks(per).map(|r| r.iter().map(|&v| v as f64).sum()).collect()
+    x.data()
+        .chunks(per)
+        .map(|r| r.iter().map(|&v| v as f64).sum())
+        .collect()
 }
 
 #[cfg(test)]
@@ -190,7 +220,16 @@ mod tests {
         let td = Tensor::from_vec(&[2, 2], vec![0.5, 0.5, 0.0, 0.25]).unwrap();
         let mut s = Tensor::from_vec(&[2, 2], vec![0.0, 0.0, 1.0, 1.0]).unwrap();
         let mut v = Tensor::zeros(&[0]);
-        let st = activate(&bu, Some(&td), 0.5, true, &mut s, Some(&mut v), Some(&[false, true])).unwrap();
+        let st = activate(
+            &bu,
+            Some(&td),
+            0.5,
+            true,
+            &mut s,
+            Some(&mut v),
+            Some(&[false, true]),
+        )
+        .unwrap();
         assert_eq!(s.data(), &[0.0, 0.5, 1.0, 1.0]); // sample 1 frozen
         assert_eq!(v.data(), &[-0.25, 0.5, 1.5, 0.25]);
         assert_eq!(st.per_sample[0], (0.25, 0.0));
@@ -209,7 +248,10 @@ mod tests {
         let mut f = Tensor::zeros(&[0]);
         flatten_chw(&x, &mut f).unwrap();
         // (n=1, h=2, w=1, c=3) -> 3*6 + 2*2 + 1
-        assert_eq!(f.data()[24 + 3 * 6 + 2 * 2 + 1], x.data()[((1 * 3 + 2) * 2 + 1) * 4 + 3]);
+        assert_eq!(
+            f.data()[24 + 3 * 6 + 2 * 2 + 1],
+            x.data()[((1 * 3 + 2) * 2 + 1) * 4 + 3]
+        );
         let mut back = Tensor::zeros(&[0]);
         unflatten_chw(&f, [2, 3, 2, 4], &mut back).unwrap();
         assert_eq!(back, x);

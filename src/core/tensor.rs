@@ -20,8 +20,18 @@ pub struct ShapeError {
 }
 
 impl ShapeError {
-    pub fn new(op: &'static str, operand: &'static str, got: &[usize], expected: impl fmt::Display) -> Self {
-        ShapeError { op, operand, got: got.to_vec(), expected: expected.to_string() }
+    pub fn new(
+        op: &'static str,
+        operand: &'static str,
+        got: &[usize],
+        expected: impl fmt::Display,
+    ) -> Self {
+        ShapeError {
+            op,
+            operand,
+            got: got.to_vec(),
+            expected: expected.to_string(),
+        }
     }
 }
 
@@ -38,15 +48,31 @@ impl fmt::Debug for Tensor {
     }
 }
 
+impl Default for Tensor {
+    /// An empty tensor of shape `[0]` (a buffer to be resized by a kernel).
+    fn default() -> Self {
+        Tensor {
+            shape: vec![0],
+            data: Vec::new(),
+        }
+    }
+}
+
 impl Tensor {
     /// A tensor of zeros.
     pub fn zeros(shape: &[usize]) -> Self {
-        Tensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
     }
 
     /// A tensor filled with `value`.
     pub fn full(shape: &[usize], value: f32) -> Self {
-        Tensor { shape: shape.to_vec(), data: vec![value; shape.iter().product()] }
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![value; shape.iter().product()],
+        }
     }
 
     /// Wraps `data`; its length must equal the product of `shape`.
@@ -60,7 +86,10 @@ impl Tensor {
                 format!("{n} elements for shape {shape:?}"),
             ));
         }
-        Ok(Tensor { shape: shape.to_vec(), data })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -110,16 +139,31 @@ impl Tensor {
     pub fn reshape(&mut self, shape: &[usize]) -> Result<(), ShapeError> {
         let n: usize = shape.iter().product();
         if n != self.data.len() {
-            return Err(ShapeError::new("reshape", "tensor", &self.shape, format!("{n} elements for {shape:?}")));
+            return Err(ShapeError::new(
+                "reshape",
+                "tensor",
+                &self.shape,
+                format!("{n} elements for {shape:?}"),
+            ));
         }
         self.shape = shape.to_vec();
         Ok(())
     }
 
     /// Checks `self.shape() == expected`.
-    pub fn expect_shape(&self, op: &'static str, operand: &'static str, expected: &[usize]) -> Result<(), ShapeError> {
+    pub fn expect_shape(
+        &self,
+        op: &'static str,
+        operand: &'static str,
+        expected: &[usize],
+    ) -> Result<(), ShapeError> {
         if self.shape != expected {
-            return Err(ShapeError::new(op, operand, &self.shape, format!("{expected:?}")));
+            return Err(ShapeError::new(
+                op,
+                operand,
+                &self.shape,
+                format!("{expected:?}"),
+            ));
         }
         Ok(())
     }
@@ -143,7 +187,10 @@ impl Tensor {
         let r = self.row_len();
         let mut shape = self.shape.clone();
         shape[0] = range.len();
-        Tensor { shape, data: self.data[range.start * r..range.end * r].to_vec() }
+        Tensor {
+            shape,
+            data: self.data[range.start * r..range.end * r].to_vec(),
+        }
     }
 
     /// Sets every element to `v`.
@@ -184,7 +231,11 @@ pub fn nhwc_to_nchw(x: &Tensor) -> Result<Tensor, ShapeError> {
 }
 
 /// The four dimensions of a rank-4 tensor, or an error naming `op` and `operand`.
-pub fn dims4(op: &'static str, operand: &'static str, x: &Tensor) -> Result<[usize; 4], ShapeError> {
+pub fn dims4(
+    op: &'static str,
+    operand: &'static str,
+    x: &Tensor,
+) -> Result<[usize; 4], ShapeError> {
     match *x.shape() {
         [a, b, c, d] => Ok([a, b, c, d]),
         _ => Err(ShapeError::new(op, operand, x.shape(), "a rank-4 tensor")),
@@ -192,7 +243,11 @@ pub fn dims4(op: &'static str, operand: &'static str, x: &Tensor) -> Result<[usi
 }
 
 /// The two dimensions of a rank-2 tensor, or an error naming `op` and `operand`.
-pub fn dims2(op: &'static str, operand: &'static str, x: &Tensor) -> Result<[usize; 2], ShapeError> {
+pub fn dims2(
+    op: &'static str,
+    operand: &'static str,
+    x: &Tensor,
+) -> Result<[usize; 2], ShapeError> {
     match *x.shape() {
         [a, b] => Ok([a, b]),
         _ => Err(ShapeError::new(op, operand, x.shape(), "a rank-2 tensor")),
@@ -209,7 +264,10 @@ mod tests {
         let y = nchw_to_nhwc(&x).unwrap();
         assert_eq!(y.shape(), &[2, 2, 5, 3]);
         // element (n=1, c=2, h=1, w=3) of NCHW is at NHWC (1,1,3,2)
-        assert_eq!(y.data()[((1 * 2 + 1) * 5 + 3) * 3 + 2], x.data()[((1 * 3 + 2) * 2 + 1) * 5 + 3]);
+        assert_eq!(
+            y.data()[((1 * 2 + 1) * 5 + 3) * 3 + 2],
+            x.data()[((1 * 3 + 2) * 2 + 1) * 5 + 3]
+        );
         assert_eq!(nhwc_to_nchw(&y).unwrap(), x);
     }
 

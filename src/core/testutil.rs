@@ -27,9 +27,14 @@ pub fn naive_conv_nchw(x: &Tensor, w: &Tensor, bias: Option<&[f32]>, pad: usize)
                     for c in 0..cin {
                         for u in 0..k {
                             for v in 0..k {
-                                let (yi, xj) = (i as isize + u as isize - pad as isize, j as isize + v as isize - pad as isize);
+                                let (yi, xj) = (
+                                    i as isize + u as isize - pad as isize,
+                                    j as isize + v as isize - pad as isize,
+                                );
                                 if yi >= 0 && xj >= 0 && (yi as usize) < h && (xj as usize) < wd {
-                                    s += ws[((o * cin + c) * k + u) * k + v] as f64 * xs[((n * cin + c) * h + yi as usize) * wd + xj as usize] as f64;
+                                    s += ws[((o * cin + c) * k + u) * k + v] as f64
+                                        * xs[((n * cin + c) * h + yi as usize) * wd + xj as usize]
+                                            as f64;
                                 }
                             }
                         }
@@ -54,5 +59,11 @@ pub fn assert_close(a: &Tensor, b: &Tensor, tol: f32, ctx: &str) {
             at = i;
         }
     }
-    assert!(worst <= tol * scale, "{ctx}: max |diff| {worst} at {at} ({} vs {}), allowed {}", a.data()[at], b.data()[at], tol * scale);
+    assert!(
+        worst <= tol * scale,
+        "{ctx}: max |diff| {worst} at {at} ({} vs {}), allowed {}",
+        a.data()[at],
+        b.data()[at],
+        tol * scale
+    );
 }

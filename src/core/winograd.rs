@@ -73,7 +73,11 @@ impl WinogradWeights {
                 }
             }
         }
-        WinogradWeights { cin: ci, cout: co, u }
+        WinogradWeights {
+            cin: ci,
+            cout: co,
+            u,
+        }
     }
 
     pub fn cin(&self) -> usize {
@@ -137,7 +141,11 @@ impl Geometry {
     fn tile_origin(&self, t: usize) -> (usize, isize, isize) {
         let per = self.tiles_y * self.tiles_x;
         let (b, r) = (t / per, t % per);
-        (b, (r / self.tiles_x * TILE) as isize - 1, (r % self.tiles_x * TILE) as isize - 1)
+        (
+            b,
+            (r / self.tiles_x * TILE) as isize - 1,
+            (r % self.tiles_x * TILE) as isize - 1,
+        )
     }
 }
 
@@ -166,11 +174,23 @@ fn input_transform(x: &[f32], cin: usize, geo: &Geometry, t0: usize, nt: usize, 
             }
             // along i (for each column j), then along j (for each row i)
             for j in 0..PATCH {
-                let d: [&[f32]; 6] = std::array::from_fn(|i| &patch[(i * 6 + j) * n..(i * 6 + j + 1) * n]);
+                let d: [&[f32]; 6] =
+                    std::array::from_fn(|i| &patch[(i * 6 + j) * n..(i * 6 + j + 1) * n]);
                 let mut r_buf = [[0.0f32; CBLOCK]; 6];
                 {
                     let [r0, r1, r2, r3, r4, r5] = &mut r_buf;
-                    bt_rows(d, [&mut r0[..n], &mut r1[..n], &mut r2[..n], &mut r3[..n], &mut r4[..n], &mut r5[..n]], n);
+                    bt_rows(
+                        d,
+                        [
+                            &mut r0[..n],
+                            &mut r1[..n],
+                            &mut r2[..n],
+                            &mut r3[..n],
+                            &mut r4[..n],
+                            &mut r5[..n],
+                        ],
+                        n,
+                    );
                 }
                 for (i, r) in r_buf.iter().enumerate() {
                     tmp[(i * 6 + j) * n..(i * 6 + j + 1) * n].copy_from_slice(&r[..n]);
@@ -178,7 +198,8 @@ fn input_transform(x: &[f32], cin: usize, geo: &Geometry, t0: usize, nt: usize, 
             }
             // rows: for each row i, transform along j
             for i in 0..PATCH {
-                let d: [&[f32]; 6] = std::array::from_fn(|j| &tmp[(i * 6 + j) * n..(i * 6 + j + 1) * n]);
+                let d: [&[f32]; 6] =
+                    std::array::from_fn(|j| &tmp[(i * 6 + j) * n..(i * 6 + j + 1) * n]);
                 let r = rows6(&mut out[i * 6 * n..(i + 1) * 6 * n], n);
                 bt_rows(d, r, n);
             }
@@ -191,7 +212,15 @@ fn input_transform(x: &[f32], cin: usize, geo: &Geometry, t0: usize, nt: usize, 
 }
 
 /// Output transform of `m` (`[ξ][tile][c]`) into the valid pixels of `y`, plus bias.
-fn output_transform(m: &[f32], cout: usize, geo: &Geometry, t0: usize, nt: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+fn output_transform(
+    m: &[f32],
+    cout: usize,
+    geo: &Geometry,
+    t0: usize,
+    nt: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let n = cout;
     let mut tmp = vec![0.0f32; 4 * PATCH * n];
     let mut res = vec![0.0f32; 16 * n];
@@ -207,10 +236,20 @@ fn output_transform(m: &[f32], cout: usize, geo: &Geometry, t0: usize, nt: usize
             let (t0r, rest) = tmp.split_at_mut(PATCH * n);
             let (t1r, rest) = rest.split_at_mut(PATCH * n);
             let (t2r, t3r) = rest.split_at_mut(PATCH * n);
-            at_rows(mrows, [&mut t0r[j * n..(j + 1) * n], &mut t1r[j * n..(j + 1) * n], &mut t2r[j * n..(j + 1) * n], &mut t3r[j * n..(j + 1) * n]], n);
+            at_rows(
+                mrows,
+                [
+                    &mut t0r[j * n..(j + 1) * n],
+                    &mut t1r[j * n..(j + 1) * n],
+                    &mut t2r[j * n..(j + 1) * n],
+                    &mut t3r[j * n..(j + 1) * n],
+                ],
+                n,
+            );
         }
         for a in 0..TILE {
-            let rows: [&[f32]; 6] = std::array::from_fn(|j| &tmp[(a * PATCH + j) * n..(a * PATCH + j + 1) * n]);
+            let rows: [&[f32]; 6] =
+                std::array::from_fn(|j| &tmp[(a * PATCH + j) * n..(a * PATCH + j + 1) * n]);
             let (r0, rest) = res[a * 4 * n..(a + 1) * 4 * n].split_at_mut(n);
             let (r1, rest) = rest.split_at_mut(n);
             let (r2, r3) = rest.split_at_mut(n);
@@ -253,7 +292,12 @@ pub fn conv3x3(x: &Tensor, u: &WinogradWeights, bias: Option<&[f32]>, y: &mut Te
     let (b, h, w, cin) = (s[0], s[1], s[2], s[3]);
     assert_eq!(cin, u.cin, "winograd: channels");
     let cout = u.cout;
-    let geo = Geometry { h, w, tiles_y: h.div_ceil(TILE), tiles_x: w.div_ceil(TILE) };
+    let geo = Geometry {
+        h,
+        w,
+        tiles_y: h.div_ceil(TILE),
+        tiles_x: w.div_ceil(TILE),
+    };
     let total = b * geo.tiles_y * geo.tiles_x;
     let chunk = tiles_per_chunk(cin, cout);
     let xs = x.data();
@@ -275,9 +319,13 @@ pub fn conv3x3(x: &Tensor, u: &WinogradWeights, bias: Option<&[f32]>, y: &mut Te
                 )
             };
             if par_gemm {
-                m.par_chunks_mut(nt * cout).enumerate().for_each(|(xi, mxi)| gemm_one(xi, mxi));
+                m.par_chunks_mut(nt * cout)
+                    .enumerate()
+                    .for_each(|(xi, mxi)| gemm_one(xi, mxi));
             } else {
-                m.chunks_mut(nt * cout).enumerate().for_each(|(xi, mxi)| gemm_one(xi, mxi));
+                m.chunks_mut(nt * cout)
+                    .enumerate()
+                    .for_each(|(xi, mxi)| gemm_one(xi, mxi));
             }
             // SAFETY: tiles of different chunks write disjoint pixels of `y`.
             let y = unsafe { std::slice::from_raw_parts_mut(y_ptr.get(), y_len) };

@@ -1,0 +1,400 @@
+//! Model description (TOML), validated into per-block layer shapes (SPEC §1, §6).
+//!
+//! A block is described like the reference's `blocks_config`: `channels` lists the
+//! channel chain of its convolutions **including the block input** (`[C_in, C_0, C_1, …]`:
+//! the first conv is the feedforward conv `F_k`, the others are conv couplings), `pools`
+//! has one character per conv (`m` = 2x2 max-pool after it, `-` = none), `fc` lists the
+//! dense layers after the convs.
+
+use crate::core::ConvAlgo;
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Normalisation in the feedforward transform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// BatchNorm2d (eps 1e-5, momentum 0.1, γ = 1, β = 0).
+    #[default]
+    Batchnorm,
+    /// No normalisation; the feedforward conv has a bias.
+    None,
+}
+
+/// One stage: feedforward transform + energy-based block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    /// Conv channel chain including the block input: `[C_in, C_0, C_1, …]`.
+    pub channels: Vec<usize>,
+    /// One character per conv: `m` (2x2/2 max-pool) or `-`.
+    pub pools: String,
+    /// Kernel size of every conv (default 3).
+    #[serde(default = "default_kernel")]
+    pub kernel: usize,
+    /// Zero padding of every conv (default 1).
+    #[serde(default = "default_padding")]
+    pub padding: usize,
+    /// Dense layer widths after the convs.
+    #[serde(default)]
+    pub fc: Vec<usize>,
+    #[serde(default)]
+    pub norm: Norm,
+    /// Pool after the normalisation instead of before it.
+    #[serde(default)]
+    pub norm_pool: bool,
+    /// Apply the hard sigmoid to the block's last layer too.
+    #[serde(default)]
+    pub clamp_last: bool,
+    /// Per-block activation slope (overrides the model's `alpha`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f32>,
+}
+
+fn default_kernel() -> usize {
+    3
+}
+fn default_padding() -> usize {
+    1
+}
+
+/// A whole ff-EBM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Input image `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Number of classes of the linear readout.
+    pub classes: usize,
+    /// Activation slope α of the hard sigmoid `clamp(α·x, 0, 1)`.
+    pub alpha: f32,
+    /// Variance scale V of the GOE conv initialisation.
+    pub init_v: f32,
+    pub blocks: Vec<BlockConfig>,
+    /// Convolution algorithm (`auto` = Winograd where it applies).
+    #[serde(default)]
+    pub conv_algo: ConvAlgo,
+}
+
+/// Per-sample shape of a layer: a channels-last map `[H, W, C]` or a dense vector `[F]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerShape {
+    Map { h: usize, w: usize, c: usize },
+    Dense { f: usize },
+}
+
+impl LayerShape {
+    pub fn numel(&self) -> usize {
+        match *self {
+            LayerShape::Map { h, w, c } => h * w * c,
+            LayerShape::Dense { f } => f,
+        }
+    }
+
+    /// Batched tensor shape (`[B,H,W,C]` or `[B,F]`).
+    pub fn batched(&self, b: usize) -> Vec<usize> {
+        match *self {
+            LayerShape::Map { h, w, c } => vec![b, h, w, c],
+            LayerShape::Dense { f } => vec![b, f],
+        }
+    }
+}
+
+/// Coupling `i` between layers `i-1` and `i` of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CouplingKind {
+    /// Conv `C_in → C_out` on maps of `h × w`, optionally max-pooled.
+    Conv {
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        pool: bool,
+    },
+    /// Dense `F_in → F_out` (a map input is flattened C-major).
+    Dense { fin: usize, fout: usize },
+}
+
+/// The derived structure of one block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockLayout {
+    pub input: LayerShape,
+    /// Feedforward conv `C_in → C_0` on the input map, pooled or not.
+    pub ff_cin: usize,
+    pub ff_cout: usize,
+    pub ff_pool: bool,
+    pub kernel: usize,
+    pub padding: usize,
+    pub norm: Norm,
+    pub norm_pool: bool,
+    /// Shapes of `s_0 … s_{n−1}`.
+    pub layers: Vec<LayerShape>,
+    /// `couplings[i-1]` couples layers `i-1` and `i`.
+    pub couplings: Vec<CouplingKind>,
+    pub alpha: f32,
+    pub clamp_last: bool,
+}
+
+impl ModelConfig {
+    /// Reads a TOML model description.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: ModelConfig = toml::from_str(text).context("invalid model description")?;
+        cfg.layouts()?;
+        Ok(cfg)
+    }
+
+    /// Validates the description and derives every block's layout.
+    pub fn layouts(&self) -> Result<Vec<BlockLayout>> {
+        ensure!(
+            !self.blocks.is_empty(),
+            "model: `blocks` is empty; an ff-EBM needs at least one block"
+        );
+        ensure!(self.classes >= 1, "model: `classes` must be at least 1");
+        ensure!(
+            self.alpha > 0.0 && self.alpha.is_finite(),
+            "model: `alpha` = {} must be a positive number",
+            self.alpha
+        );
+        let [c, h, w] = self.input;
+        let mut input = LayerShape::Map { h, w, c };
+        let mut out = Vec::with_capacity(self.blocks.len());
+        for (k, b) in self.blocks.iter().enumerate() {
+            let layout = block_layout(k, b, input, self.alpha)
+                .with_context(|| format!("model: blocks[{k}]"))?;
+            input = *layout.layers.last().expect("at least one layer");
+            if k + 1 < self.blocks.len() {
+                ensure!(matches!(input, LayerShape::Map { .. }), "model: blocks[{k}] ends with a dense layer but another block follows; only the last block may have `fc` layers");
+            }
+            out.push(layout);
+        }
+        Ok(out)
+    }
+
+    /// Input width of the readout (flattened last layer of the last block).
+    pub fn readout_inputs(&self) -> Result<usize> {
+        Ok(self
+            .layouts()?
+            .last()
+            .expect("non-empty")
+            .layers
+            .last()
+            .expect("non-empty")
+            .numel())
+    }
+}
+
+fn block_layout(k: usize, b: &BlockConfig, input: LayerShape, alpha: f32) -> Result<BlockLayout> {
+    let LayerShape::Map { h, w, c } = input else {
+        bail!("block input must be a map")
+    };
+    ensure!(
+        b.channels.len() >= 2,
+        "`channels` = {:?} needs the input channels and at least one conv",
+        b.channels
+    );
+    ensure!(
+        b.channels[0] == c,
+        "`channels[0]` = {} but the block input has {c} channels (from {})",
+        b.channels[0],
+        if k == 0 {
+            "the image"
+        } else {
+            "the previous block's last layer"
+        }
+    );
+    let nconv = b.channels.len() - 1;
+    let pools: Vec<char> = b.pools.chars().collect();
+    ensure!(
+        pools.len() >= nconv,
+        "`pools` = {:?} has {} entries for {nconv} convs (one of `m`/`-` per conv)",
+        b.pools,
+        pools.len()
+    );
+    let mut pool_flags = Vec::with_capacity(nconv);
+    for (i, p) in pools.iter().take(nconv).enumerate() {
+        pool_flags.push(match p {
+            'm' => true,
+            '-' => false,
+            other => bail!("`pools`[{i}] = {other:?}: expected `m` (max-pool) or `-` (none)"),
+        });
+    }
+    ensure!(
+        b.kernel % 2 == 1 && b.kernel >= 1,
+        "`kernel` = {} must be odd",
+        b.kernel
+    );
+    ensure!(
+        b.padding < b.kernel,
+        "`padding` = {} must be smaller than the kernel {}",
+        b.padding,
+        b.kernel
+    );
+    let conv_out = |h: usize, w: usize, what: &str| -> Result<(usize, usize)> {
+        let (oh, ow) = (
+            (h + 2 * b.padding + 1).checked_sub(b.kernel),
+            (w + 2 * b.padding + 1).checked_sub(b.kernel),
+        );
+        match (oh, ow) {
+            (Some(oh), Some(ow)) if oh > 0 && ow > 0 => Ok((oh, ow)),
+            _ => bail!(
+                "{what}: a {}x{} map is too small for a {}x{} kernel with padding {}",
+                h,
+                w,
+                b.kernel,
+                b.kernel,
+                b.padding
+            ),
+        }
+    };
+    let pooled = |h: usize, w: usize, pool: bool, what: &str| -> Result<(usize, usize)> {
+        if pool {
+            ensure!(h >= 2 && w >= 2, "{what}: cannot max-pool a {h}x{w} map");
+            Ok((h / 2, w / 2))
+        } else {
+            Ok((h, w))
+        }
+    };
+    let (mut ch, mut cw) = conv_out(h, w, "feedforward conv")?;
+    (ch, cw) = pooled(ch, cw, pool_flags[0], "feedforward conv")?;
+    let mut layers = vec![LayerShape::Map {
+        h: ch,
+        w: cw,
+        c: b.channels[1],
+    }];
+    let mut couplings = Vec::new();
+    for i in 1..nconv {
+        let (cin, cout) = (b.channels[i], b.channels[i + 1]);
+        let what = format!("conv coupling {i}");
+        let (oh, ow) = conv_out(ch, cw, &what)?;
+        couplings.push(CouplingKind::Conv {
+            cin,
+            cout,
+            h: ch,
+            w: cw,
+            pool: pool_flags[i],
+        });
+        (ch, cw) = pooled(oh, ow, pool_flags[i], &what)?;
+        layers.push(LayerShape::Map {
+            h: ch,
+            w: cw,
+            c: cout,
+        });
+    }
+    let mut fin = ch * cw * b.channels[nconv];
+    for (j, &f) in b.fc.iter().enumerate() {
+        ensure!(f > 0, "`fc`[{j}] must be positive");
+        couplings.push(CouplingKind::Dense { fin, fout: f });
+        layers.push(LayerShape::Dense { f });
+        fin = f;
+    }
+    let alpha = b.alpha.unwrap_or(alpha);
+    ensure!(
+        alpha > 0.0 && alpha.is_finite(),
+        "`alpha` = {alpha} must be a positive number"
+    );
+    Ok(BlockLayout {
+        input,
+        ff_cin: b.channels[0],
+        ff_cout: b.channels[1],
+        ff_pool: pool_flags[0],
+        kernel: b.kernel,
+        padding: b.padding,
+        norm: b.norm,
+        norm_pool: b.norm_pool,
+        layers,
+        couplings,
+        alpha,
+        clamp_last: b.clamp_last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(channels: &[usize], pools: &str, fc: &[usize]) -> BlockConfig {
+        BlockConfig {
+            channels: channels.to_vec(),
+            pools: pools.into(),
+            kernel: 3,
+            padding: 1,
+            fc: fc.to_vec(),
+            norm: Norm::Batchnorm,
+            norm_pool: false,
+            clamp_last: false,
+            alpha: None,
+        }
+    }
+
+    #[test]
+    fn derives_shapes_of_a_two_block_model() {
+        let cfg = ModelConfig {
+            input: [3, 32, 32],
+            classes: 10,
+            alpha: 1.0,
+            init_v: 1e-4,
+            blocks: vec![
+                block(&[3, 128, 256, 256], "mmm", &[]),
+                block(&[256, 512, 512], "mm", &[256]),
+            ],
+            conv_algo: ConvAlgo::Auto,
+        };
+        let l = cfg.layouts().unwrap();
+        assert_eq!(
+            l[0].layers,
+            vec![
+                LayerShape::Map {
+                    h: 16,
+                    w: 16,
+                    c: 128
+                },
+                LayerShape::Map { h: 8, w: 8, c: 256 },
+                LayerShape::Map { h: 4, w: 4, c: 256 }
+            ]
+        );
+        assert_eq!(
+            l[1].couplings[0],
+            CouplingKind::Conv {
+                cin: 512,
+                cout: 512,
+                h: 2,
+                w: 2,
+                pool: true
+            }
+        );
+        assert_eq!(
+            l[1].couplings[1],
+            CouplingKind::Dense {
+                fin: 512,
+                fout: 256
+            }
+        );
+        assert_eq!(cfg.readout_inputs().unwrap(), 256);
+    }
+
+    #[test]
+    fn rejects_bad_descriptions_with_the_key() {
+        let mut cfg = ModelConfig {
+            input: [3, 8, 8],
+            classes: 10,
+            alpha: 1.0,
+            init_v: 1e-4,
+            blocks: vec![block(&[1, 4], "m", &[])],
+            conv_algo: ConvAlgo::Auto,
+        };
+        let e = format!("{:#}", cfg.layouts().unwrap_err());
+        assert!(
+            e.contains("blocks[0]") && e.contains("`channels[0]` = 1"),
+            "{e}"
+        );
+        cfg.blocks = vec![block(&[3, 4], "x", &[])];
+        assert!(format!("{:#}", cfg.layouts().unwrap_err()).contains("`pools`[0] = 'x'"));
+        cfg.blocks = vec![block(&[3, 4], "m", &[8]), block(&[4, 4], "-", &[])];
+        assert!(format!("{:#}", cfg.layouts().unwrap_err()).contains("ends with a dense layer"));
+        let e = ModelConfig::from_toml(
+            "input = [3, 8, 8]\nclasses = 10\nalpha = 1.0\ninit_v = 1e-4\nblocks = []\nbogus = 1\n",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `bogus`"), "{e:#}");
+    }
+}

@@ -1,0 +1,381 @@
+//! Built-in presets: the paper's experiments (SPEC §6) and small ones that learn in
+//! minutes on 2 cores.
+
+use super::config::{BlockConfig, ModelConfig, Norm};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// Relaxation and EP hyper-parameters of a preset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlgoHyper {
+    /// Free-phase sweeps (the cap when `tol` is set).
+    pub t1: usize,
+    /// Sweeps of each nudged phase (EP) / of the unrolled computation (ID).
+    pub t2: usize,
+    /// Nudging strength β.
+    pub beta: f32,
+    /// Free-phase tolerance (SPEC §1.3); `None` = always `t1` sweeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tol: Option<f32>,
+}
+
+/// Training hyper-parameters of a preset (SPEC §4, §6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainHyper {
+    pub dataset: String,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub epochs: usize,
+    /// Cosine schedule period and floor.
+    pub t_max: usize,
+    pub lr_min: f64,
+}
+
+/// A named, complete experiment description.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub model: ModelConfig,
+    pub algo: AlgoHyper,
+    pub train: TrainHyper,
+}
+
+fn blk(channels: &[usize], pools: &str, fc: &[usize], norm: Norm, clamp_last: bool) -> BlockConfig {
+    BlockConfig {
+        channels: channels.to_vec(),
+        pools: pools.into(),
+        kernel: 3,
+        padding: 1,
+        fc: fc.to_vec(),
+        norm,
+        norm_pool: false,
+        clamp_last,
+        alpha: None,
+    }
+}
+
+fn bn(channels: &[usize], pools: &str) -> BlockConfig {
+    blk(channels, pools, &[], Norm::Batchnorm, false)
+}
+
+const BN: Norm = Norm::Batchnorm;
+const NONE: Norm = Norm::None;
+
+/// Names of all presets, in display order.
+pub const NAMES: &[&str] = &[
+    "splitting_small_1block",
+    "splitting_small_2block",
+    "splitting_small_3block",
+    "splitting_small_1block_tol",
+    "splitting_small_2block_tol",
+    "splitting_small_3block_tol",
+    "splitting_large_3block",
+    "splitting_large_4block",
+    "splitting_large_6block",
+    "splitting_large_3block_tol",
+    "splitting_large_4block_tol",
+    "splitting_large_6block_tol",
+    "scaling_small",
+    "scaling_large",
+    "static_gradient_analysis",
+];
+
+fn model(
+    blocks: Vec<BlockConfig>,
+    alpha: f32,
+    v: f32,
+    classes: usize,
+    input: [usize; 3],
+) -> ModelConfig {
+    ModelConfig {
+        input,
+        classes,
+        alpha,
+        init_v: v,
+        blocks,
+        conv_algo: Default::default(),
+    }
+}
+
+fn train(dataset: &str, batch: usize, lr: f64, epochs: usize, lr_min: f64) -> TrainHyper {
+    TrainHyper {
+        dataset: dataset.into(),
+        batch_size: batch,
+        lr,
+        epochs,
+        t_max: epochs,
+        lr_min,
+    }
+}
+
+fn small_blocks(n: usize) -> Vec<BlockConfig> {
+    match n {
+        1 => vec![blk(
+            &[3, 128, 256, 256, 512, 512],
+            "mmmm-",
+            &[256],
+            BN,
+            false,
+        )],
+        2 => vec![
+            blk(&[3, 128, 256, 256], "mmm", &[], BN, true),
+            blk(&[256, 512, 512], "mm", &[256], NONE, false),
+        ],
+        _ => vec![
+            blk(&[3, 128, 256], "mm", &[], BN, true),
+            blk(&[256, 256, 512], "mm", &[], NONE, true),
+            blk(&[512, 512], "-", &[256], NONE, false),
+        ],
+    }
+}
+
+fn large_blocks(n: usize) -> Vec<BlockConfig> {
+    match n {
+        3 => vec![
+            bn(&[3, 128, 128, 128, 128], "--m-"),
+            bn(&[128, 256, 256, 256, 256], "m---"),
+            bn(&[256, 512, 512, 512, 512], "m---"),
+        ],
+        4 => vec![
+            bn(&[3, 128, 128, 128], "---"),
+            bn(&[128, 128, 256, 256], "m--"),
+            bn(&[256, 256, 256, 512], "m--"),
+            bn(&[512, 512, 512, 512], "m--"),
+        ],
+        _ => vec![
+            bn(&[3, 128, 128], "--"),
+            bn(&[128, 128, 128], "m-"),
+            bn(&[128, 256, 256], "m-"),
+            bn(&[256, 256, 256], "--"),
+            bn(&[256, 512, 512], "m-"),
+            bn(&[512, 512, 512], "--"),
+        ],
+    }
+}
+
+/// The preset `name` with a readout of `classes` outputs (`None` = the preset's dataset).
+pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
+    let c10 = [3, 32, 32];
+    let small_algo = AlgoHyper {
+        t1: 60,
+        t2: 20,
+        beta: 0.2,
+        tol: None,
+    };
+    let large_algo = AlgoHyper {
+        t1: 20,
+        t2: 5,
+        beta: 0.2,
+        tol: None,
+    };
+    let mut p = match name {
+        "splitting_small_1block" | "splitting_small_2block" | "splitting_small_3block" => {
+            let n = name.as_bytes()["splitting_small_".len()] - b'0';
+            Preset {
+                name: NAMES.iter().find(|&&x| x == name).unwrap(),
+                summary: "CIFAR-10 splitting experiment (Table 1, small VGG, 6 layers)",
+                model: model(small_blocks(n as usize), 1.0, 8.351e-5, 10, c10),
+                algo: small_algo,
+                train: train("cifar10", 128, 1e-4, 200, 1e-6),
+            }
+        }
+        "splitting_small_1block_tol"
+        | "splitting_small_2block_tol"
+        | "splitting_small_3block_tol" => {
+            let n = name.as_bytes()["splitting_small_".len()] - b'0';
+            Preset {
+                name: NAMES.iter().find(|&&x| x == name).unwrap(),
+                summary:
+                    "CIFAR-10 splitting experiment with tolerance-based free phase (small VGG)",
+                model: model(small_blocks(n as usize), 0.65, 8.351e-5, 10, c10),
+                algo: AlgoHyper {
+                    t1: 1580,
+                    t2: 20,
+                    beta: 0.2,
+                    tol: Some(1e-6),
+                },
+                train: train("cifar10", 128, 3e-4, 100, 1e-6),
+            }
+        }
+        "splitting_large_3block" | "splitting_large_4block" | "splitting_large_6block" => {
+            let n = name.as_bytes()["splitting_large_".len()] - b'0';
+            Preset {
+                name: NAMES.iter().find(|&&x| x == name).unwrap(),
+                summary: "CIFAR-10 splitting experiment (Table 1, large VGG, 12 layers)",
+                model: model(large_blocks(n as usize), 1.0, 5.9e-5, 10, c10),
+                algo: large_algo,
+                train: train("cifar10", 128, 5e-5, 200, 1e-6),
+            }
+        }
+        "splitting_large_3block_tol"
+        | "splitting_large_4block_tol"
+        | "splitting_large_6block_tol" => {
+            let n = name.as_bytes()["splitting_large_".len()] - b'0';
+            Preset {
+                name: NAMES.iter().find(|&&x| x == name).unwrap(),
+                summary:
+                    "CIFAR-10 splitting experiment with tolerance-based free phase (large VGG)",
+                model: model(large_blocks(n as usize), 0.55, 5.9e-5, 10, c10),
+                algo: AlgoHyper {
+                    t1: 1580,
+                    t2: 5,
+                    beta: 0.2,
+                    tol: Some(1e-4),
+                },
+                train: train("cifar10", 128, 5e-5, 100, 1e-6),
+            }
+        }
+        "scaling_small" => Preset {
+            name: "scaling_small",
+            summary: "Scaling experiment (Table 2): 6 blocks of 2 layers, CIFAR-100 / ImageNet32",
+            model: model(
+                vec![
+                    bn(&[3, 128, 128], "m-"),
+                    bn(&[128, 128, 128], "--"),
+                    bn(&[128, 256, 256], "m-"),
+                    bn(&[256, 256, 256], "--"),
+                    bn(&[256, 512, 512], "m-"),
+                    bn(&[512, 512, 512], "--"),
+                ],
+                0.5,
+                4.9e-5,
+                100,
+                c10,
+            ),
+            algo: AlgoHyper {
+                t1: 15,
+                t2: 5,
+                beta: 0.2,
+                tol: None,
+            },
+            train: train("cifar100", 256, 5e-5, 200, 5e-7),
+        },
+        "scaling_large" => Preset {
+            name: "scaling_large",
+            summary:
+                "Scaling experiment (Table 2): 7 blocks of 2 layers + 1, CIFAR-100 / ImageNet32",
+            model: model(
+                vec![
+                    bn(&[3, 64, 64], "--"),
+                    bn(&[64, 128, 128], "m-"),
+                    bn(&[128, 128, 128], "--"),
+                    bn(&[128, 256, 256], "m-"),
+                    bn(&[256, 258, 256], "--"),
+                    bn(&[256, 512, 512], "m-"),
+                    bn(&[512, 512, 512], "--"),
+                    bn(&[512, 512], "-"),
+                ],
+                0.5,
+                1e-5,
+                100,
+                c10,
+            ),
+            algo: AlgoHyper {
+                t1: 15,
+                t2: 5,
+                beta: 0.2,
+                tol: None,
+            },
+            train: train("cifar100", 256, 2e-5, 100, 1e-7),
+        },
+        "static_gradient_analysis" => Preset {
+            name: "static_gradient_analysis",
+            summary: "Static gradient analysis (Figs. 3-5): EP vs ID at initialisation, batch 2",
+            model: model(
+                vec![
+                    bn(&[3, 64, 64], "--"),
+                    bn(&[64, 128, 128], "m-"),
+                    bn(&[128, 256, 256, 256], "m--"),
+                    bn(&[256, 512, 512, 512], "m--"),
+                    bn(&[512, 512, 512], "m-"),
+                    blk(&[512, 512, 1024], "--", &[4096], BN, false),
+                ],
+                0.5,
+                4.9e-5,
+                10,
+                c10,
+            ),
+            algo: AlgoHyper {
+                t1: 15,
+                t2: 20,
+                beta: 0.02,
+                tol: None,
+            },
+            train: train("cifar10", 2, 5e-5, 1, 1e-6),
+        },
+        other => {
+            let best = NAMES
+                .iter()
+                .min_by_key(|n| strsim::levenshtein(n, other))
+                .expect("non-empty");
+            bail!(
+                "unknown preset `{other}`; did you mean `{best}`? (`ffebm presets` lists them all)"
+            )
+        }
+    };
+    if let Some(c) = classes {
+        anyhow::ensure!(c >= 1, "--classes must be at least 1");
+        p.model.classes = c;
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::LayerShape;
+
+    #[test]
+    fn every_preset_builds_with_the_spec_layer_counts() {
+        let layers = |n: &str| {
+            preset(n, None)
+                .unwrap()
+                .model
+                .layouts()
+                .unwrap()
+                .iter()
+                .map(|b| b.layers.len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(layers("splitting_small_1block"), [6]);
+        assert_eq!(layers("splitting_small_2block"), [3, 3]);
+        assert_eq!(layers("splitting_small_3block"), [2, 2, 2]);
+        assert_eq!(layers("splitting_large_3block"), [4, 4, 4]);
+        assert_eq!(layers("splitting_large_4block"), [3, 3, 3, 3]);
+        assert_eq!(layers("splitting_large_6block"), [2; 6]);
+        assert_eq!(layers("scaling_small"), [2; 6]);
+        assert_eq!(layers("scaling_large"), [2, 2, 2, 2, 2, 2, 2, 1]);
+        assert_eq!(layers("static_gradient_analysis"), [2, 2, 3, 3, 2, 3]);
+        for n in NAMES {
+            let p = preset(n, Some(1000)).unwrap();
+            assert_eq!(p.model.classes, 1000);
+            let fin = p.model.readout_inputs().unwrap();
+            assert!([256, 8192, 4096].contains(&fin), "{n}: readout input {fin}");
+        }
+        let l = preset("splitting_large_3block", None)
+            .unwrap()
+            .model
+            .layouts()
+            .unwrap();
+        assert_eq!(
+            l[0].layers[2],
+            LayerShape::Map {
+                h: 16,
+                w: 16,
+                c: 128
+            }
+        );
+        assert_eq!(l[2].layers[3], LayerShape::Map { h: 4, w: 4, c: 512 });
+    }
+
+    #[test]
+    fn unknown_preset_suggests_the_nearest() {
+        let e = preset("splitting_smal_2block", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `splitting_small_2block`"), "{e}");
+    }
+}

@@ -1,0 +1,102 @@
+//! Shared helpers for the integration tests: tiny models, inputs and comparisons.
+#![allow(dead_code)]
+
+use ffebm::core::{testutil::random_tensor, Tensor};
+use ffebm::model::{BlockConfig, Grads, Model, ModelConfig, Norm};
+
+pub fn block(
+    channels: &[usize],
+    pools: &str,
+    fc: &[usize],
+    norm: Norm,
+    clamp_last: bool,
+) -> BlockConfig {
+    BlockConfig {
+        channels: channels.to_vec(),
+        pools: pools.into(),
+        kernel: 3,
+        padding: 1,
+        fc: fc.to_vec(),
+        norm,
+        norm_pool: false,
+        clamp_last,
+        alpha: None,
+    }
+}
+
+/// Two blocks, 8x8 input, BN and pooling in block 1, a dense layer in block 2.
+pub fn two_block_config(alpha: f32, v: f32) -> ModelConfig {
+    ModelConfig {
+        input: [3, 8, 8],
+        classes: 5,
+        alpha,
+        init_v: v,
+        blocks: vec![
+            block(&[3, 4, 6], "mm", &[], Norm::Batchnorm, true),
+            block(&[6, 5], "-", &[7], Norm::Batchnorm, false),
+        ],
+        conv_algo: Default::default(),
+    }
+}
+
+/// A batch (channels-last) and labels.
+pub fn batch(model: &Model, b: usize, seed: u64) -> (Tensor, Vec<u32>) {
+    let [c, h, w] = model.config.input;
+    let x = random_tensor(&[b, h, w, c], seed);
+    let y = (0..b)
+        .map(|i| ((i as u64 * 7 + seed) % model.config.classes as u64) as u32)
+        .collect();
+    (x, y)
+}
+
+pub fn cosine(a: &Tensor, b: &Tensor) -> f64 {
+    let dot: f64 = a
+        .data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| *x as f64 * *y as f64)
+        .sum();
+    let na: f64 = a
+        .data()
+        .iter()
+        .map(|x| (*x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let nb: f64 = b
+        .data()
+        .iter()
+        .map(|x| (*x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+/// ‖a − b‖ / ‖b‖.
+pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let d: f64 = a
+        .data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let nb: f64 = b
+        .data()
+        .iter()
+        .map(|x| (*x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    d / nb.max(1e-30)
+}
+
+/// Relative error over all tensors at once.
+pub fn total_rel_err(a: &Grads, b: &Grads) -> f64 {
+    let (mut d, mut n) = (0.0, 0.0);
+    for ((_, x), (_, y)) in a.entries.iter().zip(&b.entries) {
+        for (p, q) in x.data().iter().zip(y.data()) {
+            d += (*p as f64 - *q as f64).powi(2);
+            n += (*q as f64).powi(2);
+        }
+    }
+    (d / n).sqrt()
+}
