@@ -2,7 +2,10 @@
 //! backprop through feedforward blocks with equilibrium propagation through energy-based
 //! blocks (Nest & Ernoult, NeurIPS 2024). See `SPEC.md` for the exact computations.
 
+pub mod bench;
+pub mod cli;
 pub mod core;
 pub mod grad;
+pub mod io;
 pub mod model;
 pub mod relax;

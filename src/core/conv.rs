@@ -391,6 +391,7 @@ mod tests {
     use crate::core::tensor::{nchw_to_nhwc, nhwc_to_nchw};
     use crate::core::testutil::{assert_close, naive_conv_nchw, random_tensor};
 
+    #[allow(clippy::too_many_arguments)]
     fn check_forward(
         b: usize,
         cin: usize,

@@ -250,7 +250,7 @@ mod tests {
         // (n=1, h=2, w=1, c=3) -> 3*6 + 2*2 + 1
         assert_eq!(
             f.data()[24 + 3 * 6 + 2 * 2 + 1],
-            x.data()[((1 * 3 + 2) * 2 + 1) * 4 + 3]
+            x.data()[((3 + 2) * 2 + 1) * 4 + 3]
         );
         let mut back = Tensor::zeros(&[0]);
         unflatten_chw(&f, [2, 3, 2, 4], &mut back).unwrap();

@@ -265,8 +265,8 @@ mod tests {
         assert_eq!(y.shape(), &[2, 2, 5, 3]);
         // element (n=1, c=2, h=1, w=3) of NCHW is at NHWC (1,1,3,2)
         assert_eq!(
-            y.data()[((1 * 2 + 1) * 5 + 3) * 3 + 2],
-            x.data()[((1 * 3 + 2) * 2 + 1) * 5 + 3]
+            y.data()[((2 + 1) * 5 + 3) * 3 + 2],
+            x.data()[((3 + 2) * 2 + 1) * 5 + 3]
         );
         assert_eq!(nhwc_to_nchw(&y).unwrap(), x);
     }

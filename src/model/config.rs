@@ -262,7 +262,7 @@ fn block_layout(k: usize, b: &BlockConfig, input: LayerShape, alpha: f32) -> Res
         c: b.channels[1],
     }];
     let mut couplings = Vec::new();
-    for i in 1..nconv {
+    for (i, &pool) in pool_flags.iter().enumerate().skip(1) {
         let (cin, cout) = (b.channels[i], b.channels[i + 1]);
         let what = format!("conv coupling {i}");
         let (oh, ow) = conv_out(ch, cw, &what)?;
@@ -271,9 +271,9 @@ fn block_layout(k: usize, b: &BlockConfig, input: LayerShape, alpha: f32) -> Res
             cout,
             h: ch,
             w: cw,
-            pool: pool_flags[i],
+            pool,
         });
-        (ch, cw) = pooled(oh, ow, pool_flags[i], &what)?;
+        (ch, cw) = pooled(oh, ow, pool, &what)?;
         layers.push(LayerShape::Map {
             h: ch,
             w: cw,

@@ -3,6 +3,7 @@
 //! [`crate::grad`].
 
 pub mod config;
+pub mod cost;
 pub mod feedforward;
 pub mod params;
 pub mod presets;

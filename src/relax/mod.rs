@@ -274,7 +274,7 @@ impl<'a> Relaxation<'a> {
             &self.bottom_up[l]
         };
         let td = has_td.then_some(&self.top_down);
-        let mut v = tape.is_some().then(|| Tensor::default());
+        let mut v = tape.is_some().then(Tensor::default);
         let stats = activate(
             bu,
             td,

@@ -1,0 +1,97 @@
+//! `ffebm bench`.
+
+use super::common::Global;
+use crate::bench::{bench_convs, bench_steps, BenchReport};
+use anyhow::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Presets whose steps are timed.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "splitting_small_1block,splitting_small_2block,splitting_small_3block"
+    )]
+    pub presets: Vec<String>,
+    /// Batch sizes of the step timings.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    pub batches: Vec<usize>,
+    /// Batch size of the conv timings.
+    #[arg(long, default_value_t = 64)]
+    pub conv_batch: usize,
+    /// Timed repetitions (median reported) after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Only the conv kernels.
+    #[arg(long)]
+    pub convs_only: bool,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &Global, a: BenchArgs) -> Result<()> {
+    let shapes = [(3, 128, 32), (128, 128, 16), (256, 256, 8), (512, 512, 4)];
+    let convs = bench_convs(&shapes, a.conv_batch, a.reps.max(5))?;
+    if !a.json {
+        println!(
+            "conv kernels, batch {} ({} threads; GFLOP/s = 2·MACs of the direct conv / time)",
+            a.conv_batch,
+            rayon::current_num_threads()
+        );
+        println!(
+            "{:<16} {:>11} {:>9} {:>11} {:>9} {:>11} {:>9}",
+            "shape", "forward ms", "GFLOP/s", "transp. ms", "GFLOP/s", "w-grad ms", "GFLOP/s"
+        );
+        for c in &convs {
+            println!(
+                "{:<16} {:>11.2} {:>9.0} {:>11.2} {:>9.0} {:>11.2} {:>9.0}",
+                c.shape,
+                c.forward_ms,
+                c.forward_gflops,
+                c.transposed_ms,
+                c.transposed_gflops,
+                c.weight_grad_ms,
+                c.weight_grad_gflops
+            );
+        }
+    }
+    let mut steps = Vec::new();
+    if !a.convs_only {
+        if !a.json {
+            println!("\nsteps (median of {}; ID = reference variant)", a.reps);
+            println!(
+                "{:<26} {:>5} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8}",
+                "preset", "batch", "free s", "GFLOP/s", "EP s", "GFLOP/s", "ID s", "GFLOP/s"
+            );
+        }
+        for p in &a.presets {
+            for &b in &a.batches {
+                let s = bench_steps(p, b, a.reps, g.seed)?;
+                if !a.json {
+                    println!(
+                        "{:<26} {:>5} {:>9.3} {:>8.0} {:>9.3} {:>8.0} {:>9.3} {:>8.0}",
+                        s.preset,
+                        s.batch,
+                        s.free_phase_s,
+                        s.free_phase_gflops,
+                        s.ep_step_s,
+                        s.ep_step_gflops,
+                        s.id_step_s,
+                        s.id_step_gflops
+                    );
+                }
+                steps.push(s);
+            }
+        }
+    }
+    if a.json {
+        let r = BenchReport {
+            threads: rayon::current_num_threads(),
+            convs,
+            steps,
+        };
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    Ok(())
+}

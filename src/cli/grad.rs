@@ -1,0 +1,174 @@
+//! `ffebm grad`: gradients of one batch, written under the weights file's names.
+
+use super::common::{Global, ModelArgs};
+use crate::core::tensor::nchw_to_nhwc;
+use crate::grad::{apply_bn_updates, compute_gradients, Algorithm, BnUpdates, GradConfig};
+use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
+use crate::io::weights::{grad_tensors, load_model_tensors, model_tensors, KeyStyle};
+use crate::model::{prepare, Model};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct GradArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Weights: a reference `state_dict` saved as safetensors, or an ffebm checkpoint.
+    /// Without it the model is initialised from --seed.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Batch file (safetensors): `x` [B,C,H,W] float32 (normalised), `y` [B] int.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Gradient estimator.
+    #[arg(long, default_value = "ep")]
+    pub algo: Algorithm,
+    /// Nudging strength β (default: the preset's).
+    #[arg(long)]
+    pub beta: Option<f32>,
+    /// Free-phase sweeps (default: the preset's).
+    #[arg(long)]
+    pub t1: Option<usize>,
+    /// Nudged-phase / unrolled sweeps (default: the preset's).
+    #[arg(long)]
+    pub t2: Option<usize>,
+    /// Free-phase tolerance (default: the preset's; 0 disables).
+    #[arg(long)]
+    pub tol: Option<f32>,
+    /// Update BN running statistics at every feedforward evaluation, as the reference does.
+    #[arg(long)]
+    pub bn_compat: bool,
+    /// Output file (safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Algorithm::Ep => "ep",
+            Algorithm::IdExact => "id-exact",
+            Algorithm::IdReference => "id-reference",
+        })
+    }
+}
+
+/// Reads `x` (NCHW float) and `y` (integers) from a batch file.
+pub fn read_batch(path: &Path) -> Result<(crate::core::Tensor, Vec<u32>)> {
+    let f: TensorFile = read_tensor_file(path)?;
+    let x = f.f32("x", path)?;
+    ensure!(
+        x.shape().len() == 4,
+        "{}: `x` has shape {:?}, expected [B, C, H, W]",
+        path.display(),
+        x.shape()
+    );
+    let y = match f.tensors.get("y") {
+        Some(Stored::I64 { shape, data }) => {
+            ensure!(
+                shape.len() == 1 && shape[0] == x.shape()[0],
+                "{}: `y` has shape {shape:?}, expected [{}]",
+                path.display(),
+                x.shape()[0]
+            );
+            data.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    u32::try_from(v).map_err(|_| {
+                        anyhow::anyhow!(
+                            "{}: label y[{i}] = {v} is negative or too large",
+                            path.display()
+                        )
+                    })
+                })
+                .collect::<Result<Vec<u32>>>()?
+        }
+        Some(Stored::F32(_)) => bail!(
+            "{}: `y` must be an integer tensor (int64 or int32)",
+            path.display()
+        ),
+        None => bail!("{}: missing tensor `y` (labels)", path.display()),
+    };
+    Ok((nchw_to_nhwc(x)?, y))
+}
+
+pub fn run(g: &Global, a: GradArgs) -> Result<()> {
+    let (cfg, preset) = a.model.resolve()?;
+    let mut model = Model::new(cfg, g.seed)?;
+    let style = match &a.weights {
+        Some(path) => {
+            let file = read_tensor_file(path)?;
+            load_model_tensors(&mut model, &file, path)?
+        }
+        None => KeyStyle::default(),
+    };
+    let (x, y) = read_batch(&a.input)?;
+    crate::model::check_input(&model, &x)
+        .with_context(|| format!("batch {}", a.input.display()))?;
+    let algo = preset.as_ref().map(|p| p.algo.clone());
+    let pick = |v: Option<usize>, d: Option<usize>, name: &str| {
+        v.or(d)
+            .with_context(|| format!("--{name} is required with --model (no preset defaults)"))
+    };
+    let t1 = pick(a.t1, algo.as_ref().map(|p| p.t1), "t1")?;
+    let t2 = pick(a.t2, algo.as_ref().map(|p| p.t2), "t2")?;
+    let beta = a
+        .beta
+        .or(algo.as_ref().map(|p| p.beta))
+        .context("--beta is required with --model")?;
+    let tol = match a.tol {
+        Some(t) if t > 0.0 => Some(t),
+        Some(_) => None,
+        None => algo.as_ref().and_then(|p| p.tol),
+    };
+    let gc = GradConfig {
+        t1,
+        t2,
+        beta,
+        tol,
+        per_sample_tol: false,
+        bn_updates: if a.bn_compat {
+            BnUpdates::ReferenceCompat
+        } else {
+            BnUpdates::OncePerBatch
+        },
+    };
+    let kernels = prepare(&model)?;
+    let t = std::time::Instant::now();
+    let out = compute_gradients(&model, &kernels, &x, &y, a.algo, &gc)?;
+    let secs = t.elapsed().as_secs_f64();
+    apply_bn_updates(&mut model, &out.bn_updates);
+    let mut tensors = grad_tensors(&model, &out.grads, &style);
+    tensors.push(("loss".into(), Stored::scalar(out.loss)));
+    tensors.push(("logits".into(), Stored::F32(out.free.logits.clone())));
+    for (name, t) in model_tensors(&model, &style) {
+        if name.contains("running_") || name.ends_with("num_batches_tracked") {
+            tensors.push((format!("state_after.{name}"), t));
+        }
+    }
+    let meta = HashMap::from([
+        ("algorithm".to_string(), a.algo.to_string()),
+        ("t1".to_string(), t1.to_string()),
+        ("t2".to_string(), t2.to_string()),
+        ("beta".to_string(), beta.to_string()),
+        ("free_sweeps".to_string(), format!("{:?}", out.free.sweeps)),
+    ]);
+    write_tensor_file(&a.out, &tensors, meta)?;
+    if !g.quiet {
+        println!("{} gradients of {} samples in {:.2} s (T1 {t1}, T2 {t2}, beta {beta}; free sweeps {:?})", a.algo, y.len(), secs, out.free.sweeps);
+        println!("{:<44} {:>14} {:>14}", "parameter", "|grad|", "max |grad|");
+        for (name, s) in &tensors {
+            if let (Stored::F32(t), false) = (
+                s,
+                name == "loss" || name == "logits" || name.starts_with("state_after."),
+            ) {
+                let n = crate::core::ops::sum_sq(t).sqrt();
+                let m = t.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                println!("{name:<44} {n:>14.6e} {m:>14.6e}");
+            }
+        }
+    }
+    println!("loss {:.6}; wrote {}", out.loss, a.out.display());
+    Ok(())
+}

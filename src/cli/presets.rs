@@ -1,0 +1,115 @@
+//! `ffebm presets [NAME]`.
+
+use super::common::{si, Global};
+use crate::model::config::{CouplingKind, LayerShape};
+use crate::model::cost::{block_costs, ep_step_macs, free_phase_macs};
+use crate::model::presets::{preset, NAMES};
+use crate::model::{Model, Norm};
+use anyhow::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct PresetsArgs {
+    /// Show this preset's layer table, parameter and MAC counts.
+    pub name: Option<String>,
+    /// Readout classes for the table.
+    #[arg(long)]
+    pub classes: Option<usize>,
+}
+
+fn shape(s: &LayerShape) -> String {
+    match s {
+        LayerShape::Map { h, w, c } => format!("{c}x{h}x{w}"),
+        LayerShape::Dense { f } => format!("{f}"),
+    }
+}
+
+pub fn run(_g: &Global, a: PresetsArgs) -> Result<()> {
+    let Some(name) = a.name else {
+        println!("{:<28} {:>8} {:>10}  summary", "preset", "layers", "params");
+        for n in NAMES {
+            let p = preset(n, None)?;
+            let layers: usize = p.model.layouts()?.iter().map(|b| b.layers.len()).sum();
+            let params = Model::new(p.model.clone(), 0)?.num_params();
+            println!(
+                "{n:<28} {layers:>8} {:>10}  {}",
+                si(params as f64),
+                p.summary
+            );
+        }
+        println!("\n`ffebm presets NAME` shows one preset in detail.");
+        return Ok(());
+    };
+    let p = preset(&name, a.classes)?;
+    let layouts = p.model.layouts()?;
+    println!("{}: {}", p.name, p.summary);
+    println!(
+        "dataset {}, batch {}, Adam lr {} (cosine to {} over {} epochs), T1 {}{}, T2 {}, beta {}, alpha {}, V {}",
+        p.train.dataset,
+        p.train.batch_size,
+        p.train.lr,
+        p.train.lr_min,
+        p.train.t_max,
+        p.algo.t1,
+        p.algo.tol.map(|t| format!(" (tol {t})")).unwrap_or_default(),
+        p.algo.t2,
+        p.algo.beta,
+        p.model.alpha,
+        p.model.init_v
+    );
+    let costs = block_costs(&p.model)?;
+    for (k, (l, c)) in layouts.iter().zip(&costs).enumerate() {
+        let norm = match (l.norm, l.norm_pool) {
+            (Norm::None, _) => "no norm",
+            (_, true) => "conv, BN, pool",
+            _ => "conv, pool, BN",
+        };
+        println!(
+            "block {k}: feedforward conv {}->{}{} ({norm}){}  [{} MMAC/sample per sweep]",
+            l.ff_cin,
+            l.ff_cout,
+            if l.ff_pool { " +pool" } else { "" },
+            if l.clamp_last {
+                ", last layer clamped"
+            } else {
+                ""
+            },
+            2 * c.coupling_pass / 1_000_000
+        );
+        println!("  layer 0: {}", shape(&l.layers[0]));
+        for (i, cp) in l.couplings.iter().enumerate() {
+            let desc = match cp {
+                CouplingKind::Conv {
+                    cin,
+                    cout,
+                    h,
+                    w,
+                    pool,
+                } => format!(
+                    "conv {cin}->{cout}@{h}x{w}{}",
+                    if *pool { " +pool" } else { "" }
+                ),
+                CouplingKind::Dense { fin, fout } => format!("dense {fin}->{fout}"),
+            };
+            println!("  layer {}: {}  via {desc}", i + 1, shape(&l.layers[i + 1]));
+        }
+    }
+    let model = Model::new(p.model.clone(), 0)?;
+    let t1 = vec![p.algo.t1; layouts.len()];
+    println!(
+        "readout {}->{}; {} parameters",
+        p.model.readout_inputs()?,
+        p.model.classes,
+        model.num_params()
+    );
+    println!(
+        "per sample: free phase {}MAC, EP step {}MAC (SPEC §7 cost model{})",
+        si(free_phase_macs(&costs, &t1, 1) as f64),
+        si(ep_step_macs(&costs, &t1, p.algo.t2, 1) as f64),
+        if p.algo.tol.is_some() {
+            ", T1 at its cap"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
