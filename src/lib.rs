@@ -3,3 +3,4 @@
 //! blocks (Nest & Ernoult, NeurIPS 2024). See `SPEC.md` for the exact computations.
 
 pub mod core;
+pub mod data;
