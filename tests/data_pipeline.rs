@@ -292,6 +292,11 @@ fn background_loader_matches_synchronous() {
     assert_eq!(bg.len(), 5);
     let bg: Vec<_> = bg.collect();
     assert_eq!(sync, bg);
+    // Resuming mid-epoch yields the remaining batches, unchanged.
+    let resumed: Vec<_> = l.clone().spawn_from(3).collect();
+    assert_eq!(resumed, sync[3..]);
+    assert_eq!(l.iter_from(4).collect::<Vec<_>>(), sync[4..]);
+    assert_eq!(l.iter_from(9).count(), 0);
     // Dropping it early stops the thread without hanging.
     let mut it = l.spawn();
     assert_eq!(it.next().unwrap(), sync[0]);

@@ -332,18 +332,30 @@ impl Loader {
 
     /// Iterate the epoch's batches on the calling thread.
     pub fn iter(&self) -> impl Iterator<Item = Batch> + '_ {
-        (0..self.len()).map(move |b| self.batch(b))
+        self.iter_from(0)
+    }
+
+    /// Iterate batches `first..len()` on the calling thread (resuming mid-epoch; skipped
+    /// batches are not prepared).
+    pub fn iter_from(&self, first: usize) -> impl Iterator<Item = Batch> + '_ {
+        (first.min(self.len())..self.len()).map(move |b| self.batch(b))
     }
 
     /// Prepare the epoch's batches on a background thread, at most `prefetch` ready batches
     /// ahead of the consumer (a bounded channel), so that preparation overlaps compute.
     pub fn spawn(self) -> BackgroundLoader {
+        self.spawn_from(0)
+    }
+
+    /// Like [`Loader::spawn`], starting at batch `first` (resuming mid-epoch).
+    pub fn spawn_from(self, first: usize) -> BackgroundLoader {
         let (tx, rx) = sync_channel(self.opts.prefetch.max(1));
-        let total = self.len();
+        let first = first.min(self.len());
+        let total = self.len() - first;
         let handle = std::thread::Builder::new()
             .name("ffebm-loader".into())
             .spawn(move || {
-                for b in 0..self.len() {
+                for b in first..self.len() {
                     if tx.send(self.batch(b)).is_err() {
                         break; // consumer dropped the loader
                     }

@@ -45,7 +45,7 @@
 //! [`LoaderOptions::drop_last`] is set.
 //!
 //! # Downloads
-//! [`download`] fetches CIFAR-10/100 and the MNIST family from their official URLs
+//! [`download()`] fetches CIFAR-10/100 and the MNIST family from their official URLs
 //! ([`Source::official`]) into a cache folder, verifying checksums and writing atomically.
 
 pub mod cifar;
