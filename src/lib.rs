@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod core;
+pub mod data;
 pub mod grad;
 pub mod io;
 pub mod model;
