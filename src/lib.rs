@@ -10,3 +10,4 @@ pub mod grad;
 pub mod io;
 pub mod model;
 pub mod relax;
+pub mod train;

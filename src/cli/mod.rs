@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod grad;
 mod presets;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,6 +28,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Train a model (default: the cifar10_tiny preset); prints its run directory.
+    Train(train::TrainArgs),
+    /// Evaluate a checkpoint on the test set(s) of its run.
+    Eval(train::EvalArgs),
     /// Gradients of one batch (EP, ID-exact or ID-reference), as in a training step.
     Grad(grad::GradArgs),
     /// List the built-in presets, or show one preset's layers, parameters and cost.
@@ -49,6 +54,8 @@ pub fn run() -> Result<()> {
         quiet: cli.quiet,
     };
     match cli.command {
+        Command::Train(a) => train::run(&g, a),
+        Command::Eval(a) => train::eval(&g, a),
         Command::Grad(a) => grad::run(&g, a),
         Command::Presets(a) => presets::run(&g, a),
         Command::Bench(a) => bench::run(&g, a),

@@ -1,0 +1,124 @@
+//! Checkpoints: one safetensors file with the model (reference key names), the optimiser
+//! moments (`optimizer.m.<name>`, `optimizer.v.<name>`) and, in the metadata, the resolved
+//! run configuration and the loop state. Written atomically. Data order and augmentation are
+//! pure functions of (seed, epoch, position), so the loop state is all a resume needs.
+
+use super::optim::Optimizer;
+use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored};
+use crate::io::weights::{
+    load_model_tensors, model_tensors, KeyStyle, CHECKPOINT_FORMAT, FORMAT_KEY, OPTIMIZER_PREFIX,
+};
+use crate::model::Model;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Running sums of the training metrics of the epoch in progress.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochAccum {
+    pub loss_sum: f64,
+    pub top1: u64,
+    pub top5: u64,
+    pub samples: u64,
+    pub free_sweeps_sum: f64,
+    pub batches: u64,
+    pub seconds: f64,
+}
+
+/// Where the loop is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// Epoch in progress (0-based); `epochs` when the run is complete.
+    pub epoch: usize,
+    /// Next batch of that epoch.
+    pub batch: usize,
+    /// Optimiser steps so far.
+    pub step: u64,
+    /// Best selection metric (validation or first test set top-1) and its epoch.
+    pub best_top1: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub accum: EpochAccum,
+    /// Wall-clock seconds spent in earlier sessions.
+    pub elapsed: f64,
+}
+
+const STATE_KEY: &str = "loop_state";
+const CONFIG_KEY: &str = "run_config";
+
+/// Writes a checkpoint atomically.
+pub fn save_checkpoint(
+    path: &Path,
+    model: &Model,
+    opt: &Optimizer,
+    state: &LoopState,
+    config_toml: &str,
+) -> Result<()> {
+    let mut tensors = model_tensors(model, &KeyStyle::default());
+    for (prefix, moments) in [("m", &opt.m), ("v", &opt.v)] {
+        for (id, t) in moments {
+            tensors.push((
+                format!("{OPTIMIZER_PREFIX}{prefix}.{}", model.param_name(*id)),
+                Stored::F32(t.clone()),
+            ));
+        }
+    }
+    tensors.push((
+        format!("{OPTIMIZER_PREFIX}step"),
+        Stored::I64 {
+            shape: vec![],
+            data: vec![opt.step as i64],
+        },
+    ));
+    let meta = HashMap::from([
+        (FORMAT_KEY.to_string(), CHECKPOINT_FORMAT.to_string()),
+        (STATE_KEY.to_string(), serde_json::to_string(state)?),
+        (CONFIG_KEY.to_string(), config_toml.to_string()),
+    ]);
+    write_tensor_file(path, &tensors, meta)
+}
+
+/// The run configuration stored in a checkpoint.
+pub fn checkpoint_config(path: &Path) -> Result<String> {
+    let f = read_tensor_file(path)?;
+    f.metadata.get(CONFIG_KEY).cloned().with_context(|| {
+        format!(
+            "{} is not an ffebm checkpoint (no run configuration)",
+            path.display()
+        )
+    })
+}
+
+/// Restores model, optimiser and loop state into objects built from the same config.
+pub fn load_checkpoint(path: &Path, model: &mut Model, opt: &mut Optimizer) -> Result<LoopState> {
+    let f = read_tensor_file(path)?;
+    anyhow::ensure!(
+        f.metadata.get(FORMAT_KEY).map(String::as_str) == Some(CHECKPOINT_FORMAT),
+        "{} is not an ffebm checkpoint (metadata `{FORMAT_KEY}` missing)",
+        path.display()
+    );
+    load_model_tensors(model, &f, path)?;
+    for (prefix, moments) in [("m", &mut opt.m), ("v", &mut opt.v)] {
+        for (id, t) in moments.iter_mut() {
+            let key = format!("{OPTIMIZER_PREFIX}{prefix}.{}", model.param_name(*id));
+            let src = f.f32(&key, path)?;
+            anyhow::ensure!(
+                src.shape() == t.shape(),
+                "{}: `{key}` has shape {:?}, expected {:?}",
+                path.display(),
+                src.shape(),
+                t.shape()
+            );
+            t.data_mut().copy_from_slice(src.data());
+        }
+    }
+    match f.tensors.get(&format!("{OPTIMIZER_PREFIX}step")) {
+        Some(Stored::I64 { data, .. }) if data.len() == 1 => opt.step = data[0] as u64,
+        _ => anyhow::bail!("{}: missing optimiser step", path.display()),
+    }
+    let state = f
+        .metadata
+        .get(STATE_KEY)
+        .with_context(|| format!("{}: missing loop state", path.display()))?;
+    serde_json::from_str(state).with_context(|| format!("{}: corrupt loop state", path.display()))
+}

@@ -1,0 +1,426 @@
+//! The training loop: epochs of gradient steps (EP or ID), evaluation, metrics, progress
+//! and checkpoints that resume exactly.
+
+use super::checkpoint::{load_checkpoint, save_checkpoint, LoopState};
+use super::config::RunConfig;
+use super::data::{load_run_data, RunData};
+use super::metrics::{EpochRecord, EvalMetrics, MetricsWriter, StepRecord};
+use super::optim::Optimizer;
+use crate::core::loss::{softmax_cross_entropy, topk_correct};
+use crate::core::Tensor;
+use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions, Subset};
+use crate::grad::{apply_bn_updates, compute_gradients, free_phase, GradConfig};
+use crate::model::feedforward::BnMode;
+use crate::model::{prepare, Model};
+use crate::relax::Schedule;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How to run [`train`].
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    pub run_dir: PathBuf,
+    /// Continue the run in `run_dir` from its last checkpoint.
+    pub resume: bool,
+    pub quiet: bool,
+    /// Stop (as if interrupted) after this many optimiser steps in this session.
+    pub stop_after_steps: Option<u64>,
+}
+
+/// What a finished (or stopped) session leaves.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub epochs: Vec<EpochRecord>,
+    pub model: Model,
+    pub completed: bool,
+}
+
+pub const LAST: &str = "checkpoint_last.safetensors";
+pub const BEST: &str = "checkpoint_best.safetensors";
+
+fn batch_tensor(b: Batch) -> Result<Tensor> {
+    Ok(Tensor::from_vec(&b.shape, b.x)?)
+}
+
+/// Loss, top-1 and top-5 (percent) of `model` in evaluation mode (BN running statistics,
+/// free phase with the run's `t1`/`tol`).
+pub fn evaluate(
+    model: &Model,
+    subset: &Subset,
+    batch_size: usize,
+    schedule: Schedule,
+    bar: Option<&ProgressBar>,
+) -> Result<EvalMetrics> {
+    let kernels = prepare(model)?;
+    let opts = LoaderOptions {
+        layout: Layout::Nhwc,
+        ..LoaderOptions::eval(batch_size)
+    };
+    let loader = Loader::new(subset.clone(), opts)?;
+    if let Some(b) = bar {
+        b.set_length(loader.len() as u64);
+        b.set_position(0);
+    }
+    let (mut loss, mut top1, mut top5, mut n, mut sweeps) =
+        (0.0f64, 0usize, 0usize, 0usize, 0.0f64);
+    for batch in loader.spawn() {
+        let y = batch.y.clone();
+        let x = batch_tensor(batch)?;
+        let free = free_phase(model, &kernels, &x, BnMode::Eval, schedule)?;
+        let ce = softmax_cross_entropy(&free.logits, &y)?;
+        loss += ce.losses.iter().map(|&l| l as f64).sum::<f64>();
+        top1 += topk_correct(&free.logits, &y, 1);
+        top5 += topk_correct(&free.logits, &y, 5);
+        n += y.len();
+        sweeps +=
+            free.sweeps.iter().sum::<usize>() as f64 / free.sweeps.len() as f64 * y.len() as f64;
+        if let Some(b) = bar {
+            b.inc(1);
+        }
+    }
+    anyhow::ensure!(n > 0, "empty evaluation set");
+    let pct = |c: usize| 100.0 * c as f64 / n as f64;
+    Ok(EvalMetrics {
+        loss: loss / n as f64,
+        top1: pct(top1),
+        top5: pct(top5),
+        samples: n,
+        sweeps: sweeps / n as f64,
+    })
+}
+
+struct Bars {
+    batch: Option<ProgressBar>,
+    plain: bool,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Self {
+        let tty = std::io::stderr().is_terminal() && !quiet;
+        let batch = tty.then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            b
+        });
+        Bars {
+            batch,
+            plain: !tty && !quiet,
+        }
+    }
+
+    fn start(&self, prefix: String, len: usize, pos: usize) {
+        if let Some(b) = &self.batch {
+            b.set_prefix(prefix);
+            b.set_length(len as u64);
+            b.set_position(pos as u64);
+            b.reset_eta();
+        }
+    }
+
+    fn println(&self, msg: String) {
+        match &self.batch {
+            Some(b) => b.println(msg),
+            None if self.plain => eprintln!("{msg}"),
+            None => {}
+        }
+    }
+}
+
+fn grad_config(cfg: &RunConfig) -> GradConfig {
+    let a = &cfg.algorithm;
+    GradConfig {
+        t1: a.t1,
+        t2: a.t2,
+        beta: a.beta,
+        tol: a.tol,
+        per_sample_tol: a.per_sample_tol,
+        bn_updates: a.bn_updates,
+    }
+}
+
+/// The free-phase schedule used for evaluation.
+pub fn eval_schedule(cfg: &RunConfig) -> Schedule {
+    Schedule {
+        sweeps: cfg.algorithm.t1,
+        tol: cfg.algorithm.tol,
+        per_sample: cfg.algorithm.per_sample_tol,
+    }
+}
+
+fn mean_sweeps(s: &[usize]) -> f64 {
+    s.iter().sum::<usize>() as f64 / s.len().max(1) as f64
+}
+
+/// Trains (or resumes) the run described by `cfg` in `opts.run_dir`.
+pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
+    let dir = &opts.run_dir;
+    let cfg_toml = cfg.to_toml()?;
+    if !opts.resume {
+        if dir.join(LAST).exists() {
+            anyhow::bail!(
+                "{} already holds a run; continue it with --resume {} or choose another --out",
+                dir.display(),
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create run directory {}", dir.display()))?;
+        crate::io::atomic_write(&dir.join("config.toml"), cfg_toml.as_bytes())?;
+    }
+    let data = load_run_data(&cfg.data, cfg.seed, opts.quiet)?;
+    let mut model = Model::new(cfg.model.clone(), cfg.seed)?;
+    let mut opt = Optimizer::new(cfg.optim.clone(), &model);
+    let mut state = if opts.resume {
+        load_checkpoint(&dir.join(LAST), &mut model, &mut opt)
+            .with_context(|| format!("cannot resume from {}", dir.join(LAST).display()))?
+    } else {
+        LoopState::default()
+    };
+    let metrics = MetricsWriter::open(dir, opts.resume.then_some(state.step))?;
+    let bars = Bars::new(opts.quiet);
+    if !opts.quiet {
+        let what = if opts.resume {
+            format!(
+                "resuming at epoch {}, batch {}",
+                state.epoch + 1,
+                state.batch
+            )
+        } else {
+            "starting".into()
+        };
+        eprintln!(
+            "run {} ({what}): {} on {} ({} train{}, {}), {} parameters",
+            dir.display(),
+            format!("{:?}", cfg.algorithm.name).to_lowercase(),
+            data.kind.display_name(),
+            data.train.len(),
+            data.val
+                .as_ref()
+                .map(|v| format!(", {} val", v.len()))
+                .unwrap_or_default(),
+            data.tests
+                .iter()
+                .map(|(n, s)| format!("{} {n}", s.len()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            model.num_params()
+        );
+    }
+    let session = Instant::now();
+    let mut session_steps = 0u64;
+    let gc = grad_config(&cfg);
+    let ebs = cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size);
+    while state.epoch < cfg.train.epochs {
+        let epoch = state.epoch;
+        let lr = cfg.schedule.lr(cfg.optim.lr, epoch);
+        let mut lo = LoaderOptions::train(data.kind, cfg.data.batch_size, cfg.seed, epoch as u64);
+        lo.augment = if cfg.data.augment {
+            Augment::STANDARD
+        } else {
+            Augment::NONE
+        };
+        lo.layout = Layout::Nhwc;
+        let loader = Loader::new(data.train.clone(), lo)?;
+        let nb = loader.len();
+        bars.start(
+            format!("epoch {}/{}", epoch + 1, cfg.train.epochs),
+            nb,
+            state.batch,
+        );
+        let epoch_start = Instant::now();
+        let acc_before = state.accum.seconds;
+        for (i, batch) in (state.batch..).zip(loader.spawn_from(state.batch)) {
+            let y = batch.y.clone();
+            let x = batch_tensor(batch)?;
+            let kernels = prepare(&model)?;
+            let out = compute_gradients(&model, &kernels, &x, &y, cfg.algorithm.name, &gc)
+                .map_err(|e| stopped(e, epoch, i, state.step, dir))?;
+            if let Some((id, _)) = out
+                .grads
+                .entries
+                .iter()
+                .find(|(_, g)| crate::core::ops::first_non_finite(g).is_some())
+            {
+                return Err(stopped(
+                    anyhow::anyhow!("non-finite gradient of `{}`", model.param_name(*id)),
+                    epoch,
+                    i,
+                    state.step,
+                    dir,
+                ));
+            }
+            apply_bn_updates(&mut model, &out.bn_updates);
+            opt.step(&mut model, &out.grads, lr);
+            let a = &mut state.accum;
+            let n = y.len() as u64;
+            a.loss_sum += out.loss as f64 * n as f64;
+            a.top1 += topk_correct(&out.free.logits, &y, 1) as u64;
+            a.top5 += topk_correct(&out.free.logits, &y, 5) as u64;
+            a.samples += n;
+            a.batches += 1;
+            a.free_sweeps_sum += mean_sweeps(&out.free.sweeps);
+            a.seconds = acc_before + epoch_start.elapsed().as_secs_f64();
+            state.step += 1;
+            state.batch = i + 1;
+            session_steps += 1;
+            let (loss, top1, ips) = (
+                a.loss_sum / a.samples as f64,
+                100.0 * a.top1 as f64 / a.samples as f64,
+                a.samples as f64 / a.seconds.max(1e-9),
+            );
+            if let Some(b) = &bars.batch {
+                b.set_message(format!("loss {loss:.3} top1 {top1:.1}% {ips:.0} img/s"));
+                b.set_position(state.batch as u64);
+            }
+            if state.step % cfg.train.log_every as u64 == 0 {
+                let time = state.elapsed + session.elapsed().as_secs_f64();
+                metrics.step(&StepRecord {
+                    kind: "step".into(),
+                    epoch,
+                    step: state.step,
+                    loss,
+                    top1,
+                    lr,
+                    free_sweeps: a.free_sweeps_sum / a.batches as f64,
+                    images_per_s: ips,
+                    time,
+                })?;
+                if bars.plain {
+                    eprintln!("epoch {} batch {}/{nb} step {}: loss {loss:.4} top1 {top1:.2}% lr {lr:.3e} {ips:.1} img/s", epoch + 1, state.batch, state.step);
+                }
+            }
+            let stop_now = opts.stop_after_steps.is_some_and(|s| session_steps >= s);
+            if state.batch < nb
+                && (stop_now
+                    || (cfg.train.checkpoint_every > 0
+                        && state.step % cfg.train.checkpoint_every as u64 == 0))
+            {
+                let mut s = state.clone();
+                s.elapsed += session.elapsed().as_secs_f64();
+                save_checkpoint(&dir.join(LAST), &model, &opt, &s, &cfg_toml)?;
+            }
+            if stop_now && state.batch < nb {
+                return Ok(RunSummary {
+                    run_dir: dir.clone(),
+                    epochs: metrics.epochs()?,
+                    model,
+                    completed: false,
+                });
+            }
+        }
+        // end of epoch: evaluate, record, checkpoint
+        let sched = eval_schedule(&cfg);
+        let mut evals = BTreeMap::new();
+        for (name, subset) in &data.tests {
+            bars.start(name.clone(), 0, 0);
+            evals.insert(
+                name.clone(),
+                evaluate(&model, subset, ebs, sched, bars.batch.as_ref())?,
+            );
+        }
+        let val = match &data.val {
+            Some(v) => {
+                bars.start("validation".into(), 0, 0);
+                Some(evaluate(&model, v, ebs, sched, bars.batch.as_ref())?)
+            }
+            None => None,
+        };
+        let a = std::mem::take(&mut state.accum);
+        let first = evals.values().next().cloned().unwrap_or_default();
+        let rec = EpochRecord {
+            kind: "epoch".into(),
+            epoch: epoch + 1,
+            step: state.step,
+            lr,
+            train_loss: a.loss_sum / a.samples.max(1) as f64,
+            train_top1: 100.0 * a.top1 as f64 / a.samples.max(1) as f64,
+            train_top5: 100.0 * a.top5 as f64 / a.samples.max(1) as f64,
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_top1: val.as_ref().map(|v| v.top1),
+            val_top5: val.as_ref().map(|v| v.top5),
+            test_loss: first.loss,
+            test_top1: first.top1,
+            test_top5: first.top5,
+            evals: evals.clone(),
+            free_sweeps: a.free_sweeps_sum / a.batches.max(1) as f64,
+            images_per_s: a.samples as f64 / a.seconds.max(1e-9),
+            epoch_time: a.seconds,
+            time: state.elapsed + session.elapsed().as_secs_f64(),
+        };
+        metrics.epoch(&rec)?;
+        bars.println(epoch_line(&rec, &data));
+        state.epoch += 1;
+        state.batch = 0;
+        let score = val.as_ref().map(|v| v.top1).unwrap_or(first.top1);
+        let mut s = state.clone();
+        s.elapsed += session.elapsed().as_secs_f64();
+        if state.best_top1.is_none_or(|b| score > b) {
+            state.best_top1 = Some(score);
+            state.best_epoch = Some(epoch + 1);
+            s.best_top1 = state.best_top1;
+            s.best_epoch = state.best_epoch;
+            save_checkpoint(&dir.join(BEST), &model, &opt, &s, &cfg_toml)?;
+        }
+        save_checkpoint(&dir.join(LAST), &model, &opt, &s, &cfg_toml)?;
+        if opts.stop_after_steps.is_some_and(|st| session_steps >= st)
+            && state.epoch < cfg.train.epochs
+        {
+            return Ok(RunSummary {
+                run_dir: dir.clone(),
+                epochs: metrics.epochs()?,
+                model,
+                completed: false,
+            });
+        }
+    }
+    if let Some(b) = &bars.batch {
+        b.finish_and_clear();
+    }
+    Ok(RunSummary {
+        run_dir: dir.clone(),
+        epochs: metrics.epochs()?,
+        model,
+        completed: true,
+    })
+}
+
+fn epoch_line(r: &EpochRecord, data: &RunData) -> String {
+    let mut s = format!(
+        "epoch {:>3}: train loss {:.4} top1 {:.2}% | ",
+        r.epoch, r.train_loss, r.train_top1
+    );
+    if let (Some(l), Some(t)) = (r.val_loss, r.val_top1) {
+        s.push_str(&format!("val loss {l:.4} top1 {t:.2}% | "));
+    }
+    for (name, _) in &data.tests {
+        let e = &r.evals[name];
+        s.push_str(&format!(
+            "{name} loss {:.4} top1 {:.2}% top5 {:.2}% | ",
+            e.loss, e.top1, e.top5
+        ));
+    }
+    s.push_str(&format!(
+        "{:.0} img/s, {:.0} s",
+        r.images_per_s, r.epoch_time
+    ));
+    s
+}
+
+fn stopped(e: anyhow::Error, epoch: usize, batch: usize, step: u64, dir: &Path) -> anyhow::Error {
+    e.context(format!(
+        "training stopped at epoch {}, batch {batch} (step {step}). Hint: lower optim.lr or algorithm.beta; the last checkpoint is {}",
+        epoch + 1,
+        dir.join(LAST).display()
+    ))
+}

@@ -1,0 +1,201 @@
+//! Training runs on small subsets of the real data: exact resume (after an epoch and in the
+//! middle of one), learning, run-directory contents and errors. Skipped with a notice when
+//! `FFEBM_DATA` is not set.
+
+use ffebm::train::metrics::EpochRecord;
+use ffebm::train::{train, RunConfig, TrainOptions};
+use std::path::PathBuf;
+
+fn data() -> Option<PathBuf> {
+    match std::env::var_os("FFEBM_DATA") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => {
+            eprintln!("skipping: FFEBM_DATA not set");
+            None
+        }
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ffebm-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn small_mnist(extra: &[&str]) -> RunConfig {
+    let mut sets: Vec<String> = [
+        "data.train_limit=320",
+        "data.test_limit=200",
+        "data.batch_size=32",
+        "algorithm.t1=6",
+        "algorithm.t2=4",
+        "train.epochs=2",
+        "train.log_every=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, 7).unwrap()
+}
+
+/// Everything but wall-clock fields.
+fn strip_time(r: &EpochRecord) -> EpochRecord {
+    EpochRecord {
+        images_per_s: 0.0,
+        epoch_time: 0.0,
+        time: 0.0,
+        ..r.clone()
+    }
+}
+
+#[test]
+fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
+    if data().is_none() {
+        return;
+    }
+    let full = train(
+        small_mnist(&[]),
+        TrainOptions {
+            run_dir: tmp("full"),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(full.completed && full.epochs.len() == 2);
+    // killed after epoch 1 (10 steps), then killed again in the middle of epoch 2
+    for (name, first, second) in [
+        ("after-epoch", 10u64, None),
+        ("mid-epoch", 10, Some(3u64)),
+        ("first-epoch", 4, None),
+    ] {
+        let dir = tmp(name);
+        let part = train(
+            small_mnist(&[]),
+            TrainOptions {
+                run_dir: dir.clone(),
+                quiet: true,
+                stop_after_steps: Some(first),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!part.completed);
+        if let Some(s) = second {
+            let again = train(
+                small_mnist(&[]),
+                TrainOptions {
+                    run_dir: dir.clone(),
+                    resume: true,
+                    quiet: true,
+                    stop_after_steps: Some(s),
+                },
+            )
+            .unwrap();
+            assert!(!again.completed);
+        }
+        let done = train(
+            small_mnist(&[]),
+            TrainOptions {
+                run_dir: dir.clone(),
+                resume: true,
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(done.completed, "{name}");
+        assert_eq!(
+            done.model, full.model,
+            "{name}: weights differ from the uninterrupted run"
+        );
+        let a: Vec<_> = done.epochs.iter().map(strip_time).collect();
+        let b: Vec<_> = full.epochs.iter().map(strip_time).collect();
+        assert_eq!(a, b, "{name}: metrics differ");
+        // the metrics file holds each step record once
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let steps: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"step\""))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(steps, vec![3, 6, 9, 12, 15, 18], "{name}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let dir = full.run_dir.clone();
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "checkpoint_last.safetensors",
+        "checkpoint_best.safetensors",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // the written config reproduces the run's config
+    let cfg =
+        RunConfig::from_toml(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(cfg, small_mnist(&[]));
+    // starting again in the same directory is refused
+    let e = train(
+        small_mnist(&[]),
+        TrainOptions {
+            run_dir: dir.clone(),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("already holds a run"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn id_and_sgd_runs_learn_and_divergence_stops_with_a_hint() {
+    if data().is_none() {
+        return;
+    }
+    for extra in [
+        &["algorithm.name=id-exact"][..],
+        &["optim.name=sgd", "optim.lr=0.05"][..],
+    ] {
+        let r = train(
+            small_mnist(extra),
+            TrainOptions {
+                run_dir: tmp("learn"),
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let last = r.epochs.last().unwrap();
+        assert!(
+            last.test_top1 > 40.0,
+            "{extra:?}: test top1 {} after 2 short epochs",
+            last.test_top1
+        );
+        std::fs::remove_dir_all(&r.run_dir).unwrap();
+    }
+    let e = train(
+        small_mnist(&["optim.lr=1e30", "optim.name=sgd"]),
+        TrainOptions {
+            run_dir: tmp("nan"),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("training stopped at epoch 1") && msg.contains("Hint: lower optim.lr"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(tmp("nan"));
+}
