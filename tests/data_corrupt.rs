@@ -133,7 +133,7 @@ fn cifar_label_out_of_range() {
 
 fn cifar100_record(coarse: u8, fine: u8, fill: u8) -> Vec<u8> {
     let mut r = vec![coarse, fine];
-    r.extend(std::iter::repeat(fill).take(3072));
+    r.extend(std::iter::repeat_n(fill, 3072));
     r
 }
 
