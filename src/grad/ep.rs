@@ -10,7 +10,7 @@
 //!
 //! and block k−1 is nudged by `+β δ_k` on its last layer.
 
-use super::phi::accumulate_coupling_grads;
+use super::phi::accumulate_coupling_contrast;
 use super::{with_block, FreePhase};
 use crate::core::ops::{lin_comb, scale};
 use crate::core::Tensor;
@@ -20,28 +20,18 @@ use crate::model::{Grads, Model, ParamId, PreparedBlock};
 use crate::relax::{relax, Nudge, Order, Relaxation, Schedule, Tape};
 use anyhow::{ensure, Result};
 
-/// Per-sign options of [`nudged_phase`].
-pub struct NudgedPhase<'a> {
-    pub nudge: Nudge<'a>,
-    pub t2: usize,
-    /// Record every update (for transient analyses).
-    pub tape: Option<&'a mut Tape>,
-}
-
-/// Relaxes block `k` from its free state under `nudge` for `t2` sweeps (odd layers first)
-/// and accumulates `c · ∂Φ/∂θ` of its couplings at the end state into `grads`.
-pub fn nudged_phase(
-    model: &Model,
-    kernels: &[PreparedBlock],
-    free: &FreePhase,
+/// Relaxes block `k` from its free state under `nudge` for `t2` sweeps (odd layers first).
+pub fn relax_nudged<'a>(
+    model: &'a Model,
+    kernels: &'a [PreparedBlock],
+    free: &'a FreePhase,
     k: usize,
-    phase: NudgedPhase<'_>,
-    c: f32,
-    grads: &mut Grads,
-) -> Result<crate::relax::BlockState> {
-    let block = &model.blocks[k];
+    nudge: &Nudge<'_>,
+    t2: usize,
+    tape: Option<&mut Tape>,
+) -> Result<Relaxation<'a>> {
     let mut r = Relaxation::new(
-        block,
+        &model.blocks[k],
         &kernels[k],
         &free.drives[k],
         free.states[k].clone(),
@@ -50,13 +40,12 @@ pub fn nudged_phase(
     relax(
         &mut r,
         Order::OddFirst,
-        Some(&phase.nudge),
-        Schedule::fixed(phase.t2),
-        phase.tape,
+        Some(nudge),
+        Schedule::fixed(t2),
+        tape,
     )
     .map_err(|e| with_block(e, k))?;
-    accumulate_coupling_grads(k, &block.layout.couplings, &mut r, c, grads)?;
-    Ok(r.into_state())
+    Ok(r)
 }
 
 /// Feedforward gradients of block `k` for the cotangent `g_u` on its drive (forward pass
@@ -138,6 +127,19 @@ pub fn ep_gradients(
     beta: f32,
     t2: usize,
 ) -> Result<Grads> {
+    Ok(ep_gradients_and_currents(model, kernels, free, labels, beta, t2)?.0)
+}
+
+/// EP gradients and, per block, the error current `δ_{k+1}` that nudged it (`None` for the
+/// last block, nudged by the loss).
+pub fn ep_gradients_and_currents(
+    model: &Model,
+    kernels: &[PreparedBlock],
+    free: &FreePhase,
+    labels: &[u32],
+    beta: f32,
+    t2: usize,
+) -> Result<(Grads, Vec<Option<Tensor>>)> {
     ensure!(
         beta != 0.0 && beta.is_finite(),
         "EP needs a non-zero, finite β (got {beta})"
@@ -145,45 +147,43 @@ pub fn ep_gradients(
     let mut grads = model.zero_grads();
     let b = labels.len() as f32;
     let kk = model.blocks.len();
+    let c = 1.0 / (2.0 * beta * b);
+    let mut currents = vec![None; kk];
     let mut delta: Option<Tensor> = None;
     for k in (0..kk).rev() {
-        let c = 1.0 / (2.0 * beta * b);
-        let mut ends = Vec::with_capacity(2);
-        for sign in [1.0f32, -1.0] {
-            let nudge = match &delta {
-                None => Nudge::Loss {
-                    beta: sign * beta,
-                    readout: &model.readout,
-                    labels,
-                },
-                Some(d) => Nudge::Current {
-                    beta: sign * beta,
-                    delta: d,
-                },
-            };
-            // +β state enters with −c, −β state with +c
-            let end = nudged_phase(
-                model,
-                kernels,
-                free,
-                k,
-                NudgedPhase {
-                    nudge,
-                    t2,
-                    tape: None,
-                },
-                -sign * c,
-                &mut grads,
-            )?;
-            if k + 1 == kk {
-                let (gw, gb) = readout_grads(&mut grads);
+        let nudge = |sign: f32| match &delta {
+            None => Nudge::Loss {
+                beta: sign * beta,
+                readout: &model.readout,
+                labels,
+            },
+            Some(d) => Nudge::Current {
+                beta: sign * beta,
+                delta: d,
+            },
+        };
+        let mut rp = relax_nudged(model, kernels, free, k, &nudge(1.0), t2, None)?;
+        let mut rm = relax_nudged(model, kernels, free, k, &nudge(-1.0), t2, None)?;
+        // g = c · (∂Φ(s^−β) − ∂Φ(s^+β))
+        accumulate_coupling_contrast(
+            k,
+            &model.blocks[k].layout.couplings,
+            &mut rm,
+            Some(&mut rp),
+            c,
+            &mut grads,
+        )?;
+        let ends = [rp.into_state(), rm.into_state()];
+        if k + 1 == kk {
+            let (gw, gb) = readout_grads(&mut grads);
+            for end in &ends {
                 accumulate_readout_grads(&model.readout, end.last(), labels, 0.5 / b, gw, gb)?;
             }
-            ends.push(end);
         }
         let (plus, minus) = (&ends[0], &ends[1]);
         let mut g_u = Tensor::default();
         lin_comb(&mut g_u, c, &minus.layers[0], -c, &plus.layers[0])?;
+        currents[k] = delta.take();
         delta = feedforward_backward(model, kernels, k, &free.ff[k], &g_u, &mut grads)?.map(
             |mut dx| {
                 scale(&mut dx, -b);
@@ -191,7 +191,7 @@ pub fn ep_gradients(
             },
         );
     }
-    Ok(grads)
+    Ok((grads, currents))
 }
 
 /// The two readout gradient tensors, borrowed together.

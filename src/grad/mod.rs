@@ -3,7 +3,7 @@
 
 pub mod ep;
 pub mod id;
-mod phi;
+pub mod phi;
 
 use crate::core::batchnorm::{update_running_stats, BnBatchStats};
 use crate::core::loss::{softmax_cross_entropy, CrossEntropy};
