@@ -2,4 +2,5 @@
 //! backprop through feedforward blocks with equilibrium propagation through energy-based
 //! blocks (Nest & Ernoult, NeurIPS 2024). See `SPEC.md` for the exact computations.
 
+pub mod analysis;
 pub mod core;

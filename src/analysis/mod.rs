@@ -1,0 +1,3 @@
+//! Analysis helpers: figures for runs and EP–ID gradient comparisons.
+
+pub mod plot;
