@@ -18,15 +18,21 @@
 //! Vera licence) registered with plotters' `ab_glyph` font table, so rendering needs
 //! no system fonts and no fontconfig. SVG output names the `sans-serif` family.
 //!
+//! In JSON, NaN values are written as `null` and read back as NaN.
+//!
 //! Degenerate data: NaN/±inf values (and non-positive values on log axes) are skipped;
 //! each figure's `warnings()` lists what was skipped and the affected panel shows a
 //! red note. Constant curves get a padded axis range. Empty input is an error.
 
 mod bars;
+mod sweep;
+mod training;
 mod transient;
 
 pub use bars::{BarSeries, CosineBars};
-pub use transient::{TransientBlock, TransientFigure, TransientLayer};
+pub use sweep::{ReferenceSlope, SweepFigure, SweepSeries};
+pub use training::{plot_runs, read_metrics_jsonl, EpochRecord, RunCurves, TrainingCurves};
+pub use transient::{TransientBlock, TransientFigure, TransientLayer, TRANSIENT_HEADER_H};
 
 use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
@@ -158,6 +164,26 @@ pub(crate) fn save_figure<F: Render>(fig: &F, path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing figure {}", path.display()))
+}
+
+/// Serde helpers: JSON has no NaN (serde_json writes it as `null`), so numeric
+/// vectors read `null` back as NaN.
+pub(crate) mod nan_as_null {
+    use serde::{Deserialize, Deserializer};
+
+    /// `[1.0, null]` → `[1.0, NaN]`.
+    pub fn vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+    }
+
+    /// `[[1.0, null]]` → `[[1.0, NaN]]`.
+    pub fn vec2<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f64>>, D::Error> {
+        let v: Vec<Vec<Option<f64>>> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|c| c.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+            .collect())
+    }
 }
 
 /// Plasma-like colormap (matplotlib's `plasma`, 9 stops, linear interpolation);
@@ -304,9 +330,10 @@ pub(crate) fn tick_label(v: f64, span: f64) -> String {
     format!("{v:.decimals$}")
 }
 
-/// Tick label on a log axis.
-pub(crate) fn log_tick_label(v: f64) -> String {
-    if (1e-2..1e4).contains(&v.abs()) {
+/// Tick label on a log axis spanning [lo, hi]: decimals if the whole axis lies in
+/// [0.01, 10⁴), scientific notation otherwise.
+pub(crate) fn log_tick_label(v: f64, lo: f64, hi: f64) -> String {
+    if lo >= 1e-2 && hi < 1e4 {
         let s = format!("{v:.3}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
@@ -356,4 +383,65 @@ pub(crate) fn draw_note<DB: DrawingBackend>(
         .color(&RGBColor(200, 0, 0))
         .pos(Pos::new(HPos::Right, VPos::Top));
     area.draw_text(note, &style, (w as i32 - 4, 4)).plot_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plasma_endpoints_and_layer_colors() {
+        assert_eq!(plasma(0.0), RGBColor(13, 8, 135));
+        assert_eq!(plasma(1.0), RGBColor(240, 249, 33));
+        assert_eq!(plasma(f64::NAN), plasma(0.0));
+        assert_eq!(plasma(0.5), RGBColor(204, 71, 120));
+        // Distinct colours for distinct layers.
+        let cs: Vec<RGBColor> = (0..12).map(|i| layer_color(i, 12)).collect();
+        for i in 1..cs.len() {
+            assert_ne!(cs[i - 1], cs[i]);
+        }
+        assert_eq!(layer_color(0, 1), plasma(0.0));
+    }
+
+    #[test]
+    fn segments_split_at_bad_points() {
+        let ys = [1.0, f64::NAN, 2.0, 3.0, -1.0, 4.0];
+        let (s, skipped) = segments((0..6).map(|i| i as f64), &ys, false, false);
+        assert_eq!(skipped, 1);
+        assert_eq!(s.len(), 2);
+        let (s, skipped) = segments((0..6).map(|i| i as f64), &ys, false, true);
+        assert_eq!(skipped, 2);
+        assert_eq!(
+            s,
+            vec![
+                vec![(0.0, 1.0)],
+                vec![(2.0, 2.0), (3.0, 3.0)],
+                vec![(5.0, 4.0)]
+            ]
+        );
+    }
+
+    #[test]
+    fn ranges_are_padded_and_never_empty() {
+        assert_eq!(padded_range([], false), (0.0, 1.0));
+        assert_eq!(padded_range([0.0, 0.0], false), (-1.0, 1.0));
+        let (lo, hi) = padded_range([2.0, 2.0], false);
+        assert!(lo < 2.0 && hi > 2.0);
+        let (lo, hi) = padded_range([0.0, 10.0, f64::NAN], false);
+        assert!((lo + 0.5).abs() < 1e-12 && (hi - 10.5).abs() < 1e-12);
+        let (lo, hi) = padded_range([1e-3, 1e-1, 0.0], true);
+        assert!(lo < 1e-3 && lo > 5e-4 && hi > 1e-1 && hi < 2e-1);
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(tick_label(0.0, 1.0), "0");
+        assert_eq!(tick_label(0.5, 1.0), "0.5");
+        assert_eq!(tick_label(0.002, 0.01), "0.002");
+        assert_eq!(tick_label(2e-5, 1e-4), "2.0e-5");
+        assert_eq!(tick_label(250.0, 1000.0), "250");
+        assert_eq!(log_tick_label(0.1, 0.05, 2.0), "0.1");
+        assert_eq!(log_tick_label(1e-3, 1e-4, 1.0), "1e-3");
+        assert_eq!(fit_text("abcdefghijklmnop", 10.0, 40.0), "abcde…");
+    }
 }

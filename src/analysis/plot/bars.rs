@@ -16,6 +16,7 @@ pub struct BarSeries {
     /// Legend entry, e.g. "vs ID exact".
     pub name: String,
     /// One value per layer, in the order of [`CosineBars::layers`].
+    #[serde(deserialize_with = "super::nan_as_null::vec")]
     pub values: Vec<f64>,
 }
 

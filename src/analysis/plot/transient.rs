@@ -27,10 +27,10 @@ pub struct TransientLayer {
     #[serde(default)]
     pub name: String,
     /// ID curves, one per coordinate, each of length T2+1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nan_as_null::vec2")]
     pub id: Vec<Vec<f64>>,
     /// EP curves, one per coordinate (same coordinates as `id`), each of length T2+1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nan_as_null::vec2")]
     pub ep: Vec<Vec<f64>>,
 }
 
