@@ -1,3 +1,5 @@
-//! Analyses and figures: the static gradient analysis (EP vs ID) and plots.
+//! Analyses and figures: the static gradient analysis (EP vs ID) and plots of runs and
+//! gradient comparisons.
 
 pub mod gdd;
+pub mod plot;
