@@ -63,7 +63,7 @@ fn ignores_other_kinds_unknown_fields_and_blank_lines() {
             "\n",
             r#"{"no_kind":true,"epoch":"not a number"}"#,
             "\n",
-            r#"{"kind":"epoch","epoch":1,"train_loss":2.0,"seconds":12.5,"extra":{"a":[1,2]},"val_loss":2.5,"test_top1":null}"#,
+            r#"{"kind":"epoch","epoch":1,"train_loss":2.0,"seconds":12.5,"extra":{"a":[1,2]},"val_loss":9.0,"test_loss":2.5,"test_top1":null}"#,
             "\n",
             r#"{"kind":"epoch","epoch":2,"train_loss":1.8}"#,
             "\n",
@@ -78,7 +78,7 @@ fn ignores_other_kinds_unknown_fields_and_blank_lines() {
     assert_eq!(
         recs[0].test_loss,
         Some(2.5),
-        "val_loss is read as test_loss"
+        "test_loss is read, val_loss ignored"
     );
     assert_eq!(recs[0].test_top1, None);
     assert_eq!(recs[0].train_top5, None);

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 /// Default panel size in pixels.
 const PANEL: (u32, u32) = (420, 300);
 
-/// One epoch's metrics. Every metric is optional; `test_*` also accept the names
-/// `val_loss`, `val_top1`, `val_top5`.
+/// One epoch's metrics (the `"kind": "epoch"` records of `metrics.jsonl`; `test_*` is the
+/// run's first evaluation set). Every metric is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// Epoch number (x axis).
@@ -32,13 +32,13 @@ pub struct EpochRecord {
     #[serde(default)]
     pub train_top5: Option<f64>,
     /// Test (or validation) loss.
-    #[serde(default, alias = "val_loss")]
+    #[serde(default)]
     pub test_loss: Option<f64>,
     /// Test (or validation) top-1 accuracy.
-    #[serde(default, alias = "val_top1")]
+    #[serde(default)]
     pub test_top1: Option<f64>,
     /// Test (or validation) top-5 accuracy.
-    #[serde(default, alias = "val_top5")]
+    #[serde(default)]
     pub test_top5: Option<f64>,
     /// Learning rate used during the epoch.
     #[serde(default)]
