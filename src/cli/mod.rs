@@ -1,5 +1,6 @@
 //! The `ffebm` command line.
 
+mod analysis;
 mod bench;
 mod common;
 mod grad;
@@ -36,6 +37,10 @@ pub enum Command {
     Grad(grad::GradArgs),
     /// List the built-in presets, or show one preset's layers, parameters and cost.
     Presets(presets::PresetsArgs),
+    /// Static gradient analysis: EP vs ID per tensor, transient curves, β/T2 sweeps, figures.
+    Gdd(analysis::GddArgs),
+    /// Plot loss, top-1, top-5 and learning rate of one or several runs.
+    Plot(analysis::PlotArgs),
     /// Time the conv kernels and the free phase / EP / ID steps of presets.
     Bench(bench::BenchArgs),
 }
@@ -59,5 +64,7 @@ pub fn run() -> Result<()> {
         Command::Grad(a) => grad::run(&g, a),
         Command::Presets(a) => presets::run(&g, a),
         Command::Bench(a) => bench::run(&g, a),
+        Command::Gdd(a) => analysis::gdd(&g, a),
+        Command::Plot(a) => analysis::plot(&g, a),
     }
 }

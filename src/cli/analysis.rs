@@ -1,0 +1,359 @@
+//! `ffebm gdd` (static gradient analysis) and `ffebm plot` (training curves).
+
+use super::common::{Global, ModelArgs};
+use crate::analysis::gdd::{analyse, beta_sweep, t2_sweep, GddConfig, GddReport};
+use crate::analysis::plot::{
+    plot_runs, BarSeries, CosineBars, SweepFigure, SweepSeries, TransientBlock, TransientFigure,
+    TransientLayer,
+};
+use crate::core::Tensor;
+use crate::data::{Dataset, DatasetKind, Layout, Loader, LoaderOptions, Split, Subset};
+use crate::io::tensors::read_tensor_file;
+use crate::io::weights::load_model_tensors;
+use crate::model::{prepare, Model};
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct GddArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Weights: a reference state_dict (safetensors) or an ffebm checkpoint.
+    #[arg(long, alias = "checkpoint")]
+    pub weights: Option<PathBuf>,
+    /// Batch file (safetensors with `x` NCHW float32 and `y` int); default: the first
+    /// --batch-size training images of the preset's dataset.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Data root for the default batch (default: $FFEBM_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Dataset of the default batch (default: the preset's, else cifar10).
+    #[arg(long)]
+    pub dataset: Option<DatasetKind>,
+    #[arg(long, default_value_t = 2)]
+    pub batch_size: usize,
+    /// Nudging strength (default: the preset's).
+    #[arg(long)]
+    pub beta: Option<f32>,
+    #[arg(long)]
+    pub t1: Option<usize>,
+    #[arg(long)]
+    pub t2: Option<usize>,
+    /// Tracked coordinates per weight tensor in the transient curves.
+    #[arg(long, default_value_t = 4)]
+    pub coords: usize,
+    /// Skip the transient curves (T2+1 truncated ID runs per block).
+    #[arg(long)]
+    pub no_transients: bool,
+    /// Also tabulate and plot the EP–ID discrepancy for these β.
+    #[arg(long, value_delimiter = ',')]
+    pub betas: Vec<f32>,
+    /// Also tabulate and plot the EP–ID discrepancy for these T2.
+    #[arg(long, value_delimiter = ',')]
+    pub t2s: Vec<usize>,
+    /// ID variant drawn in the figures (`exact` or `reference`).
+    #[arg(long, default_value = "exact")]
+    pub id_variant: String,
+    /// Output directory (JSON, CSV, PNG and SVG).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn default_batch(kind: DatasetKind, dir: Option<&Path>, n: usize) -> Result<(Tensor, Vec<u32>)> {
+    let root = crate::data::data_dir(dir)?;
+    let ds = Dataset::load(
+        kind,
+        Split::Train,
+        &crate::data::dataset_dir(&root, kind),
+        None,
+    )?;
+    let sub = Subset::new(Arc::new(ds), (0..n).collect())?;
+    let loader = Loader::new(
+        sub,
+        LoaderOptions {
+            layout: Layout::Nhwc,
+            ..LoaderOptions::eval(n)
+        },
+    )?;
+    let b = loader.batch(0);
+    Ok((Tensor::from_vec(&b.shape, b.x)?, b.y))
+}
+
+fn write_tables(out: &Path, rep: &GddReport) -> Result<()> {
+    crate::io::atomic_write(
+        &out.join("gdd.json"),
+        serde_json::to_string_pretty(rep)?.as_bytes(),
+    )?;
+    let mut csv = String::from("tensor,block,cos_id_exact,rel_error_id_exact,norm_ratio_id_exact,sign_agreement_id_exact,cos_id_reference,rel_error_id_reference,norm_ratio_id_reference,sign_agreement_id_reference\n");
+    for t in &rep.tensors {
+        let (e, r) = (&t.vs_id_exact, &t.vs_id_reference);
+        writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{}",
+            t.name,
+            t.block,
+            e.cosine,
+            e.rel_error,
+            e.norm_ratio,
+            e.sign_agreement,
+            r.cosine,
+            r.rel_error,
+            r.norm_ratio,
+            r.sign_agreement
+        )?;
+    }
+    crate::io::atomic_write(&out.join("gdd.csv"), csv.as_bytes())?;
+    let mut tr = String::from("tensor,coord,t,ep,id_exact,id_reference\n");
+    for t in &rep.tensors {
+        for (step, ep) in t.ep.iter().enumerate() {
+            for (j, c) in t.coords.iter().enumerate() {
+                writeln!(
+                    tr,
+                    "{},{c},{step},{},{},{}",
+                    t.name, ep[j], t.id_exact[step][j], t.id_reference[step][j]
+                )?;
+            }
+        }
+    }
+    crate::io::atomic_write(&out.join("transients.csv"), tr.as_bytes())
+}
+
+fn transpose(v: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let n = v.first().map_or(0, |r| r.len());
+    (0..n).map(|j| v.iter().map(|r| r[j]).collect()).collect()
+}
+
+fn figures(out: &Path, rep: &GddReport, blocks: usize, reference: bool, quiet: bool) -> Result<()> {
+    let weights: Vec<_> = rep
+        .tensors
+        .iter()
+        .filter(|t| t.is_weight && t.synapse.is_some())
+        .collect();
+    let names: Vec<String> = weights
+        .iter()
+        .map(|t| {
+            t.name
+                .trim_end_matches(".weight")
+                .replace("blocks.", "b")
+                .replace("synapses.", "s")
+        })
+        .collect();
+    let bars = CosineBars::new(
+        format!(
+            "EP vs ID cosine per layer (beta {}, T2 {})",
+            rep.beta, rep.t2
+        ),
+        names,
+        vec![
+            BarSeries {
+                name: "vs ID-exact".into(),
+                values: weights.iter().map(|t| t.vs_id_exact.cosine).collect(),
+            },
+            BarSeries {
+                name: "vs ID-reference".into(),
+                values: weights.iter().map(|t| t.vs_id_reference.cosine).collect(),
+            },
+        ],
+    );
+    let mut files = Vec::new();
+    for ext in ["png", "svg"] {
+        let p = out.join(format!("cosine.{ext}"));
+        bars.save(&p)?;
+        files.push(p);
+    }
+    if weights.iter().any(|t| !t.ep.is_empty()) {
+        let blocks = (0..blocks)
+            .map(|k| TransientBlock {
+                layers: weights
+                    .iter()
+                    .filter(|t| t.block == k)
+                    .map(|t| TransientLayer {
+                        name: t.name.clone(),
+                        id: transpose(if reference {
+                            &t.id_reference
+                        } else {
+                            &t.id_exact
+                        }),
+                        ep: transpose(&t.ep),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let fig = TransientFigure::new(
+            format!(
+                "EP (dashed) vs ID-{} (solid), beta {}",
+                if reference { "reference" } else { "exact" },
+                rep.beta
+            ),
+            blocks,
+        );
+        for ext in ["png", "svg"] {
+            let p = out.join(format!("transients.{ext}"));
+            fig.save(&p)?;
+            files.push(p);
+        }
+    }
+    if !quiet {
+        for f in files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
+    let (cfg, preset) = a.model.resolve()?;
+    let mut model = Model::new(cfg, g.seed)?;
+    if let Some(path) = &a.weights {
+        load_model_tensors(&mut model, &read_tensor_file(path)?, path)?;
+    }
+    let (x, y) = match &a.input {
+        Some(p) => super::grad::read_batch(p)?,
+        None => {
+            let kind = match (a.dataset, &preset) {
+                (Some(k), _) => k,
+                (None, Some(p)) => p.train.dataset.parse()?,
+                (None, None) => DatasetKind::Cifar10,
+            };
+            default_batch(kind, a.data_dir.as_deref(), a.batch_size)
+                .context("loading the default batch (or pass --input BATCH.safetensors)")?
+        }
+    };
+    crate::model::check_input(&model, &x)?;
+    let algo = preset.as_ref().map(|p| p.algo.clone());
+    let t1 =
+        a.t1.or(algo.as_ref().map(|p| p.t1))
+            .context("--t1 is required with --model")?;
+    let t2 =
+        a.t2.or(algo.as_ref().map(|p| p.t2))
+            .context("--t2 is required with --model")?;
+    let beta = a
+        .beta
+        .or(algo.as_ref().map(|p| p.beta))
+        .context("--beta is required with --model")?;
+    let reference = match a.id_variant.as_str() {
+        "exact" => false,
+        "reference" => true,
+        v => anyhow::bail!("--id-variant {v}: expected `exact` or `reference`"),
+    };
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let kernels = prepare(&model)?;
+    let t = std::time::Instant::now();
+    let rep = analyse(
+        &model,
+        &kernels,
+        &x,
+        &y,
+        &GddConfig {
+            t1,
+            t2,
+            beta,
+            coords: a.coords,
+            seed: g.seed,
+            transients: !a.no_transients,
+        },
+    )?;
+    write_tables(&a.out, &rep)?;
+    figures(&a.out, &rep, model.blocks.len(), reference, g.quiet)?;
+    if !g.quiet {
+        println!("static gradient analysis of {} samples (beta {beta}, T1 {t1}, T2 {t2}) in {:.1} s; loss {:.4}", y.len(), t.elapsed().as_secs_f64(), rep.loss);
+        println!(
+            "{:<40} {:>12} {:>12} {:>12}",
+            "tensor", "cos ID-exact", "cos ID-ref", "rel err"
+        );
+        for r in rep.tensors.iter().filter(|r| r.is_weight) {
+            println!(
+                "{:<40} {:>12.6} {:>12.6} {:>12.3e}",
+                r.name, r.vs_id_exact.cosine, r.vs_id_reference.cosine, r.vs_id_exact.rel_error
+            );
+        }
+        println!(
+            "total relative EP-ID error: {:.3e} (exact), {:.3e} (reference)",
+            rep.total_rel_error_exact, rep.total_rel_error_reference
+        );
+    }
+    if !a.betas.is_empty() {
+        let rows = beta_sweep(&model, &kernels, &x, &y, t1, t2, &a.betas)?;
+        let mut csv = String::from("beta,total_rel_error");
+        let names: Vec<String> = rows[0].2.iter().map(|(n, _)| n.clone()).collect();
+        for n in &names {
+            write!(csv, ",{n}")?;
+        }
+        csv.push('\n');
+        for (b, tot, per) in &rows {
+            write!(csv, "{b},{tot}")?;
+            for (_, e) in per {
+                write!(csv, ",{e}")?;
+            }
+            csv.push('\n');
+            if !g.quiet {
+                println!("beta {b}: EP-ID relative error {tot:.3e}");
+            }
+        }
+        crate::io::atomic_write(&a.out.join("beta_sweep.csv"), csv.as_bytes())?;
+        let mut series = vec![SweepSeries {
+            name: "all tensors".into(),
+            y: rows.iter().map(|r| r.1).collect(),
+        }];
+        series.extend(names.iter().enumerate().map(|(i, n)| SweepSeries {
+            name: n.clone(),
+            y: rows.iter().map(|r| r.2[i].1).collect(),
+        }));
+        let mut fig = SweepFigure::vs_beta(rows.iter().map(|r| r.0 as f64).collect(), series);
+        fig.title = format!("EP vs ID-exact against beta (T2 {t2})");
+        fig.save(&a.out.join("beta_sweep.png"))?;
+        fig.save(&a.out.join("beta_sweep.svg"))?;
+    }
+    if !a.t2s.is_empty() {
+        let rows = t2_sweep(&model, &kernels, &x, &y, t1, beta, &a.t2s)?;
+        let mut csv = String::from("t2,rel_error_id_exact,rel_error_id_reference\n");
+        for (t, e, r) in &rows {
+            writeln!(csv, "{t},{e},{r}")?;
+            if !g.quiet {
+                println!("T2 {t}: EP-ID relative error {e:.3e} (exact), {r:.3e} (reference)");
+            }
+        }
+        crate::io::atomic_write(&a.out.join("t2_sweep.csv"), csv.as_bytes())?;
+        let series = vec![
+            SweepSeries {
+                name: "vs ID-exact".into(),
+                y: rows.iter().map(|r| r.1).collect(),
+            },
+            SweepSeries {
+                name: "vs ID-reference".into(),
+                y: rows.iter().map(|r| r.2).collect(),
+            },
+        ];
+        let mut fig = SweepFigure::vs_t2(rows.iter().map(|r| r.0 as f64).collect(), series);
+        fig.title = format!("EP vs ID against T2 (beta {beta})");
+        fig.save(&a.out.join("t2_sweep.png"))?;
+        fig.save(&a.out.join("t2_sweep.svg"))?;
+    }
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// Run directories (each with a metrics.jsonl).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output figure (.png or .svg).
+    #[arg(long, default_value = "training.png")]
+    pub out: PathBuf,
+}
+
+pub fn plot(g: &Global, a: PlotArgs) -> Result<()> {
+    let warnings = plot_runs(&a.runs, &a.out)?;
+    if !g.quiet {
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
