@@ -139,7 +139,7 @@ fn centered_ep_error_is_second_order_in_beta() {
     let kern = prepare(&model).unwrap();
     let (x, y) = batch(&model, 2, 6);
     let rows = beta_sweep(&model, &kern, &x, &y, 100, 60, &[0.1, 0.01]).unwrap();
-    let (big, small) = (rows[0].1, rows[1].1);
+    let (big, small) = (rows[0].total, rows[1].total);
     assert!(
         big / small >= 30.0,
         "EP-ID error {big:.3e} at beta 0.1 vs {small:.3e} at 0.01"

@@ -118,15 +118,12 @@ fn owner(id: ParamId, kk: usize) -> (usize, Option<usize>, bool) {
 /// EP gradients of the parameters of block `k` (and the readout for the last block) after
 /// each of `t = 0..=t2` nudged sweeps, given the error current `delta` from above.
 fn ep_transient(
-    model: &Model,
-    kernels: &[PreparedBlock],
-    free: &FreePhase,
-    labels: &[u32],
+    (model, kernels, free, labels): (&Model, &[PreparedBlock], &FreePhase, &[u32]),
     k: usize,
-    beta: f32,
-    t2: usize,
+    cfg: &GddConfig,
     delta: Option<&Tensor>,
 ) -> Result<Vec<Grads>> {
+    let (beta, t2) = (cfg.beta, cfg.t2);
     let b = labels.len() as f32;
     let c = 1.0 / (2.0 * beta * b);
     let block = &model.blocks[k];
@@ -241,16 +238,7 @@ pub fn analyse(
         .collect();
     if cfg.transients {
         for k in (0..kk).rev() {
-            let ep_t = ep_transient(
-                model,
-                kernels,
-                &free,
-                labels,
-                k,
-                cfg.beta,
-                cfg.t2,
-                deltas[k].as_ref(),
-            )?;
+            let ep_t = ep_transient((model, kernels, &free, labels), k, cfg, deltas[k].as_ref())?;
             let mut id_t: [Vec<Grads>; 2] = [Vec::new(), Vec::new()];
             for t in 0..=cfg.t2 {
                 let mut s = sweeps.clone();
@@ -286,6 +274,15 @@ pub fn analyse(
     })
 }
 
+/// One β of [`beta_sweep`]: the EP–ID-exact relative error over all tensors and per
+/// coupling weight.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BetaRow {
+    pub beta: f32,
+    pub total: f64,
+    pub per_weight: Vec<(String, f64)>,
+}
+
 /// EP–ID relative error (all tensors, and per weight tensor vs ID-exact) for each β.
 pub fn beta_sweep(
     model: &Model,
@@ -295,7 +292,7 @@ pub fn beta_sweep(
     t1: usize,
     t2: usize,
     betas: &[f32],
-) -> Result<Vec<(f32, f64, Vec<(String, f64)>)>> {
+) -> Result<Vec<BetaRow>> {
     let free = free_phase(model, kernels, x, BnMode::Train, Schedule::fixed(t1))?;
     let id = id_from_block(
         model,
@@ -316,7 +313,11 @@ pub fn beta_sweep(
             .filter(|(i, _)| matches!(i, ParamId::Synapse { bias: false, .. }))
             .map(|(i, g)| (model.param_name(*i), agreement(g, id.get(*i)).rel_error))
             .collect();
-        out.push((beta, total_rel_error(&ep, &id), per));
+        out.push(BetaRow {
+            beta,
+            total: total_rel_error(&ep, &id),
+            per_weight: per,
+        });
     }
     Ok(out)
 }

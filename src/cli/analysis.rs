@@ -279,14 +279,15 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
     if !a.betas.is_empty() {
         let rows = beta_sweep(&model, &kernels, &x, &y, t1, t2, &a.betas)?;
         let mut csv = String::from("beta,total_rel_error");
-        let names: Vec<String> = rows[0].2.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = rows[0].per_weight.iter().map(|(n, _)| n.clone()).collect();
         for n in &names {
             write!(csv, ",{n}")?;
         }
         csv.push('\n');
-        for (b, tot, per) in &rows {
+        for r in &rows {
+            let (b, tot) = (r.beta, r.total);
             write!(csv, "{b},{tot}")?;
-            for (_, e) in per {
+            for (_, e) in &r.per_weight {
                 write!(csv, ",{e}")?;
             }
             csv.push('\n');
