@@ -298,13 +298,13 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         crate::io::atomic_write(&a.out.join("beta_sweep.csv"), csv.as_bytes())?;
         let mut series = vec![SweepSeries {
             name: "all tensors".into(),
-            y: rows.iter().map(|r| r.1).collect(),
+            y: rows.iter().map(|r| r.total).collect(),
         }];
         series.extend(names.iter().enumerate().map(|(i, n)| SweepSeries {
             name: n.clone(),
-            y: rows.iter().map(|r| r.2[i].1).collect(),
+            y: rows.iter().map(|r| r.per_weight[i].1).collect(),
         }));
-        let mut fig = SweepFigure::vs_beta(rows.iter().map(|r| r.0 as f64).collect(), series);
+        let mut fig = SweepFigure::vs_beta(rows.iter().map(|r| r.beta as f64).collect(), series);
         fig.title = format!("EP vs ID-exact against beta (T2 {t2})");
         fig.save(&a.out.join("beta_sweep.png"))?;
         fig.save(&a.out.join("beta_sweep.svg"))?;
