@@ -222,7 +222,7 @@ mod tests {
                 / (v.sqrt() / (1.0 - 0.999f64.powi(t)).sqrt() + 1e-8);
         }
         assert!(
-            (model.param(id).data()[3] as f64 - th).abs() < 1e-6,
+            (model.param(id).data()[3] as f64 - th).abs() < 1e-5,
             "{} vs {th}",
             model.param(id).data()[3]
         );
