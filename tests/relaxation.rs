@@ -4,13 +4,12 @@
 mod common;
 use common::*;
 use ffebm::core::conv::{conv2d, conv2d_transposed};
-use ffebm::core::dense::{linear, linear_transposed};
+use ffebm::core::dense::{dense_forward, dense_transposed};
 use ffebm::core::ops::activate;
 use ffebm::core::pool::{maxpool2x2, unpool2x2};
 use ffebm::core::{ConvAlgo, PoolIndex, Tensor};
 use ffebm::grad::free_phase;
 use ffebm::model::feedforward::{ff_forward, BnMode, FfCache};
-use ffebm::model::readout::{flatten_state, unflatten_like};
 use ffebm::model::{prepare, Block, CouplingKind, Model, Norm, PreparedBlock};
 use ffebm::relax::{relax, BlockState, Order, Relaxation, Schedule};
 
@@ -26,7 +25,7 @@ fn forward(
     match block.layout.couplings[i - 1] {
         CouplingKind::Conv { pool, .. } => {
             let mut full = Tensor::default();
-            conv2d(s, kern.couplings[i - 1].as_ref().unwrap(), bias, &mut full).unwrap();
+            conv2d(s, kern.couplings[i - 1].conv(), bias, &mut full).unwrap();
             if pool {
                 let (mut y, mut idx) = (Tensor::default(), PoolIndex::default());
                 maxpool2x2(&full, &mut y, &mut idx).unwrap();
@@ -37,7 +36,7 @@ fn forward(
         }
         CouplingKind::Dense { .. } => {
             let mut y = Tensor::default();
-            linear(&flatten_state(s).unwrap(), &syn.weight, bias, &mut y).unwrap();
+            dense_forward(s, kern.couplings[i - 1].dense(), bias, &mut y).unwrap();
             (y, None)
         }
     }
@@ -67,14 +66,20 @@ fn naive_sweep(block: &Block, kern: &PreparedBlock, u: &Tensor, s: &mut BlockSta
                         None => snap.layers[l + 1].clone(),
                     };
                     let mut td = Tensor::default();
-                    conv2d_transposed(&src, kern.couplings[l].as_ref().unwrap(), &mut td).unwrap();
+                    conv2d_transposed(&src, kern.couplings[l].conv(), &mut td).unwrap();
                     td
                 }
                 CouplingKind::Dense { .. } => {
-                    let mut flat = Tensor::default();
-                    linear_transposed(&snap.layers[l + 1], &block.couplings[l].weight, &mut flat)
-                        .unwrap();
-                    unflatten_like(flat, &snap.layers[l]).unwrap()
+                    let mut td = Tensor::default();
+                    let shape = snap.layers[l].shape();
+                    dense_transposed(
+                        &snap.layers[l + 1],
+                        kern.couplings[l].dense(),
+                        shape,
+                        &mut td,
+                    )
+                    .unwrap();
+                    td
                 }
             });
             let clamped = l + 1 < n || block.layout.clamp_last;

@@ -13,12 +13,12 @@ use super::ep::{feedforward_backward, readout_grads};
 use super::{with_block, FreePhase};
 use crate::core::batchnorm::BnBatchStats;
 use crate::core::conv::{channel_sum, conv2d, conv2d_transposed, conv2d_weight_grad};
-use crate::core::dense::{linear, linear_transposed, linear_weight_grad};
+use crate::core::dense::{dense_forward, dense_transposed, linear_weight_grad};
 use crate::core::ops::{activate_backward, axpy};
 use crate::core::pool::{gather2x2, unpool2x2};
 use crate::core::{ConvGeom, Tensor};
 use crate::model::feedforward::{ff_forward, BnMode, FfCache};
-use crate::model::readout::{flatten_state, loss_and_state_grad, unflatten_like};
+use crate::model::readout::{flatten_state, loss_and_state_grad};
 use crate::model::{CouplingKind, Grads, Model, ParamId, PreparedBlock};
 use crate::relax::{relax, Order, Relaxation, Schedule, Tape};
 use anyhow::Result;
@@ -173,7 +173,6 @@ fn block_backward(
         if l == 0 {
             axpy(&mut g_u, 1.0, &g_pre)?;
         } else {
-            let syn = &block.couplings[l - 1];
             let x = &tape.values[l - 1][e.prev_value.expect("layer below")];
             let (wid, bid) = (
                 ParamId::Synapse {
@@ -197,7 +196,7 @@ fn block_backward(
                         }
                         None => g_pre.clone(),
                     };
-                    let packed = kernels[k].couplings[l - 1].as_ref().expect("conv");
+                    let packed = kernels[k].couplings[l - 1].conv();
                     conv2d_transposed(&g_full, packed, &mut tmp)?;
                     axpy(&mut g[l - 1], 1.0, &tmp)?;
                     let geom = ConvGeom {
@@ -209,9 +208,13 @@ fn block_backward(
                     conv2d_weight_grad(x, &g_full, geom, 1.0, true, grads.get_mut(wid))?;
                 }
                 CouplingKind::Dense { .. } => {
-                    linear_transposed(&g_pre, &syn.weight, &mut tmp)?;
-                    let back = unflatten_like(std::mem::take(&mut tmp), x)?;
-                    axpy(&mut g[l - 1], 1.0, &back)?;
+                    dense_transposed(
+                        &g_pre,
+                        kernels[k].couplings[l - 1].dense(),
+                        x.shape(),
+                        &mut tmp,
+                    )?;
+                    axpy(&mut g[l - 1], 1.0, &tmp)?;
                     linear_weight_grad(&flatten_state(x)?, &g_pre, 1.0, true, grads.get_mut(wid))?;
                 }
             }
@@ -219,7 +222,6 @@ fn block_backward(
         }
         // top-down
         if l + 1 < n {
-            let syn = &block.couplings[l];
             let s_next = &tape.values[l + 1][e.next_value.expect("layer above")];
             let wid = ParamId::Synapse {
                 block: k,
@@ -228,7 +230,7 @@ fn block_backward(
             };
             match block.layout.couplings[l] {
                 CouplingKind::Conv { cin, cout, .. } => {
-                    let packed = kernels[k].couplings[l].as_ref().expect("conv");
+                    let packed = kernels[k].couplings[l].conv();
                     conv2d(&g_pre, packed, None, &mut tmp)?;
                     let (back, u_next) = match &e.td_idx {
                         Some(idx) => {
@@ -254,11 +256,16 @@ fn block_backward(
                     }
                 }
                 CouplingKind::Dense { .. } => {
-                    let gf = flatten_state(&g_pre)?;
-                    linear(&gf, &syn.weight, None, &mut tmp)?;
+                    dense_forward(&g_pre, kernels[k].couplings[l].dense(), None, &mut tmp)?;
                     axpy(&mut g[l + 1], 1.0, &tmp)?;
                     if exact {
-                        linear_weight_grad(&gf, s_next, 1.0, true, grads.get_mut(wid))?;
+                        linear_weight_grad(
+                            &flatten_state(&g_pre)?,
+                            s_next,
+                            1.0,
+                            true,
+                            grads.get_mut(wid),
+                        )?;
                     }
                 }
             }

@@ -12,29 +12,65 @@ pub mod readout;
 pub use config::{BlockConfig, BlockLayout, CouplingKind, LayerShape, ModelConfig, Norm};
 pub use params::{BatchNorm, Block, BufferId, Grads, Model, ParamId, Synapse};
 
+use crate::core::dense::PackedDense;
 use crate::core::{PackedConv, Tensor};
 use anyhow::Result;
 
-/// Conv weights of one block packed for the kernels (rebuilt whenever the weights change).
+/// A coupling's weights packed for the kernels.
+#[derive(Clone, Debug)]
+pub enum PackedCoupling {
+    Conv(PackedConv),
+    Dense(PackedDense),
+}
+
+impl PackedCoupling {
+    /// The conv kernels (panics on a dense coupling: callers match on the layout first).
+    pub fn conv(&self) -> &PackedConv {
+        match self {
+            PackedCoupling::Conv(c) => c,
+            PackedCoupling::Dense(_) => panic!("dense coupling used as a conv"),
+        }
+    }
+
+    /// The dense kernels (panics on a conv coupling).
+    pub fn dense(&self) -> &PackedDense {
+        match self {
+            PackedCoupling::Dense(d) => d,
+            PackedCoupling::Conv(_) => panic!("conv coupling used as a dense one"),
+        }
+    }
+}
+
+/// Weights of one block packed for the kernels (rebuilt whenever the weights change).
 #[derive(Clone, Debug)]
 pub struct PreparedBlock {
     pub ff: PackedConv,
-    /// `Some` for conv couplings, `None` for dense ones; index `i-1` for synapse `i`.
-    pub couplings: Vec<Option<PackedConv>>,
+    /// Index `i-1` for synapse `i`.
+    pub couplings: Vec<PackedCoupling>,
 }
 
 impl PreparedBlock {
     pub fn new(block: &Block, algo: crate::core::ConvAlgo) -> Result<Self> {
         let pad = block.layout.padding;
         let ff = PackedConv::new(&block.ff.weight, pad, algo)?;
+        let layers = &block.layout.layers;
         let couplings = block
             .layout
             .couplings
             .iter()
             .zip(&block.couplings)
-            .map(|(kind, syn)| match kind {
-                CouplingKind::Conv { .. } => PackedConv::new(&syn.weight, pad, algo).map(Some),
-                CouplingKind::Dense { .. } => Ok(None),
+            .enumerate()
+            .map(|(i, (kind, syn))| match kind {
+                CouplingKind::Conv { .. } => {
+                    PackedConv::new(&syn.weight, pad, algo).map(PackedCoupling::Conv)
+                }
+                CouplingKind::Dense { .. } => {
+                    let map = match layers[i] {
+                        LayerShape::Map { h, w, c } => Some([h, w, c]),
+                        LayerShape::Dense { .. } => None,
+                    };
+                    PackedDense::new(&syn.weight, map).map(PackedCoupling::Dense)
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PreparedBlock { ff, couplings })

@@ -20,11 +20,11 @@ mod tape;
 pub use tape::{Tape, UpdateEvent};
 
 use crate::core::conv::{conv2d, conv2d_pool, conv2d_transposed, conv2d_transposed_unpool};
-use crate::core::dense::{linear, linear_transposed};
+use crate::core::dense::{dense_forward, dense_transposed};
 use crate::core::ops::{activate, UpdateStats};
 use crate::core::{PoolIndex, Tensor};
-use crate::model::readout::{flatten_state, loss_and_state_grad, unflatten_like};
-use crate::model::{Block, CouplingKind, LayerShape, PreparedBlock, Synapse};
+use crate::model::readout::loss_and_state_grad;
+use crate::model::{Block, CouplingKind, LayerShape, PackedCoupling, PreparedBlock, Synapse};
 use anyhow::Result;
 
 /// NaN or infinity appeared in a layer during a relaxation.
@@ -160,18 +160,11 @@ impl<'a> Relaxation<'a> {
         self.state
     }
 
-    fn coupling(
-        &self,
-        l: usize,
-    ) -> (
-        CouplingKind,
-        &'a Synapse,
-        Option<&'a crate::core::PackedConv>,
-    ) {
+    fn coupling(&self, l: usize) -> (CouplingKind, &'a Synapse, &'a PackedCoupling) {
         (
             self.block.layout.couplings[l - 1],
             &self.block.couplings[l - 1],
-            self.kernels.couplings[l - 1].as_ref(),
+            &self.kernels.couplings[l - 1],
         )
     }
 
@@ -186,20 +179,17 @@ impl<'a> Relaxation<'a> {
         match kind {
             CouplingKind::Conv { pool: true, .. } => conv2d_pool(
                 x,
-                packed.expect("conv"),
+                packed.conv(),
                 bias,
                 &mut self.bottom_up[l],
                 &mut self.pool_idx[l],
             )?,
             CouplingKind::Conv { pool: false, .. } => {
-                conv2d(x, packed.expect("conv"), bias, &mut self.bottom_up[l])?
+                conv2d(x, packed.conv(), bias, &mut self.bottom_up[l])?
             }
-            CouplingKind::Dense { .. } => linear(
-                &flatten_state(x)?,
-                &syn.weight,
-                bias,
-                &mut self.bottom_up[l],
-            )?,
+            CouplingKind::Dense { .. } => {
+                dense_forward(x, packed.dense(), bias, &mut self.bottom_up[l])?
+            }
         }
         self.bu_from[l] = Some(self.versions[l - 1]);
         self.forward_evals += 1;
@@ -229,27 +219,26 @@ impl<'a> Relaxation<'a> {
                 }
             }
         } else {
-            let (kind, syn, packed) = self.coupling(l + 1);
+            let (kind, _, packed) = self.coupling(l + 1);
             match kind {
                 CouplingKind::Conv { pool: true, .. } => {
                     self.ensure_bottom_up(l + 1)?;
                     conv2d_transposed_unpool(
                         &self.state.layers[l + 1],
                         &self.pool_idx[l + 1],
-                        packed.expect("conv"),
+                        packed.conv(),
                         &mut self.top_down,
                     )?;
                 }
-                CouplingKind::Conv { pool: false, .. } => conv2d_transposed(
+                CouplingKind::Conv { pool: false, .. } => {
+                    conv2d_transposed(&self.state.layers[l + 1], packed.conv(), &mut self.top_down)?
+                }
+                CouplingKind::Dense { .. } => dense_transposed(
                     &self.state.layers[l + 1],
-                    packed.expect("conv"),
+                    packed.dense(),
+                    self.state.layers[l].shape(),
                     &mut self.top_down,
                 )?,
-                CouplingKind::Dense { .. } => {
-                    let mut flat = Tensor::default();
-                    linear_transposed(&self.state.layers[l + 1], &syn.weight, &mut flat)?;
-                    self.top_down = unflatten_like(flat, &self.state.layers[l])?;
-                }
             }
             Ok(true)
         }
