@@ -31,6 +31,16 @@ impl PoolIndex {
     pub fn codes(&self) -> &[u8] {
         &self.idx
     }
+
+    /// Records that a map of `input_shape` (`[B,H,W,C]`) is being pooled and returns the
+    /// codes to fill, one per pooled element (for the fused conv + pool kernels).
+    pub(crate) fn prepare(&mut self, input_shape: [usize; 4]) -> &mut [u8] {
+        let [b, h, w, c] = input_shape;
+        self.input_shape.clear();
+        self.input_shape.extend_from_slice(&input_shape);
+        self.idx.resize(b * (h / 2) * (w / 2) * c, 0);
+        &mut self.idx
+    }
 }
 
 /// Samples per parallel task for memory-bound loops over a batch.
@@ -43,7 +53,12 @@ pub fn maxpool2x2(x: &Tensor, y: &mut Tensor, idx: &mut PoolIndex) -> Result<(),
     let [b, h, w, c] = dims4("maxpool2x2", "input", x)?;
     let (ph, pw) = (h / 2, w / 2);
     if ph == 0 || pw == 0 {
-        return Err(ShapeError::new("maxpool2x2", "input", x.shape(), "a map of at least 2x2"));
+        return Err(ShapeError::new(
+            "maxpool2x2",
+            "input",
+            x.shape(),
+            "a map of at least 2x2",
+        ));
     }
     y.ensure_shape(&[b, ph, pw, c]);
     idx.input_shape = x.shape().to_vec();
@@ -51,35 +66,44 @@ pub fn maxpool2x2(x: &Tensor, y: &mut Tensor, idx: &mut PoolIndex) -> Result<(),
     let xs = x.data();
     let per = ph * pw * c;
     let spt = samples_per_task(h * w * c);
-    y.data_mut().par_chunks_mut(spt * per).zip(idx.idx.par_chunks_mut(spt * per)).enumerate().for_each(|(t, (ys, is))| {
-        for (ls, (yb, ib)) in ys.chunks_mut(per).zip(is.chunks_mut(per)).enumerate() {
-            let n = t * spt + ls;
-            for i in 0..ph {
-                for j in 0..pw {
-                    let base = |a: usize, e: usize| ((n * h + 2 * i + a) * w + 2 * j + e) * c;
-                    let (r00, r01, r10, r11) = (base(0, 0), base(0, 1), base(1, 0), base(1, 1));
-                    let o = (i * pw + j) * c;
-                    for ch in 0..c {
-                        let mut m = xs[r00 + ch];
-                        let mut k = 0u8;
-                        for (code, r) in [(1u8, r01), (2, r10), (3, r11)] {
-                            let v = xs[r + ch];
-                            if v > m || v.is_nan() && !m.is_nan() {
-                                m = v;
-                                k = code;
+    y.data_mut()
+        .par_chunks_mut(spt * per)
+        .zip(idx.idx.par_chunks_mut(spt * per))
+        .enumerate()
+        .for_each(|(t, (ys, is))| {
+            for (ls, (yb, ib)) in ys.chunks_mut(per).zip(is.chunks_mut(per)).enumerate() {
+                let n = t * spt + ls;
+                for i in 0..ph {
+                    for j in 0..pw {
+                        let base = |a: usize, e: usize| ((n * h + 2 * i + a) * w + 2 * j + e) * c;
+                        let (r00, r01, r10, r11) = (base(0, 0), base(0, 1), base(1, 0), base(1, 1));
+                        let o = (i * pw + j) * c;
+                        for ch in 0..c {
+                            let mut m = xs[r00 + ch];
+                            let mut k = 0u8;
+                            for (code, r) in [(1u8, r01), (2, r10), (3, r11)] {
+                                let v = xs[r + ch];
+                                if v > m || v.is_nan() && !m.is_nan() {
+                                    m = v;
+                                    k = code;
+                                }
                             }
+                            yb[o + ch] = m;
+                            ib[o + ch] = k;
                         }
-                        yb[o + ch] = m;
-                        ib[o + ch] = k;
                     }
                 }
             }
-        }
-    });
+        });
     Ok(())
 }
 
-fn check_pooled(op: &'static str, operand: &'static str, t: &Tensor, idx: &PoolIndex) -> Result<(), ShapeError> {
+fn check_pooled(
+    op: &'static str,
+    operand: &'static str,
+    t: &Tensor,
+    idx: &PoolIndex,
+) -> Result<(), ShapeError> {
     t.expect_shape(op, operand, &idx.pooled_shape())
 }
 
@@ -93,21 +117,24 @@ pub fn unpool2x2(s: &Tensor, idx: &PoolIndex, out: &mut Tensor) -> Result<(), Sh
     let (ss, codes) = (s.data(), &idx.idx);
     let per_in = h * w * c;
     let spt = samples_per_task(per_in);
-    out.data_mut().par_chunks_mut(spt * per_in).enumerate().for_each(|(t, os)| {
-        os.fill(0.0);
-        for (ls, ob) in os.chunks_mut(per_in).enumerate() {
-            let n = t * spt + ls;
-            for i in 0..ph {
-                for j in 0..pw {
-                    let src = ((n * ph + i) * pw + j) * c;
-                    for ch in 0..c {
-                        let k = codes[src + ch] as usize;
-                        ob[((2 * i + k / 2) * w + 2 * j + k % 2) * c + ch] = ss[src + ch];
+    out.data_mut()
+        .par_chunks_mut(spt * per_in)
+        .enumerate()
+        .for_each(|(t, os)| {
+            os.fill(0.0);
+            for (ls, ob) in os.chunks_mut(per_in).enumerate() {
+                let n = t * spt + ls;
+                for i in 0..ph {
+                    for j in 0..pw {
+                        let src = ((n * ph + i) * pw + j) * c;
+                        for ch in 0..c {
+                            let k = codes[src + ch] as usize;
+                            ob[((2 * i + k / 2) * w + 2 * j + k % 2) * c + ch] = ss[src + ch];
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     Ok(())
 }
 
@@ -122,20 +149,23 @@ pub fn gather2x2(full: &Tensor, idx: &PoolIndex, out: &mut Tensor) -> Result<(),
     let (fs, codes) = (full.data(), &idx.idx);
     let per = ph * pw * c;
     let spt = samples_per_task(h * w * c);
-    out.data_mut().par_chunks_mut(spt * per).enumerate().for_each(|(t, os)| {
-        for (ls, ob) in os.chunks_mut(per).enumerate() {
-            let n = t * spt + ls;
-            for i in 0..ph {
-                for j in 0..pw {
-                    let o = (i * pw + j) * c;
-                    for ch in 0..c {
-                        let k = codes[n * per + o + ch] as usize;
-                        ob[o + ch] = fs[((n * h + 2 * i + k / 2) * w + 2 * j + k % 2) * c + ch];
+    out.data_mut()
+        .par_chunks_mut(spt * per)
+        .enumerate()
+        .for_each(|(t, os)| {
+            for (ls, ob) in os.chunks_mut(per).enumerate() {
+                let n = t * spt + ls;
+                for i in 0..ph {
+                    for j in 0..pw {
+                        let o = (i * pw + j) * c;
+                        for ch in 0..c {
+                            let k = codes[n * per + o + ch] as usize;
+                            ob[o + ch] = fs[((n * h + 2 * i + k / 2) * w + 2 * j + k % 2) * c + ch];
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     Ok(())
 }
 
@@ -147,7 +177,8 @@ mod tests {
     #[test]
     fn ties_go_to_the_first_maximum() {
         // all-equal windows, and windows with a tie between later positions
-        let x = Tensor::from_vec(&[1, 2, 4, 1], vec![1.0, 1.0, 0.0, 2.0, 1.0, 1.0, 2.0, 2.0]).unwrap();
+        let x =
+            Tensor::from_vec(&[1, 2, 4, 1], vec![1.0, 1.0, 0.0, 2.0, 1.0, 1.0, 2.0, 2.0]).unwrap();
         let (mut y, mut idx) = (Tensor::zeros(&[0]), PoolIndex::default());
         maxpool2x2(&x, &mut y, &mut idx).unwrap();
         assert_eq!(y.data(), &[1.0, 2.0]);
@@ -159,7 +190,15 @@ mod tests {
 
     #[test]
     fn matches_naive_on_odd_sizes_and_unpool_gather_are_adjoint() {
-        for (seed, &(b, h, w, c)) in [(1usize, 5usize, 7usize, 3usize), (2, 2, 2, 1), (3, 8, 6, 4), (1, 3, 3, 2)].iter().enumerate() {
+        for (seed, &(b, h, w, c)) in [
+            (1usize, 5usize, 7usize, 3usize),
+            (2, 2, 2, 1),
+            (3, 8, 6, 4),
+            (1, 3, 3, 2),
+        ]
+        .iter()
+        .enumerate()
+        {
             let x = random_tensor(&[b, h, w, c], seed as u64);
             let (mut y, mut idx) = (Tensor::zeros(&[0]), PoolIndex::default());
             maxpool2x2(&x, &mut y, &mut idx).unwrap();
@@ -168,7 +207,9 @@ mod tests {
                 for i in 0..ph {
                     for j in 0..pw {
                         for ch in 0..c {
-                            let at = |a: usize, e: usize| x.data()[((n * h + 2 * i + a) * w + 2 * j + e) * c + ch];
+                            let at = |a: usize, e: usize| {
+                                x.data()[((n * h + 2 * i + a) * w + 2 * j + e) * c + ch]
+                            };
                             let (mut m, mut k) = (at(0, 0), 0);
                             for (kk, (a, e)) in [(0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
                                 if at(a, e) > m {
@@ -192,19 +233,39 @@ mod tests {
             let mut u = Tensor::zeros(&[0]);
             unpool2x2(&s, &idx, &mut u).unwrap();
             gather2x2(&f, &idx, &mut g).unwrap();
-            let lhs: f64 = u.data().iter().zip(f.data()).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-            let rhs: f64 = s.data().iter().zip(g.data()).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+            let lhs: f64 = u
+                .data()
+                .iter()
+                .zip(f.data())
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum();
+            let rhs: f64 = s
+                .data()
+                .iter()
+                .zip(g.data())
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum();
             assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
-            assert_eq!(u.data().iter().filter(|v| **v != 0.0).count(), s.data().iter().filter(|v| **v != 0.0).count());
+            assert_eq!(
+                u.data().iter().filter(|v| **v != 0.0).count(),
+                s.data().iter().filter(|v| **v != 0.0).count()
+            );
         }
     }
 
     #[test]
     fn shape_errors() {
         let (mut y, mut idx) = (Tensor::zeros(&[0]), PoolIndex::default());
-        assert!(maxpool2x2(&Tensor::zeros(&[1, 1, 4, 2]), &mut y, &mut idx).unwrap_err().to_string().contains("at least 2x2"));
+        assert!(maxpool2x2(&Tensor::zeros(&[1, 1, 4, 2]), &mut y, &mut idx)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 2x2"));
         maxpool2x2(&Tensor::zeros(&[1, 4, 4, 2]), &mut y, &mut idx).unwrap();
         let e = unpool2x2(&Tensor::zeros(&[1, 2, 2, 3]), &idx, &mut y).unwrap_err();
-        assert!(e.to_string().contains("unpool2x2: pooled map has shape [1, 2, 2, 3]"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unpool2x2: pooled map has shape [1, 2, 2, 3]"),
+            "{e}"
+        );
     }
 }

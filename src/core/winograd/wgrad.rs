@@ -1,0 +1,177 @@
+//! Weight gradient of the 3x3/pad-1 convolution in the Winograd domain.
+//!
+//! The forward map of one output tile is `Y = Aᵀ [Σ_c (G g_{o,c} Gᵀ) ⊙ V_c] A`, so its
+//! adjoint in `g` gives, summed over tiles `t`,
+//!
+//! ```text
+//! W̄[o,c] = Gᵀ dU_{o,c} G,   dU_ξ = Σ_t D_ξ[t]ᵀ · V_ξ[t]   (C_out × C_in, 36 products)
+//! ```
+//!
+//! with `V = Bᵀ d B` the input transform of `x` and `D = A ȳ Aᵀ` the adjoint output
+//! transform of the 4x4 tiles of `ȳ` (zero outside the map). The 36 products need a
+//! quarter of the multiply-adds of the direct sum `Σ_{b,i,j} ȳ[b,i,j,o]·x[b,i+u-1,j+v-1,c]`.
+//! Tiles are processed in chunks of a size fixed by the shape, accumulated in a fixed
+//! order: the result does not depend on the number of threads.
+
+use super::transform::{self, TileGrid};
+use super::{group, XI};
+use crate::core::matmul::{matmul, MatMut, MatRef, Par};
+use crate::core::pixels::{simd_dispatch, DenseMap, PixelLoad, SendPtr};
+use crate::core::scratch::with_scratch;
+use crate::core::tensor::Tensor;
+use rayon::prelude::*;
+
+/// `G`, the 6x3 kernel transform (as in [`super::WinogradWeights::from_oihw`]), in f64.
+const G: [[f64; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// Bytes of transformed tiles (`V` and `D`) per chunk.
+const WGRAD_BYTES: usize = 16 << 20;
+
+/// `dw[o,c,u,v] (+)= scale · Σ_{b,i,j} ȳ[b,i,j,o] · x[b,i+u-1,j+v-1,c]` (OIHW `dw`,
+/// `[C_out, C_in, 3, 3]` flattened) for `x: [B,H,W,C_in]`, `ȳ: [B,H,W,C_out]`.
+pub fn weight_grad3x3(x: &Tensor, dy: &Tensor, scale: f32, accumulate: bool, dw: &mut [f32]) {
+    let s = x.shape();
+    let dims = [s[0], s[1], s[2], s[3]];
+    let d = dy.shape();
+    assert_eq!(
+        &d[..3],
+        &s[..3],
+        "winograd weight gradient: output-gradient shape"
+    );
+    weight_grad3x3_from(
+        DenseMap { x: x.data(), dims },
+        DenseMap {
+            x: dy.data(),
+            dims: [d[0], d[1], d[2], d[3]],
+        },
+        scale,
+        accumulate,
+        dw,
+    );
+}
+
+/// [`weight_grad3x3`] with `ȳ` read through any [`PixelLoad`] (e.g. an unpooled map).
+pub(crate) fn weight_grad3x3_from<L: PixelLoad>(
+    x: DenseMap<'_>,
+    dy: L,
+    scale: f32,
+    accumulate: bool,
+    dw: &mut [f32],
+) {
+    let [b, h, w, cin] = x.dims;
+    let cout = dy.dims()[3];
+    assert_eq!(
+        dy.dims(),
+        [b, h, w, cout],
+        "winograd weight gradient: output-gradient shape"
+    );
+    assert_eq!(dw.len(), cout * cin * 9, "winograd weight gradient: dw");
+    let grid = TileGrid::new(b, h, w);
+    let total = grid.tiles();
+    let per_tile = XI * 4 * (cin + cout);
+    let nchunks = total.div_ceil((WGRAD_BYTES / per_tile).max(16));
+    let chunk = total.div_ceil(nchunks);
+    let ulen = XI * cin * cout;
+    with_scratch(ulen + XI * chunk * (cin + cout), |buf| {
+        let (du, rest) = buf.split_at_mut(ulen);
+        for ci in 0..nchunks {
+            let (t0, t1) = (ci * chunk, ((ci + 1) * chunk).min(total));
+            let nt = t1 - t0;
+            let (v, d) = rest[..XI * nt * (cin + cout)].split_at_mut(XI * nt * cin);
+            let (vp, dp) = (SendPtr(v.as_mut_ptr()), SendPtr(d.as_mut_ptr()));
+            let g = group(nt);
+            (0..nt.div_ceil(g)).into_par_iter().for_each(|gi| {
+                let (a, z) = (t0 + gi * g, (t0 + (gi + 1) * g).min(t1));
+                // SAFETY: groups write disjoint tile rows of `v` and `d`.
+                simd_dispatch!(|| unsafe { transform::input_tiles(&x, &grid, t0, nt, a, z, vp) });
+                simd_dispatch!(|| unsafe { transform::grad_tiles(&dy, &grid, t0, nt, a, z, dp) });
+            });
+            let (v, d) = (&*v, &*d);
+            du.par_chunks_mut(cin * cout)
+                .enumerate()
+                .for_each(|(xi, duxi)| {
+                    matmul(
+                        MatMut::row_major(duxi, cout, cin),
+                        MatRef::row_major(&d[xi * nt * cout..(xi + 1) * nt * cout], nt, cout).t(),
+                        MatRef::row_major(&v[xi * nt * cin..(xi + 1) * nt * cin], nt, cin),
+                        ci > 0,
+                        1.0,
+                        Par::Seq,
+                    )
+                });
+        }
+        fold(du, cin, cout, scale, accumulate, dw);
+    });
+}
+
+/// Flattened `(o, c)` pairs per fold step (vector lanes).
+const LANES: usize = 16;
+
+/// `dw[o,c,u,v] (+)= scale · Σ_{i,j} G[i][u] dU[6i+j][o][c] G[j][v]`, in f64.
+///
+/// `dU` is `[ξ][o][c]`, so the flattened index `e = o·C_in + c` runs in the same order
+/// through every ξ plane and through `dw` (`dw[9e + 3u + v]`): every pass streams.
+fn fold(du: &[f32], cin: usize, cout: usize, scale: f32, accumulate: bool, dw: &mut [f32]) {
+    let plane = cin * cout;
+    const TASK: usize = 64 * LANES;
+    dw.par_chunks_mut(TASK * 9)
+        .enumerate()
+        .for_each(|(ti, dwt)| {
+            simd_dispatch!(|| fold_lanes(du, plane, ti * TASK, scale, accumulate, dwt));
+        });
+}
+
+#[inline(always)]
+fn fold_lanes(du: &[f32], plane: usize, e0: usize, scale: f32, accumulate: bool, dw: &mut [f32]) {
+    let n = dw.len() / 9;
+    for l0 in (0..n).step_by(LANES) {
+        let nl = LANES.min(n - l0);
+        // t[i][v] = Σ_j dU[6i+j] G[j][v]
+        let mut t = [[[0.0f64; LANES]; 3]; 6];
+        for (i, ti) in t.iter_mut().enumerate() {
+            for j in 0..6 {
+                let row = &du[(i * 6 + j) * plane + e0 + l0..][..nl];
+                let mut x = [0.0f64; LANES];
+                for (xv, &r) in x.iter_mut().zip(row) {
+                    *xv = r as f64;
+                }
+                for (v, tv) in ti.iter_mut().enumerate() {
+                    let gjv = G[j][v];
+                    if gjv != 0.0 {
+                        for (acc, xv) in tv.iter_mut().zip(&x) {
+                            *acc += gjv * xv;
+                        }
+                    }
+                }
+            }
+        }
+        // out[u][v] = Σ_i G[i][u] t[i][v]
+        let mut out = [[[0.0f64; LANES]; 3]; 3];
+        for (u, ou) in out.iter_mut().enumerate() {
+            for (i, ti) in t.iter().enumerate() {
+                let giu = G[i][u];
+                if giu != 0.0 {
+                    for (ov, tv) in ou.iter_mut().zip(ti) {
+                        for (o, x) in ov.iter_mut().zip(tv) {
+                            *o += giu * x;
+                        }
+                    }
+                }
+            }
+        }
+        let dst = &mut dw[l0 * 9..(l0 + nl) * 9];
+        for (l, d9) in dst.chunks_exact_mut(9).enumerate() {
+            for (uv, d) in d9.iter_mut().enumerate() {
+                let val = (scale as f64 * out[uv / 3][uv % 3][l]) as f32;
+                *d = if accumulate { *d + val } else { val };
+            }
+        }
+    }
+}
