@@ -37,24 +37,25 @@ fn cpu_ns() -> u64 {
 
 /// Seconds per call of `f` over runs filling about `budget` (at least 3 runs): the
 /// fastest wall-clock run (the least disturbed by other processes on a shared machine),
-/// or with `cpu` the CPU time per run divided by the thread count (what the wall time
-/// would be on an idle machine with perfect parallel efficiency).
+/// or with `cpu` the smallest CPU time of a run divided by the thread count (what the
+/// wall time would be on an idle machine with perfect parallel efficiency).
 fn time(budget: Duration, cpu: bool, mut f: impl FnMut()) -> f64 {
     f();
     let mut best = f64::INFINITY;
     let mut runs = 0;
-    let (start, cpu0) = (Instant::now(), cpu_ns());
+    let start = Instant::now();
     while runs < 3 || (start.elapsed() < budget && runs < 1000) {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), if cpu { cpu_ns() } else { 0 });
         f();
-        best = best.min(t.elapsed().as_secs_f64());
+        let s = if cpu {
+            (cpu_ns() - c) as f64 * 1e-9 / rayon::current_num_threads() as f64
+        } else {
+            t.elapsed().as_secs_f64()
+        };
+        best = best.min(s);
         runs += 1;
     }
-    if cpu {
-        (cpu_ns() - cpu0) as f64 * 1e-9 / runs as f64 / rayon::current_num_threads() as f64
-    } else {
-        best
-    }
+    best
 }
 
 fn main() {
@@ -63,6 +64,7 @@ fn main() {
     let mut budget = Duration::from_millis(400);
     let mut algo = ConvAlgo::Auto;
     let mut cpu = false;
+    let mut fwd_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -74,6 +76,7 @@ fn main() {
             }
             "--direct" => algo = ConvAlgo::Direct,
             "--cpu" => cpu = true,
+            "--fwd-only" => fwd_only = true,
             _ => {
                 panic!("unknown argument {a}; use --batch B, --shape NAME, --ms T, --direct, --cpu")
             }
@@ -122,6 +125,11 @@ fn main() {
             let t_fwd = time(budget, cpu, || {
                 conv2d(&x, &packed, Some(bias.data()), &mut y).unwrap()
             });
+            if fwd_only {
+                let gf = flop / t_fwd / 1e9;
+                println!("{name:<12} {b:>3} | {:>7.3} {gf:>8.1}", t_fwd * 1e3);
+                continue;
+            }
             let t_tr = time(budget, cpu, || {
                 conv2d_transposed(&dy, &packed, &mut dx).unwrap()
             });

@@ -7,17 +7,46 @@ pub(crate) trait PixelLoad: Copy + Send + Sync {
     /// `[B, H, W, C]` of the (full-resolution) map.
     fn dims(&self) -> [usize; 4];
 
-    /// Channels `c0..c0+dst.len()` of pixel `(b, iy, ix)` into `dst`; zero outside the map
-    /// (`iy`/`ix` may be negative or past the edge: the zero padding of the convolution).
-    fn load(&self, b: usize, iy: isize, ix: isize, c0: usize, dst: &mut [f32]);
-
     /// Copies `n` whole pixels `(b, iy, ix..ix+n)` (all channels; the row must lie inside
     /// the map) into `dst` (`n·C` floats).
     fn load_run(&self, b: usize, iy: usize, ix: usize, dst: &mut [f32]);
 
+    /// Channels `c0..c0+n` (`n <= 16`) of pixel `(b, iy, ix)` as one vector, zero in the
+    /// lanes past `n` and outside the map.
+    fn load16(&self, b: usize, iy: isize, ix: isize, c0: usize, n: usize) -> V16;
+
     /// The stored data when the map is dense (then rows can be used without copies).
     fn as_dense(&self) -> Option<&[f32]> {
         None
+    }
+}
+
+/// Sixteen `f32` lanes: one AVX-512 register.
+pub(crate) type V16 = [f32; 16];
+
+/// `src[..n]` (`n <= 16`) as a vector, zero past `n`.
+#[inline(always)]
+pub(crate) fn get16(src: &[f32], n: usize) -> V16 {
+    if n == 16 {
+        *<&V16>::try_from(&src[..16]).expect("16 lanes")
+    } else {
+        let mut v = [0.0; 16];
+        for (d, s) in v.iter_mut().zip(&src[..n]) {
+            *d = *s;
+        }
+        v
+    }
+}
+
+/// `dst[..n] = v[..n]` (`n <= 16`, `dst.len() >= n`).
+#[inline(always)]
+pub(crate) fn put16(dst: &mut [f32], v: &V16, n: usize) {
+    if n == 16 {
+        *<&mut V16>::try_from(&mut dst[..16]).expect("16 lanes") = *v;
+    } else {
+        for (d, s) in dst[..n].iter_mut().zip(v) {
+            *d = *s;
+        }
     }
 }
 
@@ -35,14 +64,15 @@ impl PixelLoad for DenseMap<'_> {
     }
 
     #[inline(always)]
-    fn load(&self, b: usize, iy: isize, ix: isize, c0: usize, dst: &mut [f32]) {
+    fn load16(&self, b: usize, iy: isize, ix: isize, c0: usize, n: usize) -> V16 {
         let [_, h, w, c] = self.dims;
         if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
-            dst.fill(0.0);
-            return;
+            return [0.0; 16];
         }
-        let s = ((b * h + iy as usize) * w + ix as usize) * c + c0;
-        dst.copy_from_slice(&self.x[s..s + dst.len()]);
+        get16(
+            &self.x[((b * h + iy as usize) * w + ix as usize) * c + c0..],
+            n,
+        )
     }
 
     #[inline(always)]
@@ -97,13 +127,25 @@ impl PixelLoad for UnpooledMap<'_> {
     }
 
     #[inline(always)]
-    fn load(&self, b: usize, iy: isize, ix: isize, c0: usize, dst: &mut [f32]) {
-        let [_, h, w, _] = self.dims;
-        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
-            dst.fill(0.0);
-            return;
+    fn load16(&self, b: usize, iy: isize, ix: isize, c0: usize, n: usize) -> V16 {
+        let [_, h, w, c] = self.dims;
+        let (ph, pw) = (h / 2, w / 2);
+        if iy < 0 || ix < 0 || iy as usize >= 2 * ph || ix as usize >= 2 * pw {
+            return [0.0; 16];
         }
-        self.select(b, iy as usize, ix as usize, c0, dst);
+        let (iy, ix) = (iy as usize, ix as usize);
+        let k = (2 * (iy % 2) + ix % 2) as u8;
+        let o = ((b * ph + iy / 2) * pw + ix / 2) * c + c0;
+        let v = get16(&self.s[o..], n);
+        let mut codes = [0u8; 16];
+        for (d, s) in codes.iter_mut().zip(&self.codes[o..o + n]) {
+            *d = *s;
+        }
+        let mut r = [0.0; 16];
+        for l in 0..16 {
+            r[l] = if codes[l] == k { v[l] } else { 0.0 };
+        }
+        r
     }
 
     #[inline(always)]
@@ -162,40 +204,63 @@ pub(crate) fn simd() -> Simd {
     Simd::Base
 }
 
-/// Calls `f` (for [`simd_dispatch`]).
-#[inline(always)]
-pub(crate) fn call<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-/// Runs the `#[inline(always)]` body `$body` compiled for the widest available vector
-/// unit: `dispatch!(|| expr)` evaluates `expr` inside a `#[target_feature]` function.
-/// The arithmetic is the same in every variant (no fused multiply-adds are introduced:
-/// Rust never contracts `a*b+c`), so results do not depend on the instruction set.
-macro_rules! simd_dispatch {
-    ($body:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-            unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-                f()
+/// Defines `$name`, which runs the `#[inline(always)]` function `$imp` compiled for the
+/// widest vector unit of the CPU (AVX-512, AVX2+FMA or the baseline), chosen at run
+/// time. `$imp` must be inlined into the `#[target_feature]` copies for the wide
+/// instructions to be used, hence `#[inline(always)]`. The arithmetic is the same in
+/// every copy (Rust never contracts `a*b+c` into fused multiply-adds), so results do not
+/// depend on the instruction set.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident$(<$($g:ident: $b:path),*>)?($($a:ident: $t:ty),* $(,)?) = $imp:ident;) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis unsafe fn $name$(<$($g: $b),*>)?($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn wide$(<$($g: $b),*>)?($($a: $t),*) {
+                    $imp($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn mid$(<$($g: $b),*>)?($($a: $t),*) {
+                    $imp($($a),*)
+                }
+                match $crate::core::pixels::simd() {
+                    $crate::core::pixels::Simd::Avx512 => return wide($($a),*),
+                    $crate::core::pixels::Simd::Avx2 => return mid($($a),*),
+                    $crate::core::pixels::Simd::Base => {}
+                }
             }
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn mid<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            let f = $body;
-            match $crate::core::pixels::simd() {
-                // SAFETY: the CPU supports the enabled features (checked at runtime).
-                $crate::core::pixels::Simd::Avx512 => unsafe { wide(f) },
-                $crate::core::pixels::Simd::Avx2 => unsafe { mid(f) },
-                $crate::core::pixels::Simd::Base => $crate::core::pixels::call(f),
-            }
+            $imp($($a),*)
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            ($body)()
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident$(<$($g:ident: $b:path),*>)?($($a:ident: $t:ty),* $(,)?) = $imp:ident;) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name$(<$($g: $b),*>)?($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn wide$(<$($g: $b),*>)?($($a: $t),*) {
+                    $imp($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn mid$(<$($g: $b),*>)?($($a: $t),*) {
+                    $imp($($a),*)
+                }
+                match $crate::core::pixels::simd() {
+                    // SAFETY: the CPU supports the enabled features (checked at run time).
+                    $crate::core::pixels::Simd::Avx512 => return unsafe { wide($($a),*) },
+                    $crate::core::pixels::Simd::Avx2 => return unsafe { mid($($a),*) },
+                    $crate::core::pixels::Simd::Base => {}
+                }
+            }
+            $imp($($a),*)
         }
-    }};
+    };
 }
-pub(crate) use simd_dispatch;
+pub(crate) use simd_fn;

@@ -1,4 +1,5 @@
-//! The tile transforms of Winograd F(4x4, 3x3), vectorised over channels.
+//! The tile transforms of Winograd F(4x4, 3x3), vectorised over channels (16 at a time,
+//! kept in registers through both passes of a transform).
 //!
 //! * input:  `V = Bᵀ d B` (6x6 input patch `d` → 6x6), per channel;
 //! * output: `Y = Aᵀ M A` (6x6 → 4x4 output tile), per channel, handed to a [`TileSink`];
@@ -7,18 +8,9 @@
 //! Transformed tiles live in buffers laid out `[ξ][tile][channel]` (ξ = 6·row + col of
 //! the 6x6 domain), so that each ξ is a row-major `tiles × channels` matrix.
 
-use crate::core::pixels::{PixelLoad, SendPtr};
+use crate::core::pixels::{get16, put16, simd_fn, PixelLoad, SendPtr, V16};
 
-/// Channels transformed together: a 6x6 patch of them stays in L1.
-pub(crate) const CB: usize = 64;
-type Lanes = [f32; CB];
-const ZERO: Lanes = [0.0; CB];
-
-/// Vector lanes to compute for `n` channels (whole 16-float vectors, at most `CB`).
-#[inline(always)]
-fn lanes(n: usize) -> usize {
-    n.next_multiple_of(16).min(CB)
-}
+const Z: V16 = [0.0; 16];
 
 /// The 4x4 output tiles of a `[B,H,W,·]` map in raster order `(b, tile row, tile col)`.
 /// The grid starts at pixel (0,0), so every 2x2 pooling window lies inside one tile.
@@ -26,7 +18,6 @@ fn lanes(n: usize) -> usize {
 pub(crate) struct TileGrid {
     pub b: usize,
     pub h: usize,
-    pub w: usize,
     ty: usize,
     tx: usize,
 }
@@ -36,7 +27,6 @@ impl TileGrid {
         TileGrid {
             b,
             h,
-            w,
             ty: h.div_ceil(4),
             tx: w.div_ceil(4),
         }
@@ -55,56 +45,122 @@ impl TileGrid {
     }
 }
 
-/// `r = Bᵀ d` along one axis (6 → 6), lane-wise.
+/// `Bᵀ d` along one axis (6 → 6), lane-wise.
 #[inline(always)]
-fn bt6(d: [&Lanes; 6], r: [&mut Lanes; 6], nv: usize) {
-    let nv = nv.min(CB);
-    let [d0, d1, d2, d3, d4, d5] = d;
-    let [r0, r1, r2, r3, r4, r5] = r;
-    for c in 0..nv {
-        let (a0, a1, a2, a3, a4, a5) = (d0[c], d1[c], d2[c], d3[c], d4[c], d5[c]);
-        r0[c] = 4.0 * a0 - 5.0 * a2 + a4;
-        r1[c] = -4.0 * (a1 + a2) + a3 + a4;
-        r2[c] = 4.0 * (a1 - a2) - a3 + a4;
-        r3[c] = 2.0 * (a3 - a1) - a2 + a4;
-        r4[c] = 2.0 * (a1 - a3) - a2 + a4;
-        r5[c] = 4.0 * a1 - 5.0 * a3 + a5;
+fn bt6(d: &[V16; 6]) -> [V16; 6] {
+    let mut r = [Z; 6];
+    for c in 0..16 {
+        let (a0, a1, a2, a3, a4, a5) = (d[0][c], d[1][c], d[2][c], d[3][c], d[4][c], d[5][c]);
+        r[0][c] = 4.0 * a0 - 5.0 * a2 + a4;
+        r[1][c] = -4.0 * (a1 + a2) + a3 + a4;
+        r[2][c] = 4.0 * (a1 - a2) - a3 + a4;
+        r[3][c] = 2.0 * (a3 - a1) - a2 + a4;
+        r[4][c] = 2.0 * (a1 - a3) - a2 + a4;
+        r[5][c] = 4.0 * a1 - 5.0 * a3 + a5;
     }
+    r
 }
 
-/// `y = Aᵀ m` along one axis (6 → 4), lane-wise.
+/// `Aᵀ m` along one axis (6 → 4), lane-wise.
 #[inline(always)]
-fn at6(m: [&Lanes; 6], y: [&mut Lanes; 4], nv: usize) {
-    let nv = nv.min(CB);
-    let [m0, m1, m2, m3, m4, m5] = m;
-    let [y0, y1, y2, y3] = y;
-    for c in 0..nv {
-        let (p12, m12) = (m1[c] + m2[c], m1[c] - m2[c]);
-        let (p34, m34) = (m3[c] + m4[c], m3[c] - m4[c]);
-        y0[c] = m0[c] + p12 + p34;
-        y1[c] = m12 + 2.0 * m34;
-        y2[c] = p12 + 4.0 * p34;
-        y3[c] = m12 + 8.0 * m34 + m5[c];
+fn at6(m: &[V16; 6]) -> [V16; 4] {
+    let mut y = [Z; 4];
+    for c in 0..16 {
+        let (p12, m12) = (m[1][c] + m[2][c], m[1][c] - m[2][c]);
+        let (p34, m34) = (m[3][c] + m[4][c], m[3][c] - m[4][c]);
+        y[0][c] = m[0][c] + p12 + p34;
+        y[1][c] = m12 + 2.0 * m34;
+        y[2][c] = p12 + 4.0 * p34;
+        y[3][c] = m12 + 8.0 * m34 + m[5][c];
     }
+    y
 }
 
-/// `r = A y` along one axis (4 → 6), lane-wise: the adjoint of [`at6`].
+/// `A y` along one axis (4 → 6), lane-wise: the adjoint of [`at6`].
 #[inline(always)]
-fn a6(y: [&Lanes; 4], r: [&mut Lanes; 6], nv: usize) {
-    let nv = nv.min(CB);
-    let [y0, y1, y2, y3] = y;
-    let [r0, r1, r2, r3, r4, r5] = r;
-    for c in 0..nv {
-        let (a, b, e, f) = (y0[c], y1[c], y2[c], y3[c]);
+fn a6(y: &[V16; 4]) -> [V16; 6] {
+    let mut r = [Z; 6];
+    for c in 0..16 {
+        let (a, b, e, f) = (y[0][c], y[1][c], y[2][c], y[3][c]);
         let (pe, pf) = (a + e, b + f);
-        r0[c] = a;
-        r1[c] = pe + pf;
-        r2[c] = pe - pf;
         let (q, s) = (a + 4.0 * e, 2.0 * b + 8.0 * f);
-        r3[c] = q + s;
-        r4[c] = q - s;
-        r5[c] = f;
+        r[0][c] = a;
+        r[1][c] = pe + pf;
+        r[2][c] = pe - pf;
+        r[3][c] = q + s;
+        r[4][c] = q - s;
+        r[5][c] = f;
     }
+    r
+}
+
+/// `Bᵀ` along j of the six pixels `(iy, x0..x0+6)` (zero rows outside the map).
+#[inline(always)]
+fn input_row<L: PixelLoad>(
+    src: &L,
+    b: usize,
+    iy: isize,
+    x0: isize,
+    g0: usize,
+    n: usize,
+    h: usize,
+) -> [V16; 6] {
+    if iy < 0 || iy as usize >= h {
+        return [Z; 6];
+    }
+    bt6(&[
+        src.load16(b, iy, x0, g0, n),
+        src.load16(b, iy, x0 + 1, g0, n),
+        src.load16(b, iy, x0 + 2, g0, n),
+        src.load16(b, iy, x0 + 3, g0, n),
+        src.load16(b, iy, x0 + 4, g0, n),
+        src.load16(b, iy, x0 + 5, g0, n),
+    ])
+}
+
+/// `A` along e of the four pixels `(iy, ox..ox+4)` of an output-gradient tile.
+#[inline(always)]
+fn grad_row<L: PixelLoad>(
+    dy: &L,
+    b: usize,
+    iy: usize,
+    ox: usize,
+    g0: usize,
+    n: usize,
+    h: usize,
+) -> [V16; 6] {
+    if iy >= h {
+        return [Z; 6];
+    }
+    let (iy, ox) = (iy as isize, ox as isize);
+    a6(&[
+        dy.load16(b, iy, ox, g0, n),
+        dy.load16(b, iy, ox + 1, g0, n),
+        dy.load16(b, iy, ox + 2, g0, n),
+        dy.load16(b, iy, ox + 3, g0, n),
+    ])
+}
+
+/// `Aᵀ` along i of column `j` of a tile's transformed outputs: the six values of rows
+/// `i = 0..6` sit at `m[at + i·stride..]`.
+#[inline(always)]
+fn output_col(m: &[f32], at: usize, stride: usize, n: usize) -> [V16; 4] {
+    at6(&[
+        get16(&m[at..], n),
+        get16(&m[at + stride..], n),
+        get16(&m[at + 2 * stride..], n),
+        get16(&m[at + 3 * stride..], n),
+        get16(&m[at + 4 * stride..], n),
+        get16(&m[at + 5 * stride..], n),
+    ])
+}
+
+/// `Aᵀ` along j of row `a` of the column-transformed tile.
+#[inline(always)]
+fn output_row(cols: &[[V16; 4]; 6], a: usize) -> [V16; 4] {
+    at6(&[
+        cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a],
+    ])
 }
 
 /// Input transform of tiles `t0..t1` of the chunk that starts at tile `base` and holds
@@ -116,7 +172,7 @@ fn a6(y: [&Lanes; 4], r: [&mut Lanes; 6], nv: usize) {
 /// which no other live reference may overlap.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-pub(crate) unsafe fn input_tiles<L: PixelLoad>(
+unsafe fn input_tiles_impl<L: PixelLoad>(
     src: &L,
     grid: &TileGrid,
     base: usize,
@@ -125,62 +181,42 @@ pub(crate) unsafe fn input_tiles<L: PixelLoad>(
     t1: usize,
     v: SendPtr<f32>,
 ) {
-    let [_, h, w, cin] = src.dims();
-    debug_assert_eq!((grid.h, grid.w), (h, w));
-    let mut px = [ZERO; 6];
-    let mut t = [[ZERO; 6]; 6];
-    let mut o = [ZERO; 6];
+    let [_, h, _, cin] = src.dims();
+    debug_assert_eq!(grid.h, h);
     for tile in t0..t1 {
         let (b, oy, ox) = grid.origin(tile);
         let (y0, x0) = (oy as isize - 1, ox as isize - 1);
         let lt = tile - base;
-        for cb in (0..cin).step_by(CB) {
-            let n = CB.min(cin - cb);
-            let nv = lanes(n);
-            for (i, ti) in t.iter_mut().enumerate() {
-                let iy = y0 + i as isize;
-                if iy < 0 || iy as usize >= h {
-                    for r in ti.iter_mut() {
-                        r[..nv].fill(0.0);
-                    }
-                    continue;
-                }
-                for (j, p) in px.iter_mut().enumerate() {
-                    src.load(b, iy, x0 + j as isize, cb, &mut p[..n]);
-                }
-                let [r0, r1, r2, r3, r4, r5] = ti;
-                bt6(
-                    [&px[0], &px[1], &px[2], &px[3], &px[4], &px[5]],
-                    [r0, r1, r2, r3, r4, r5],
-                    nv,
-                );
-            }
+        for g0 in (0..cin).step_by(16) {
+            let n = 16.min(cin - g0);
+            // rows: t[i] = Bᵀ along j of input row i
+            let t = [
+                input_row(src, b, y0, x0, g0, n, h),
+                input_row(src, b, y0 + 1, x0, g0, n, h),
+                input_row(src, b, y0 + 2, x0, g0, n, h),
+                input_row(src, b, y0 + 3, x0, g0, n, h),
+                input_row(src, b, y0 + 4, x0, g0, n, h),
+                input_row(src, b, y0 + 5, x0, g0, n, h),
+            ];
+            // columns
             for jj in 0..6 {
-                let [o0, o1, o2, o3, o4, o5] = &mut o;
-                bt6(
-                    [
-                        &t[0][jj], &t[1][jj], &t[2][jj], &t[3][jj], &t[4][jj], &t[5][jj],
-                    ],
-                    [o0, o1, o2, o3, o4, o5],
-                    nv,
-                );
+                let o = bt6(&[t[0][jj], t[1][jj], t[2][jj], t[3][jj], t[4][jj], t[5][jj]]);
                 for (ii, oi) in o.iter().enumerate() {
-                    let at = (((ii * 6 + jj) * nt + lt) * cin) + cb;
-                    v.slice(at, n).copy_from_slice(&oi[..n]);
+                    put16(v.slice(((ii * 6 + jj) * nt + lt) * cin + g0, n), oi, n);
                 }
             }
         }
     }
 }
 
-/// Output-gradient transform of tiles `t0..t1` (chunk as in [`input_tiles`]):
+/// Output-gradient transform of tiles `t0..t1` (chunk as in [`input_tiles_impl`]):
 /// `D[ξ][t-base][c] = (A ȳ_{t,c} Aᵀ)_ξ` with `ȳ` the 4x4 tile of `dy`, zero outside the map.
 ///
 /// # Safety
-/// As for [`input_tiles`], with `d` a `36·nt·C` buffer.
+/// As for [`input_tiles_impl`], with `d` a `36·nt·C` buffer.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-pub(crate) unsafe fn grad_tiles<L: PixelLoad>(
+unsafe fn grad_tiles_impl<L: PixelLoad>(
     dy: &L,
     grid: &TileGrid,
     base: usize,
@@ -190,67 +226,69 @@ pub(crate) unsafe fn grad_tiles<L: PixelLoad>(
     d: SendPtr<f32>,
 ) {
     let [_, h, _, c] = dy.dims();
-    let mut px = [ZERO; 4];
-    let mut t = [[ZERO; 6]; 4];
-    let mut o = [ZERO; 6];
     for tile in t0..t1 {
         let (b, oy, ox) = grid.origin(tile);
         let lt = tile - base;
-        for cb in (0..c).step_by(CB) {
-            let n = CB.min(c - cb);
-            let nv = lanes(n);
-            for (a, ta) in t.iter_mut().enumerate() {
-                let iy = oy + a;
-                if iy >= h {
-                    for r in ta.iter_mut() {
-                        r[..nv].fill(0.0);
-                    }
-                    continue;
-                }
-                for (e, p) in px.iter_mut().enumerate() {
-                    dy.load(b, iy as isize, (ox + e) as isize, cb, &mut p[..n]);
-                }
-                let [r0, r1, r2, r3, r4, r5] = ta;
-                a6(
-                    [&px[0], &px[1], &px[2], &px[3]],
-                    [r0, r1, r2, r3, r4, r5],
-                    nv,
-                );
-            }
+        for g0 in (0..c).step_by(16) {
+            let n = 16.min(c - g0);
+            let t = [
+                grad_row(dy, b, oy, ox, g0, n, h),
+                grad_row(dy, b, oy + 1, ox, g0, n, h),
+                grad_row(dy, b, oy + 2, ox, g0, n, h),
+                grad_row(dy, b, oy + 3, ox, g0, n, h),
+            ];
             for jj in 0..6 {
-                let [o0, o1, o2, o3, o4, o5] = &mut o;
-                a6(
-                    [&t[0][jj], &t[1][jj], &t[2][jj], &t[3][jj]],
-                    [o0, o1, o2, o3, o4, o5],
-                    nv,
-                );
+                let o = a6(&[t[0][jj], t[1][jj], t[2][jj], t[3][jj]]);
                 for (ii, oi) in o.iter().enumerate() {
-                    let at = (((ii * 6 + jj) * nt + lt) * c) + cb;
-                    d.slice(at, n).copy_from_slice(&oi[..n]);
+                    put16(d.slice(((ii * 6 + jj) * nt + lt) * c + g0, n), oi, n);
                 }
             }
         }
     }
 }
 
+simd_fn! {
+    /// [`input_tiles_impl`] for the widest vector unit.
+    ///
+    /// # Safety
+    /// As for [`input_tiles_impl`].
+    pub(crate) unsafe fn input_tiles<L: PixelLoad>(src: &L, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize, v: SendPtr<f32>) = input_tiles_impl;
+}
+
+simd_fn! {
+    /// [`grad_tiles_impl`] for the widest vector unit.
+    ///
+    /// # Safety
+    /// As for [`grad_tiles_impl`].
+    pub(crate) unsafe fn grad_tiles<L: PixelLoad>(dy: &L, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize, d: SendPtr<f32>) = grad_tiles_impl;
+}
+
+simd_fn! {
+    /// [`output_tiles_impl`] for the widest vector unit.
+    ///
+    /// # Safety
+    /// As for [`output_tiles_impl`].
+    pub(crate) unsafe fn output_tiles<S: TileSink>(m: &[f32], cout: usize, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize, sink: &S) = output_tiles_impl;
+}
+
 /// Receives finished 4x4 output tiles.
 pub(crate) trait TileSink: Sync {
-    /// Output channels `ob..ob+n` of the tile at `(b, oy, ox)`: `res[4a+e][..n]` is pixel
-    /// `(oy+a, ox+e)` (possibly past the map edge, then ignored).
+    /// Output channels `g0..g0+n` (`n <= 16`) of the tile at `(b, oy, ox)`: `res[4a+e]` is
+    /// pixel `(oy+a, ox+e)` (possibly past the map edge, then ignored).
     ///
     /// # Safety
     /// Concurrent calls must be for different tiles.
-    unsafe fn store(&self, b: usize, oy: usize, ox: usize, ob: usize, n: usize, res: &[Lanes; 16]);
+    unsafe fn store(&self, b: usize, oy: usize, ox: usize, g0: usize, n: usize, res: &[V16; 16]);
 }
 
-/// Output transform of tiles `t0..t1` (chunk as in [`input_tiles`]): `Y = Aᵀ M A` from
-/// `m` (`36·nt·C_out`, layout `[ξ][tile][c]`) into `sink`.
+/// Output transform of tiles `t0..t1` (chunk as in [`input_tiles_impl`]): `Y = Aᵀ M A`
+/// from `m` (`36·nt·C_out`, layout `[ξ][tile][c]`) into `sink`.
 ///
 /// # Safety
 /// Concurrent calls must cover disjoint tile ranges.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn output_tiles<S: TileSink>(
+unsafe fn output_tiles_impl<S: TileSink>(
     m: &[f32],
     cout: usize,
     grid: &TileGrid,
@@ -260,37 +298,32 @@ pub(crate) unsafe fn output_tiles<S: TileSink>(
     t1: usize,
     sink: &S,
 ) {
-    let mut mr = [ZERO; 6];
-    let mut t = [[ZERO; 6]; 4];
-    let mut res = [ZERO; 16];
     for tile in t0..t1 {
         let (b, oy, ox) = grid.origin(tile);
         let lt = tile - base;
-        for ob in (0..cout).step_by(CB) {
-            let n = CB.min(cout - ob);
-            let nv = lanes(n);
-            for j in 0..6 {
-                for (i, r) in mr.iter_mut().enumerate() {
-                    let at = ((i * 6 + j) * nt + lt) * cout + ob;
-                    r[..n].copy_from_slice(&m[at..at + n]);
-                }
-                let [t0r, t1r, t2r, t3r] = &mut t;
-                at6(
-                    [&mr[0], &mr[1], &mr[2], &mr[3], &mr[4], &mr[5]],
-                    [&mut t0r[j], &mut t1r[j], &mut t2r[j], &mut t3r[j]],
-                    nv,
-                );
-            }
-            for (a, ta) in t.iter().enumerate() {
-                let [y0, y1, y2, y3] =
-                    <&mut [Lanes; 4]>::try_from(&mut res[4 * a..4 * a + 4]).expect("4 rows");
-                at6(
-                    [&ta[0], &ta[1], &ta[2], &ta[3], &ta[4], &ta[5]],
-                    [y0, y1, y2, y3],
-                    nv,
-                );
-            }
-            sink.store(b, oy, ox, ob, n, &res);
+        for g0 in (0..cout).step_by(16) {
+            let n = 16.min(cout - g0);
+            // columns: t[a][j] = Aᵀ along i of column j
+            let (at, stride) = (lt * cout + g0, 6 * nt * cout);
+            let cols = [
+                output_col(m, at, stride, n),
+                output_col(m, at + nt * cout, stride, n),
+                output_col(m, at + 2 * nt * cout, stride, n),
+                output_col(m, at + 3 * nt * cout, stride, n),
+                output_col(m, at + 4 * nt * cout, stride, n),
+                output_col(m, at + 5 * nt * cout, stride, n),
+            ];
+            let r = [
+                output_row(&cols, 0),
+                output_row(&cols, 1),
+                output_row(&cols, 2),
+                output_row(&cols, 3),
+            ];
+            let res: [V16; 16] = [
+                r[0][0], r[0][1], r[0][2], r[0][3], r[1][0], r[1][1], r[1][2], r[1][3], r[2][0],
+                r[2][1], r[2][2], r[2][3], r[3][0], r[3][1], r[3][2], r[3][3],
+            ];
+            sink.store(b, oy, ox, g0, n, &res);
         }
     }
 }
@@ -304,21 +337,20 @@ pub(crate) struct MapSink<'a> {
 
 impl TileSink for MapSink<'_> {
     #[inline(always)]
-    unsafe fn store(&self, b: usize, oy: usize, ox: usize, ob: usize, n: usize, res: &[Lanes; 16]) {
+    unsafe fn store(&self, b: usize, oy: usize, ox: usize, g0: usize, n: usize, res: &[V16; 16]) {
         let [_, h, w, c] = self.dims;
+        let bias = self.bias.map(|bias| get16(&bias[g0..], n));
         for a in 0..4.min(h - oy) {
             for e in 0..4.min(w - ox) {
                 // SAFETY: pixel (b, oy+a, ox+e) belongs to this tile only.
-                let dst = self.y.slice(((b * h + oy + a) * w + ox + e) * c + ob, n);
-                let src = &res[4 * a + e][..n];
-                match self.bias {
-                    Some(bias) => {
-                        for ((d, s), bv) in dst.iter_mut().zip(src).zip(&bias[ob..ob + n]) {
-                            *d = s + bv;
-                        }
+                let dst = self.y.slice(((b * h + oy + a) * w + ox + e) * c + g0, n);
+                let mut v = res[4 * a + e];
+                if let Some(bv) = bias {
+                    for l in 0..16 {
+                        v[l] += bv[l];
                     }
-                    None => dst.copy_from_slice(src),
                 }
+                put16(dst, &v, n);
             }
         }
     }
@@ -350,32 +382,30 @@ pub(crate) fn argmax4(v: [f32; 4]) -> (f32, u8) {
 
 impl TileSink for PoolSink<'_> {
     #[inline(always)]
-    unsafe fn store(&self, b: usize, oy: usize, ox: usize, ob: usize, n: usize, res: &[Lanes; 16]) {
+    unsafe fn store(&self, b: usize, oy: usize, ox: usize, g0: usize, n: usize, res: &[V16; 16]) {
         let [_, h, w, c] = self.dims;
         let (ph, pw) = (h / 2, w / 2);
         let (py0, px0) = (oy / 2, ox / 2);
+        let bias = self.bias.map(|bias| get16(&bias[g0..], n));
         for wa in 0..2.min(ph.saturating_sub(py0)) {
             for wb in 0..2.min(pw.saturating_sub(px0)) {
-                let o = ((b * ph + py0 + wa) * pw + px0 + wb) * c + ob;
-                // SAFETY: the pooled pixel's window lies in this tile only.
-                let (dst, code) = (self.y.slice(o, n), self.codes.slice(o, n));
-                let r = |da: usize, de: usize| &res[4 * (2 * wa + da) + 2 * wb + de][..n];
-                let (r00, r01, r10, r11) = (r(0, 0), r(0, 1), r(1, 0), r(1, 1));
-                match self.bias {
-                    Some(bias) => {
-                        let bias = &bias[ob..ob + n];
-                        for ch in 0..n {
-                            let bv = bias[ch];
-                            (dst[ch], code[ch]) =
-                                argmax4([r00[ch] + bv, r01[ch] + bv, r10[ch] + bv, r11[ch] + bv]);
-                        }
-                    }
-                    None => {
-                        for ch in 0..n {
-                            (dst[ch], code[ch]) = argmax4([r00[ch], r01[ch], r10[ch], r11[ch]]);
+                let o = ((b * ph + py0 + wa) * pw + px0 + wb) * c + g0;
+                let (r0, r1) = (8 * wa + 2 * wb, 8 * wa + 4 + 2 * wb);
+                let mut win = [res[r0], res[r0 + 1], res[r1], res[r1 + 1]];
+                if let Some(bv) = bias {
+                    for wv in win.iter_mut() {
+                        for l in 0..16 {
+                            wv[l] += bv[l];
                         }
                     }
                 }
+                let (mut m, mut k) = ([0.0f32; 16], [0u8; 16]);
+                for l in 0..16 {
+                    (m[l], k[l]) = argmax4([win[0][l], win[1][l], win[2][l], win[3][l]]);
+                }
+                // SAFETY: the pooled pixel's window lies in this tile only.
+                put16(self.y.slice(o, n), &m, n);
+                self.codes.slice(o, n).copy_from_slice(&k[..n]);
             }
         }
     }

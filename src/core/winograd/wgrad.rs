@@ -16,20 +16,10 @@
 use super::transform::{self, TileGrid};
 use super::{group, XI};
 use crate::core::matmul::{matmul, MatMut, MatRef, Par};
-use crate::core::pixels::{simd_dispatch, DenseMap, PixelLoad, SendPtr};
+use crate::core::pixels::{simd_fn, DenseMap, PixelLoad, SendPtr};
 use crate::core::scratch::with_scratch;
 use crate::core::tensor::Tensor;
 use rayon::prelude::*;
-
-/// `G`, the 6x3 kernel transform (as in [`super::WinogradWeights::from_oihw`]), in f64.
-const G: [[f64; 3]; 6] = [
-    [0.25, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
 
 /// Bytes of transformed tiles (`V` and `D`) per chunk.
 const WGRAD_BYTES: usize = 16 << 20;
@@ -90,8 +80,8 @@ pub(crate) fn weight_grad3x3_from<L: PixelLoad>(
             (0..nt.div_ceil(g)).into_par_iter().for_each(|gi| {
                 let (a, z) = (t0 + gi * g, (t0 + (gi + 1) * g).min(t1));
                 // SAFETY: groups write disjoint tile rows of `v` and `d`.
-                simd_dispatch!(|| unsafe { transform::input_tiles(&x, &grid, t0, nt, a, z, vp) });
-                simd_dispatch!(|| unsafe { transform::grad_tiles(&dy, &grid, t0, nt, a, z, dp) });
+                unsafe { transform::input_tiles(&x, &grid, t0, nt, a, z, vp) };
+                unsafe { transform::grad_tiles(&dy, &grid, t0, nt, a, z, dp) };
             });
             let (v, d) = (&*v, &*d);
             du.par_chunks_mut(cin * cout)
@@ -111,8 +101,28 @@ pub(crate) fn weight_grad3x3_from<L: PixelLoad>(
     });
 }
 
-/// Flattened `(o, c)` pairs per fold step (vector lanes).
-const LANES: usize = 16;
+/// Flattened `(o, c)` pairs per fold step (one AVX-512 register of f64).
+const LANES: usize = 8;
+type V8 = [f64; LANES];
+
+const SIXTH: f64 = 1.0 / 6.0;
+const TWELFTH: f64 = 1.0 / 12.0;
+const TWENTYFOURTH: f64 = 1.0 / 24.0;
+
+/// `Gᵀ` applied along one axis (6 → 3), lane-wise: `t_v = Σ_j d_j G[j][v]` with the
+/// kernel transform `G` of [`super::WinogradWeights::from_oihw`] written out.
+#[inline(always)]
+fn gt6(d: &[V8; 6]) -> [V8; 3] {
+    let mut t = [[0.0; LANES]; 3];
+    for l in 0..LANES {
+        let (s12, d12) = (d[1][l] + d[2][l], d[2][l] - d[1][l]);
+        let (s34, d34) = (d[3][l] + d[4][l], d[3][l] - d[4][l]);
+        t[0][l] = 0.25 * d[0][l] - s12 * SIXTH + s34 * TWENTYFOURTH;
+        t[1][l] = d12 * SIXTH + d34 * TWELFTH;
+        t[2][l] = (s34 - s12) * SIXTH + d[5][l];
+    }
+    t
+}
 
 /// `dw[o,c,u,v] (+)= scale · Σ_{i,j} G[i][u] dU[6i+j][o][c] G[j][v]`, in f64.
 ///
@@ -120,56 +130,88 @@ const LANES: usize = 16;
 /// through every ξ plane and through `dw` (`dw[9e + 3u + v]`): every pass streams.
 fn fold(du: &[f32], cin: usize, cout: usize, scale: f32, accumulate: bool, dw: &mut [f32]) {
     let plane = cin * cout;
-    const TASK: usize = 64 * LANES;
+    const TASK: usize = 1024;
     dw.par_chunks_mut(TASK * 9)
         .enumerate()
         .for_each(|(ti, dwt)| {
-            simd_dispatch!(|| fold_lanes(du, plane, ti * TASK, scale, accumulate, dwt));
+            fold_lanes(du, plane, ti * TASK, scale, accumulate, dwt);
         });
 }
 
+simd_fn! {
+    fn fold_lanes(du: &[f32], plane: usize, e0: usize, scale: f32, accumulate: bool, dw: &mut [f32]) = fold_lanes_impl;
+}
+
+/// One ξ plane's lanes `e..e+nl` as f64 (zero past `nl`).
 #[inline(always)]
-fn fold_lanes(du: &[f32], plane: usize, e0: usize, scale: f32, accumulate: bool, dw: &mut [f32]) {
+fn lanes64(du: &[f32], at: usize, nl: usize) -> V8 {
+    if nl == LANES {
+        let v: &[f32; LANES] = du[at..at + LANES].try_into().expect("8 lanes");
+        return [
+            v[0] as f64,
+            v[1] as f64,
+            v[2] as f64,
+            v[3] as f64,
+            v[4] as f64,
+            v[5] as f64,
+            v[6] as f64,
+            v[7] as f64,
+        ];
+    }
+    let mut x = [0.0; LANES];
+    for (d, s) in x.iter_mut().zip(&du[at..at + nl]) {
+        *d = *s as f64;
+    }
+    x
+}
+
+/// `t[i][v] = Σ_j dU[6i+j] G[j][v]` for row `i` of the 6x6 domain.
+#[inline(always)]
+fn fold_row(du: &[f32], plane: usize, e: usize, nl: usize, i: usize) -> [V8; 3] {
+    let at = (6 * i) * plane + e;
+    gt6(&[
+        lanes64(du, at, nl),
+        lanes64(du, at + plane, nl),
+        lanes64(du, at + 2 * plane, nl),
+        lanes64(du, at + 3 * plane, nl),
+        lanes64(du, at + 4 * plane, nl),
+        lanes64(du, at + 5 * plane, nl),
+    ])
+}
+
+/// `Σ_i G[i][u] t[i][v]` for `u = 0..3`.
+#[inline(always)]
+fn fold_col(t: &[[V8; 3]; 6], v: usize) -> [V8; 3] {
+    gt6(&[t[0][v], t[1][v], t[2][v], t[3][v], t[4][v], t[5][v]])
+}
+
+#[inline(always)]
+fn fold_lanes_impl(
+    du: &[f32],
+    plane: usize,
+    e0: usize,
+    scale: f32,
+    accumulate: bool,
+    dw: &mut [f32],
+) {
     let n = dw.len() / 9;
+    let scale = scale as f64;
     for l0 in (0..n).step_by(LANES) {
         let nl = LANES.min(n - l0);
-        // t[i][v] = Σ_j dU[6i+j] G[j][v]
-        let mut t = [[[0.0f64; LANES]; 3]; 6];
-        for (i, ti) in t.iter_mut().enumerate() {
-            for j in 0..6 {
-                let row = &du[(i * 6 + j) * plane + e0 + l0..][..nl];
-                let mut x = [0.0f64; LANES];
-                for (xv, &r) in x.iter_mut().zip(row) {
-                    *xv = r as f64;
-                }
-                for (v, tv) in ti.iter_mut().enumerate() {
-                    let gjv = G[j][v];
-                    if gjv != 0.0 {
-                        for (acc, xv) in tv.iter_mut().zip(&x) {
-                            *acc += gjv * xv;
-                        }
-                    }
-                }
-            }
-        }
-        // out[u][v] = Σ_i G[i][u] t[i][v]
-        let mut out = [[[0.0f64; LANES]; 3]; 3];
-        for (u, ou) in out.iter_mut().enumerate() {
-            for (i, ti) in t.iter().enumerate() {
-                let giu = G[i][u];
-                if giu != 0.0 {
-                    for (ov, tv) in ou.iter_mut().zip(ti) {
-                        for (o, x) in ov.iter_mut().zip(tv) {
-                            *o += giu * x;
-                        }
-                    }
-                }
-            }
-        }
-        let dst = &mut dw[l0 * 9..(l0 + nl) * 9];
-        for (l, d9) in dst.chunks_exact_mut(9).enumerate() {
+        let e = e0 + l0;
+        let t = [
+            fold_row(du, plane, e, nl, 0),
+            fold_row(du, plane, e, nl, 1),
+            fold_row(du, plane, e, nl, 2),
+            fold_row(du, plane, e, nl, 3),
+            fold_row(du, plane, e, nl, 4),
+            fold_row(du, plane, e, nl, 5),
+        ];
+        // out[v][u] = Σ_i G[i][u] t[i][v]
+        let out = [fold_col(&t, 0), fold_col(&t, 1), fold_col(&t, 2)];
+        for (l, d9) in dw[l0 * 9..(l0 + nl) * 9].chunks_exact_mut(9).enumerate() {
             for (uv, d) in d9.iter_mut().enumerate() {
-                let val = (scale as f64 * out[uv / 3][uv % 3][l]) as f32;
+                let val = (scale * out[uv % 3][uv / 3][l]) as f32;
                 *d = if accumulate { *d + val } else { val };
             }
         }
