@@ -15,7 +15,7 @@
 
 use super::conv::ConvGeom;
 use super::matmul::{matmul, MatMut, MatRef, Par};
-use super::pixels::PixelLoad;
+use super::pixels::{PixelLoad, SendPtr};
 use super::scratch::with_scratch;
 use rayon::prelude::*;
 
@@ -48,20 +48,16 @@ pub(crate) fn weight_grad_taps<L: PixelLoad, D: PixelLoad>(
     let rows_target = ROWS;
     let nob = co.div_ceil(OBLOCK);
     let ob = co.div_ceil(nob);
-    // task (uv, block) owns rows o0..o1 of the C_out × C_in matrix of tap uv
-    let tasks =
-        (0..k * k).flat_map(|uv| (0..nob).map(move |bi| (uv, bi * ob, ((bi + 1) * ob).min(co))));
-    let mut rest = &mut *sum;
-    let mut parts = Vec::with_capacity(k * k * nob);
-    for (uv, o0, o1) in tasks {
-        let (part, tail) = rest.split_at_mut((o1 - o0) * cin);
-        parts.push((uv, o0, o1, part));
-        rest = tail;
-    }
-    parts
+    let sp = SendPtr(sum.as_mut_ptr());
+    (0..k * k * nob)
         .into_par_iter()
         .with_max_len(1)
-        .for_each(|(uv, o0, o1, out)| {
+        .for_each(|task| {
+            // task (uv, block) owns rows o0..o1 of the C_out × C_in matrix of tap uv
+            let (uv, bi) = (task / nob, task % nob);
+            let (o0, o1) = (bi * ob, ((bi + 1) * ob).min(co));
+            // SAFETY: the tasks' row ranges are disjoint and lie in `sum`.
+            let out = unsafe { sp.slice((uv * co + o0) * cin, (o1 - o0) * cin) };
             let no = o1 - o0;
             let (u, v) = (uv / k, uv % k);
             let ((i0, i1), (j0, j1)) = (valid(u, p, h, oh), valid(v, p, w, ow));

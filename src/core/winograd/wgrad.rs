@@ -14,15 +14,23 @@
 //! order: the result does not depend on the number of threads.
 
 use super::transform::{self, TileGrid};
-use super::{group, XI};
+use super::{group, plan, Mode, XI};
 use crate::core::matmul::{matmul, MatMut, MatRef, Par};
 use crate::core::pixels::{simd_fn, DenseMap, PixelLoad, SendPtr};
 use crate::core::scratch::with_scratch;
 use crate::core::tensor::Tensor;
 use rayon::prelude::*;
 
-/// Bytes of transformed tiles (`V` and `D`) per chunk.
+/// Bytes of transformed tiles (`V` and `D`) per chunk in the wide schedule.
 const WGRAD_BYTES: usize = 16 << 20;
+
+/// Partial sums of `dU` in the chunked schedule (fixed, so that results do not depend
+/// on the thread count).
+const WGRAD_PARTS: usize = 4;
+
+/// Largest `dU` (bytes) for the chunked schedule: beyond it, adding the partial sums
+/// costs more than the wide schedule's spills (measured: 128→128 gains, 128→256 loses).
+const PARTS_MAX_BYTES: usize = 4 << 20;
 
 /// `dw[o,c,u,v] (+)= scale · Σ_{b,i,j} ȳ[b,i,j,o] · x[b,i+u-1,j+v-1,c]` (OIHW `dw`,
 /// `[C_out, C_in, 3, 3]` flattened) for `x: [B,H,W,C_in]`, `ȳ: [B,H,W,C_out]`.
@@ -65,10 +73,64 @@ pub(crate) fn weight_grad3x3_from<L: PixelLoad>(
     assert_eq!(dw.len(), cout * cin * 9, "winograd weight gradient: dw");
     let grid = TileGrid::new(b, h, w);
     let total = grid.tiles();
+    let ulen = XI * cin * cout;
+    let p = plan(total, cin, cout);
+    if p.mode == Mode::Chunked && 4 * ulen <= PARTS_MAX_BYTES {
+        // like the forward chunked schedule: small chunks whose V and D stay in L2, in
+        // WGRAD_PARTS fixed groups, each accumulating its own dU; then the parts are added
+        // in order
+        let per_part = p.nchunks.div_ceil(WGRAD_PARTS.min(p.nchunks));
+        let parts = p.nchunks.div_ceil(per_part);
+        with_scratch(parts * ulen, |dus| {
+            dus.par_chunks_mut(ulen).enumerate().for_each(|(pi, du)| {
+                with_scratch(XI * p.chunk * (cin + cout), |buf| {
+                    let first = pi * per_part;
+                    for ci in first..((pi + 1) * per_part).min(p.nchunks) {
+                        let (t0, t1) = (ci * p.chunk, ((ci + 1) * p.chunk).min(total));
+                        let nt = t1 - t0;
+                        let (v, d) = buf[..XI * nt * (cin + cout)].split_at_mut(XI * nt * cin);
+                        // SAFETY: `v` and `d` belong to this task.
+                        unsafe {
+                            transform::input_tiles(
+                                &x,
+                                &grid,
+                                t0,
+                                nt,
+                                t0,
+                                t1,
+                                SendPtr(v.as_mut_ptr()),
+                            );
+                            transform::grad_tiles(
+                                &dy,
+                                &grid,
+                                t0,
+                                nt,
+                                t0,
+                                t1,
+                                SendPtr(d.as_mut_ptr()),
+                            );
+                        }
+                        for (xi, duxi) in du.chunks_mut(cin * cout).enumerate() {
+                            product(duxi, v, d, xi, nt, cin, cout, ci > first);
+                        }
+                    }
+                });
+            });
+            let (du, rest) = dus.split_at_mut(ulen);
+            du.par_chunks_mut(1 << 14).enumerate().for_each(|(k, dst)| {
+                for part in rest.chunks_exact(ulen) {
+                    for (a, b) in dst.iter_mut().zip(&part[k << 14..]) {
+                        *a += b;
+                    }
+                }
+            });
+            fold(du, cin, cout, scale, accumulate, dw);
+        });
+        return;
+    }
     let per_tile = XI * 4 * (cin + cout);
     let nchunks = total.div_ceil((WGRAD_BYTES / per_tile).max(16));
     let chunk = total.div_ceil(nchunks);
-    let ulen = XI * cin * cout;
     with_scratch(ulen + XI * chunk * (cin + cout), |buf| {
         let (du, rest) = buf.split_at_mut(ulen);
         for ci in 0..nchunks {
@@ -80,25 +142,40 @@ pub(crate) fn weight_grad3x3_from<L: PixelLoad>(
             (0..nt.div_ceil(g)).into_par_iter().for_each(|gi| {
                 let (a, z) = (t0 + gi * g, (t0 + (gi + 1) * g).min(t1));
                 // SAFETY: groups write disjoint tile rows of `v` and `d`.
-                unsafe { transform::input_tiles(&x, &grid, t0, nt, a, z, vp) };
-                unsafe { transform::grad_tiles(&dy, &grid, t0, nt, a, z, dp) };
+                unsafe {
+                    transform::input_tiles(&x, &grid, t0, nt, a, z, vp);
+                    transform::grad_tiles(&dy, &grid, t0, nt, a, z, dp);
+                }
             });
             let (v, d) = (&*v, &*d);
             du.par_chunks_mut(cin * cout)
                 .enumerate()
-                .for_each(|(xi, duxi)| {
-                    matmul(
-                        MatMut::row_major(duxi, cout, cin),
-                        MatRef::row_major(&d[xi * nt * cout..(xi + 1) * nt * cout], nt, cout).t(),
-                        MatRef::row_major(&v[xi * nt * cin..(xi + 1) * nt * cin], nt, cin),
-                        ci > 0,
-                        1.0,
-                        Par::Seq,
-                    )
-                });
+                .for_each(|(xi, duxi)| product(duxi, v, d, xi, nt, cin, cout, ci > 0));
         }
         fold(du, cin, cout, scale, accumulate, dw);
     });
+}
+
+/// `dU_ξ (+)= D_ξᵀ · V_ξ` for one ξ of a chunk of `nt` tiles.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    duxi: &mut [f32],
+    v: &[f32],
+    d: &[f32],
+    xi: usize,
+    nt: usize,
+    cin: usize,
+    cout: usize,
+    accumulate: bool,
+) {
+    matmul(
+        MatMut::row_major(duxi, cout, cin),
+        MatRef::row_major(&d[xi * nt * cout..(xi + 1) * nt * cout], nt, cout).t(),
+        MatRef::row_major(&v[xi * nt * cin..(xi + 1) * nt * cin], nt, cin),
+        accumulate,
+        1.0,
+        Par::Seq,
+    )
 }
 
 /// Flattened `(o, c)` pairs per fold step (one AVX-512 register of f64).
