@@ -1,6 +1,7 @@
 //! Timing of the conv kernels on the shapes of the paper's models (not a test).
 //!
-//! `cargo run --release --example convbench [-- [--batch B]... [--shape NAME]... [--ms T] [--direct] [--cpu]]`
+//! `cargo run --release --example convbench [-- [--batch B]... [--shape NAME]... [--ms T]
+//! [--direct] [--cpu] [--fwd-only]]`
 //!
 //! For each shape (3x3 kernels, padding 1) and batch size, prints the best time of
 //! the forward conv, the transposed conv, the pooled forward (`conv2d_pool`), the

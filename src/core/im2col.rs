@@ -22,7 +22,8 @@ use rayon::prelude::*;
 #[cfg(test)]
 thread_local! {
     /// Tests force small chunks with this (output rows per chunk).
-    pub(crate) static FORCE_ROWS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    pub(crate) static FORCE_ROWS: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// Output rows per chunk for a `kdim`-wide im2col matrix: about 1 MiB of patches.

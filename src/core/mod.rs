@@ -5,6 +5,8 @@
 pub mod batchnorm;
 pub mod conv;
 #[cfg(test)]
+mod conv_naive_tests;
+#[cfg(test)]
 mod conv_tests;
 pub mod dense;
 mod im2col;

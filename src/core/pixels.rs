@@ -211,7 +211,11 @@ pub(crate) fn simd() -> Simd {
 /// every copy (Rust never contracts `a*b+c` into fused multiply-adds), so results do not
 /// depend on the instruction set.
 macro_rules! simd_fn {
-    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident$(<$($g:ident: $b:path),*>)?($($a:ident: $t:ty),* $(,)?) = $imp:ident;) => {
+    (
+        $(#[$m:meta])*
+        $vis:vis unsafe fn $name:ident$(<$($g:ident: $b:path),*>)?($($a:ident: $t:ty),* $(,)?)
+            = $imp:ident;
+    ) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
         $vis unsafe fn $name$(<$($g: $b),*>)?($($a: $t),*) {
@@ -236,7 +240,11 @@ macro_rules! simd_fn {
             $imp($($a),*)
         }
     };
-    ($(#[$m:meta])* $vis:vis fn $name:ident$(<$($g:ident: $b:path),*>)?($($a:ident: $t:ty),* $(,)?) = $imp:ident;) => {
+    (
+        $(#[$m:meta])*
+        $vis:vis fn $name:ident$(<$($g:ident: $b:path),*>)?($($a:ident: $t:ty),* $(,)?)
+            = $imp:ident;
+    ) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
         $vis fn $name$(<$($g: $b),*>)?($($a: $t),*) {

@@ -126,7 +126,8 @@ const WIDE_BYTES: usize = 24 << 20;
 #[cfg(test)]
 thread_local! {
     /// Tests force a schedule with this: `(mode, tiles per chunk)`.
-    pub(crate) static FORCE_PLAN: std::cell::Cell<Option<(Mode, usize)>> = const { std::cell::Cell::new(None) };
+    pub(crate) static FORCE_PLAN: std::cell::Cell<Option<(Mode, usize)>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// The schedule of a convolution over `tiles` tiles.

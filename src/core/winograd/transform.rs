@@ -252,7 +252,9 @@ simd_fn! {
     ///
     /// # Safety
     /// As for [`input_tiles_impl`].
-    pub(crate) unsafe fn input_tiles<L: PixelLoad>(src: &L, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize, v: SendPtr<f32>) = input_tiles_impl;
+    pub(crate) unsafe fn input_tiles<L: PixelLoad>(
+        src: &L, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize, v: SendPtr<f32>,
+    ) = input_tiles_impl;
 }
 
 simd_fn! {
@@ -260,7 +262,9 @@ simd_fn! {
     ///
     /// # Safety
     /// As for [`grad_tiles_impl`].
-    pub(crate) unsafe fn grad_tiles<L: PixelLoad>(dy: &L, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize, d: SendPtr<f32>) = grad_tiles_impl;
+    pub(crate) unsafe fn grad_tiles<L: PixelLoad>(
+        dy: &L, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize, d: SendPtr<f32>,
+    ) = grad_tiles_impl;
 }
 
 simd_fn! {
@@ -268,7 +272,10 @@ simd_fn! {
     ///
     /// # Safety
     /// As for [`output_tiles_impl`].
-    pub(crate) unsafe fn output_tiles<S: TileSink>(m: &[f32], cout: usize, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize, sink: &S) = output_tiles_impl;
+    pub(crate) unsafe fn output_tiles<S: TileSink>(
+        m: &[f32], cout: usize, grid: &TileGrid, base: usize, nt: usize, t0: usize, t1: usize,
+        sink: &S,
+    ) = output_tiles_impl;
 }
 
 /// Receives finished 4x4 output tiles.

@@ -216,7 +216,9 @@ fn fold(du: &[f32], cin: usize, cout: usize, scale: f32, accumulate: bool, dw: &
 }
 
 simd_fn! {
-    fn fold_lanes(du: &[f32], plane: usize, e0: usize, scale: f32, accumulate: bool, dw: &mut [f32]) = fold_lanes_impl;
+    fn fold_lanes(
+        du: &[f32], plane: usize, e0: usize, scale: f32, accumulate: bool, dw: &mut [f32],
+    ) = fold_lanes_impl;
 }
 
 /// One ξ plane's lanes `e..e+nl` as f64 (zero past `nl`).
