@@ -12,6 +12,15 @@
 //! multiply-adds than the direct sum. The same numbers as the direct convolution up
 //! to float rounding (relative error ~1e-6 on typical data); an all-zero input tile
 //! gives exactly zero, so argmax ties of later max-pools are preserved.
+//!
+//! * `plan` schedules the tiles per shape: L2-sized chunks in parallel when `U` is
+//!   small, or large chunks with the 36 products in parallel over ξ when `U` is large
+//!   (512 channels: 37.7 MB), so that `U` is read once per call.
+//! * The input transform reads pixels through a `PixelLoad` (a stored map, or the
+//!   unpooling of a pooled map with its argmax codes); the output transform hands tiles
+//!   to a sink that stores them (`y = bias + Y`) or max-pools them (the 4x4 tile grid
+//!   starts at (0,0), so it holds whole 2x2 windows).
+//! * [`weight_grad3x3`]: the weight gradient in the Winograd domain (see `wgrad`).
 
 mod transform;
 mod wgrad;
