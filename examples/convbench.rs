@@ -7,7 +7,9 @@
 //! the forward conv, the transposed conv, the pooled forward (`conv2d_pool`), the
 //! unpooled transposed (`conv2d_transposed_unpool`) and the weight gradient, each with
 //! its "effective" GFLOP/s = 2·MACs of the direct convolution (SPEC §7:
-//! `C_in·C_out·9·H·W·B` MACs) / seconds.
+//! `C_in·C_out·9·H·W·B` MACs) / seconds; and the cost of repacking the weights after an
+//! update (`PackedConv::repack` of the layouts in use, measured with a forward and a
+//! transposed conv after it, minus their usual time).
 
 use ffebm::core::conv::{
     conv2d, conv2d_pool, conv2d_transposed, conv2d_transposed_unpool, conv2d_weight_grad,
@@ -96,14 +98,15 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "{:<12} {:>3} | {:>16} | {:>16} | {:>16} | {:>16} | {:>16}",
+        "{:<12} {:>3} | {:>16} | {:>16} | {:>16} | {:>16} | {:>16} | {:>8}",
         "shape",
         "B",
         "fwd ms GF/s",
         "transp ms GF/s",
         "pool-fwd ms GF/s",
         "tr-unpool ms GF/s",
-        "wgrad ms GF/s"
+        "wgrad ms GF/s",
+        "repack ms"
     );
     for &b in &batches {
         for &(name, cin, cout, hw) in &SHAPES {
@@ -134,6 +137,15 @@ fn main() {
             let t_tr = time(budget, cpu, || {
                 conv2d_transposed(&dy, &packed, &mut dx).unwrap()
             });
+            // repacking after a weight update (PackedConv::repack, then the first forward
+            // and transposed convs, which rebuild nothing but read fresh weights)
+            let mut repacked = packed.clone();
+            let t_repack = time(budget, cpu, || {
+                repacked.repack(&w).unwrap();
+                conv2d(&x, &repacked, Some(bias.data()), &mut y).unwrap();
+                conv2d_transposed(&dy, &repacked, &mut dx).unwrap();
+            }) - t_fwd
+                - t_tr;
             let t_pool = time(budget, cpu, || {
                 conv2d_pool(&x, &packed, Some(bias.data()), &mut pooled, &mut idx).unwrap()
             });
@@ -146,14 +158,15 @@ fn main() {
             });
             let cell = |t: f64| format!("{:>7.3} {:>8.1}", t * 1e3, flop / t / 1e9);
             println!(
-                "{:<12} {:>3} | {} | {} | {} | {} | {}",
+                "{:<12} {:>3} | {} | {} | {} | {} | {} | {:>8.3}",
                 name,
                 b,
                 cell(t_fwd),
                 cell(t_tr),
                 cell(t_pool),
                 cell(t_unpool),
-                cell(t_wg)
+                cell(t_wg),
+                t_repack.max(0.0) * 1e3
             );
         }
     }

@@ -27,7 +27,7 @@
 //! number of threads.
 
 use super::im2col::{self, Out};
-use super::pixels::{DenseMap, PixelLoad, UnpooledMap};
+use super::pixels::{DenseMap, PixelLoad, SendPtr, UnpooledMap};
 use super::pool::PoolIndex;
 use super::scratch::with_scratch;
 use super::smallmap;
@@ -35,6 +35,7 @@ use super::taps;
 use super::tensor::{dims4, ShapeError, Tensor};
 use super::winograd::{self, WinogradWeights};
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// Shape of a stride-1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,18 +87,25 @@ pub enum ConvAlgo {
 pub const MIN_WINOGRAD_CHANNELS: usize = 16;
 
 /// Conv weights prepared for the kernels; rebuild whenever the OIHW weights change.
+///
+/// The layouts each algorithm needs are built on first use (in parallel) and kept, so
+/// that a layer only pays for the ones its map sizes use: a 512→512 conv on 2x2 maps
+/// never builds its 75 MB of Winograd weights.
 #[derive(Clone)]
 pub struct PackedConv {
     geom: ConvGeom,
     algo: ConvAlgo,
+    /// The OIHW weights.
+    w: Vec<f32>,
     /// `[(u,v,c), o]`: the forward weights as a `k²C_in × C_out` matrix.
-    fwd: Vec<f32>,
+    fwd: OnceLock<Vec<f32>>,
     /// `[(u,v,o), c]`: flipped weights for the transposed conv, `k²C_out × C_in`.
-    tr: Vec<f32>,
-    /// `[o, (u,v,c)]`: the transposed conv's weights for gemm + col2im, when it has few
-    /// output channels.
-    col2im: Option<Vec<f32>>,
-    wino: Option<(WinogradWeights, WinogradWeights)>,
+    tr: OnceLock<Vec<f32>>,
+    /// `[c, (u,v,o)]` of the transposed conv (gemm + col2im, few output channels).
+    col2im: OnceLock<Vec<f32>>,
+    /// Winograd `U` of the forward and of the transposed conv.
+    wino_fwd: OnceLock<WinogradWeights>,
+    wino_tr: OnceLock<WinogradWeights>,
 }
 
 impl std::fmt::Debug for PackedConv {
@@ -105,7 +113,6 @@ impl std::fmt::Debug for PackedConv {
         f.debug_struct("PackedConv")
             .field("geom", &self.geom)
             .field("algo", &self.algo)
-            .field("winograd", &self.wino.is_some())
             .finish()
     }
 }
@@ -122,53 +129,141 @@ impl PackedConv {
                 format!("a square kernel with padding {pad} < k"),
             ));
         }
-        let geom = ConvGeom { cin, cout, k, pad };
-        let src = w.data();
-        let kk = k * k;
-        let mut fwd = vec![0.0f32; kk * cin * cout];
-        let mut tr = vec![0.0f32; kk * cin * cout];
-        for o in 0..cout {
-            for c in 0..cin {
-                for u in 0..k {
-                    for v in 0..k {
-                        let x = src[((o * cin + c) * k + u) * k + v];
-                        fwd[((u * k + v) * cin + c) * cout + o] = x;
-                        let (fu, fv) = (k - 1 - u, k - 1 - v);
-                        tr[((fu * k + fv) * cout + o) * cin + c] = x;
-                    }
-                }
-            }
-        }
-        let wino = (algo == ConvAlgo::Auto
-            && k == 3
-            && pad == 1
-            && cin.min(cout) >= MIN_WINOGRAD_CHANNELS)
-            .then(|| {
-                (
-                    WinogradWeights::from_oihw(src, cout, cin, false),
-                    WinogradWeights::from_oihw(src, cout, cin, true),
-                )
-            });
-        let col2im = (algo == ConvAlgo::Auto && use_col2im(geom.transposed()))
-            .then(|| im2col::col2im_weights(&tr, geom.transposed()));
         Ok(PackedConv {
-            geom,
+            geom: ConvGeom { cin, cout, k, pad },
             algo,
-            fwd,
-            tr,
-            col2im,
-            wino,
+            w: w.data().to_vec(),
+            fwd: OnceLock::new(),
+            tr: OnceLock::new(),
+            col2im: OnceLock::new(),
+            wino_fwd: OnceLock::new(),
+            wino_tr: OnceLock::new(),
         })
+    }
+
+    /// `fwd[(u,v,c), o] = W[o,c,u,v]`.
+    fn fwd(&self) -> &[f32] {
+        self.fwd.get_or_init(|| {
+            let mut out = vec![0.0f32; self.w.len()];
+            pack_fwd(&self.w, self.geom, &mut out);
+            out
+        })
+    }
+
+    /// `tr[(u',v',o), c] = W[o,c,k-1-u',k-1-v']`.
+    fn tr(&self) -> &[f32] {
+        self.tr.get_or_init(|| {
+            let mut out = vec![0.0f32; self.w.len()];
+            pack_tr(&self.w, self.geom, &mut out);
+            out
+        })
+    }
+
+    fn col2im(&self) -> &[f32] {
+        self.col2im
+            .get_or_init(|| im2col::col2im_weights(self.tr(), self.geom.transposed()))
+    }
+
+    fn wino_fwd(&self) -> &WinogradWeights {
+        self.wino_fwd.get_or_init(|| {
+            WinogradWeights::from_oihw(&self.w, self.geom.cout, self.geom.cin, false)
+        })
+    }
+
+    fn wino_tr(&self) -> &WinogradWeights {
+        self.wino_tr.get_or_init(|| {
+            WinogradWeights::from_oihw(&self.w, self.geom.cout, self.geom.cin, true)
+        })
+    }
+
+    /// Whether 3x3/pad-1 convs of maps of at least 4x4 take the Winograd path.
+    fn winograd(&self) -> bool {
+        let g = self.geom;
+        self.algo == ConvAlgo::Auto
+            && g.k == 3
+            && g.pad == 1
+            && g.cin.min(g.cout) >= MIN_WINOGRAD_CHANNELS
     }
 
     pub fn geom(&self) -> ConvGeom {
         self.geom
     }
 
+    /// Replaces the weights by new OIHW weights of the same shape, rebuilding in place the
+    /// layouts built so far. Same result as [`PackedConv::new`], but reuses the buffers:
+    /// prefer it after every optimizer step (a fresh 512→512 layer maps and zeroes 75 MB
+    /// of Winograd weights, which costs more than filling them).
+    pub fn repack(&mut self, w: &Tensor) -> Result<(), ShapeError> {
+        let g = self.geom;
+        w.expect_shape("PackedConv::repack", "weight", &[g.cout, g.cin, g.k, g.k])?;
+        self.w.copy_from_slice(w.data());
+        if let Some(out) = self.fwd.get_mut() {
+            pack_fwd(&self.w, g, out);
+        }
+        if let Some(out) = self.tr.get_mut() {
+            pack_tr(&self.w, g, out);
+        }
+        if let Some(out) = self.col2im.get_mut() {
+            // from the freshly packed `tr` (col2im is only built after it)
+            let tr = self.tr.get().expect("col2im is built from tr");
+            im2col::col2im_weights_into(tr, g.transposed(), out);
+        }
+        if let Some(u) = self.wino_fwd.get_mut() {
+            u.refill(&self.w, false);
+        }
+        if let Some(u) = self.wino_tr.get_mut() {
+            u.refill(&self.w, true);
+        }
+        Ok(())
+    }
+
     /// Whether convs of an `h × w` input map take the tiny-map path.
     fn tiny(&self, h: usize, w: usize) -> bool {
         self.algo == ConvAlgo::Auto && smallmap::eligible(self.geom, h, w)
     }
+}
+
+/// `fwd[(u,v,c), o] = W[o,c,u,v]` for OIHW `w`: per tap a transpose, done in 16x16
+/// blocks (parallel over blocks of input channels, each writing its own rows).
+fn pack_fwd(w: &[f32], g: ConvGeom, out: &mut [f32]) {
+    const T: usize = 16;
+    let ConvGeom { cin, cout, k, .. } = g;
+    let kk = k * k;
+    assert_eq!(out.len(), w.len());
+    let op = SendPtr(out.as_mut_ptr());
+    (0..cin.div_ceil(T)).into_par_iter().for_each(|blk| {
+        let (c0, c1) = (blk * T, ((blk + 1) * T).min(cin));
+        for o0 in (0..cout).step_by(T) {
+            let o1 = (o0 + T).min(cout);
+            for uv in 0..kk {
+                for c in c0..c1 {
+                    // SAFETY: rows (uv, c) with c in c0..c1 belong to this task.
+                    let dst = unsafe { op.slice((uv * cin + c) * cout + o0, o1 - o0) };
+                    for (d, o) in dst.iter_mut().zip(o0..o1) {
+                        *d = w[(o * cin + c) * kk + uv];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `tr[(u',v',o), c] = W[o,c,k-1-u',k-1-v']` (parallel over output channels, each
+/// writing its own rows).
+fn pack_tr(w: &[f32], g: ConvGeom, out: &mut [f32]) {
+    let ConvGeom { cin, cout, k, .. } = g;
+    let kk = k * k;
+    assert_eq!(out.len(), w.len());
+    let op = SendPtr(out.as_mut_ptr());
+    (0..cout).into_par_iter().for_each(|o| {
+        for c in 0..cin {
+            let src = &w[(o * cin + c) * kk..][..kk];
+            for (uv, &x) in src.iter().enumerate() {
+                // SAFETY: rows (·, o) belong to this task.
+                unsafe { *op.ptr().add(((kk - 1 - uv) * cout + o) * cin + c) = x };
+            }
+        }
+    });
 }
 
 /// Gemm + col2im for convs with few output channels (fewer than the input channels).
@@ -218,14 +313,16 @@ fn check_bias(op: &'static str, bias: Option<&[f32]>, cout: usize) -> Result<(),
 fn forward<L: PixelLoad>(src: L, w: &PackedConv, bias: Option<&[f32]>, out: Out<'_>) {
     let [_, h, wd, _] = src.dims();
     if w.tiny(h, wd) {
-        return smallmap::forward(src, w.geom, &w.fwd, bias, out);
+        return smallmap::forward(src, w.geom, w.fwd(), bias, out);
     }
-    match (&w.wino, out) {
-        (Some((u, _)), Out::Map(y)) if use_winograd(h, wd) => winograd::conv_map(src, u, bias, y),
-        (Some((u, _)), Out::Pool { y, codes }) if use_winograd(h, wd) => {
-            winograd::conv_pool(src, u, bias, y, codes)
+    match out {
+        Out::Map(y) if w.winograd() && use_winograd(h, wd) => {
+            winograd::conv_map(src, w.wino_fwd(), bias, y)
         }
-        (_, out) => im2col::conv(src, w.geom, &w.fwd, bias, out),
+        Out::Pool { y, codes } if w.winograd() && use_winograd(h, wd) => {
+            winograd::conv_pool(src, w.wino_fwd(), bias, y, codes)
+        }
+        out => im2col::conv(src, w.geom, w.fwd(), bias, out),
     }
 }
 
@@ -234,15 +331,15 @@ fn transposed<L: PixelLoad>(src: L, w: &PackedConv, dx: &mut Tensor) {
     let [_, h, wd, _] = dx.shape().try_into().expect("rank 4");
     let tg = w.geom.transposed();
     if w.tiny(h, wd) {
-        return smallmap::transposed(src, w.geom, &w.tr, h, wd, dx.data_mut());
+        return smallmap::transposed(src, w.geom, w.tr(), h, wd, dx.data_mut());
     }
     let [_, sh, sw, _] = src.dims();
-    match (&w.wino, &w.col2im) {
-        (Some((_, u)), _) if use_winograd(sh, sw) => {
-            winograd::conv_map(src, u, None, dx.data_mut())
-        }
-        (_, Some(wz)) => im2col::conv_col2im(src, tg, wz, dx.data_mut()),
-        _ => im2col::conv(src, tg, &w.tr, None, Out::Map(dx.data_mut())),
+    if w.winograd() && use_winograd(sh, sw) {
+        winograd::conv_map(src, w.wino_tr(), None, dx.data_mut())
+    } else if w.algo == ConvAlgo::Auto && use_col2im(tg) {
+        im2col::conv_col2im(src, tg, w.col2im(), dx.data_mut())
+    } else {
+        im2col::conv(src, tg, w.tr(), None, Out::Map(dx.data_mut()))
     }
 }
 

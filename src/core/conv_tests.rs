@@ -488,3 +488,45 @@ fn pooled_shape_errors() {
         conv2d_transposed_unpool(&Tensor::zeros(&[2, 2, 2, 5]), &idx, &packed, &mut y).unwrap_err();
     assert!(e.to_string().contains("pooled map"), "{e}");
 }
+
+#[test]
+fn repack_equals_a_fresh_pack() {
+    // every layout in use: Winograd (8x8), tiny maps (2x2), col2im (few outputs), im2col
+    for &(cin, cout, hw) in &[
+        (16usize, 24usize, 8usize),
+        (20, 16, 2),
+        (24, 3, 6),
+        (3, 5, 5),
+    ] {
+        let x = random_tensor(&[2, hw, hw, cin], 1);
+        let dy = random_tensor(&[2, hw, hw, cout], 2);
+        let (w1, w2) = (
+            random_tensor(&[cout, cin, 3, 3], 3),
+            random_tensor(&[cout, cin, 3, 3], 4),
+        );
+        let mut packed = PackedConv::new(&w1, 1, ConvAlgo::Auto).unwrap();
+        let run = |p: &PackedConv| {
+            let (mut y, mut dx, mut s, mut idx, mut du) = (
+                Tensor::zeros(&[0]),
+                Tensor::zeros(&[0]),
+                Tensor::zeros(&[0]),
+                PoolIndex::default(),
+                Tensor::zeros(&[0]),
+            );
+            conv2d(&x, p, None, &mut y).unwrap();
+            conv2d_transposed(&dy, p, &mut dx).unwrap();
+            conv2d_pool(&x, p, None, &mut s, &mut idx).unwrap();
+            conv2d_transposed_unpool(&s, &idx, p, &mut du).unwrap();
+            vec![bits(&y), bits(&dx), bits(&s), bits(&du)]
+        };
+        let _ = run(&packed);
+        packed.repack(&w2).unwrap();
+        assert!(
+            run(&packed) == run(&PackedConv::new(&w2, 1, ConvAlgo::Auto).unwrap()),
+            "{cin}->{cout} @{hw}"
+        );
+        assert!(packed
+            .repack(&random_tensor(&[cout, cin, 5, 5], 5))
+            .is_err());
+    }
+}

@@ -226,15 +226,20 @@ pub(crate) fn conv<L: PixelLoad>(
 
 /// `wz[c, (u,v,o)] = wp[(u,v,c), o]`: the weights of [`conv_col2im`] from those of [`conv`].
 pub(crate) fn col2im_weights(wp: &[f32], g: ConvGeom) -> Vec<f32> {
+    let mut wz = vec![0.0f32; wp.len()];
+    col2im_weights_into(wp, g, &mut wz);
+    wz
+}
+
+/// [`col2im_weights`] into an existing buffer.
+pub(crate) fn col2im_weights_into(wp: &[f32], g: ConvGeom, wz: &mut [f32]) {
     let (kk, c, o) = (g.k * g.k, g.cin, g.cout);
-    let mut wz = vec![0.0f32; kk * c * o];
     for uv in 0..kk {
         for ci in 0..c {
             wz[(ci * kk + uv) * o..(ci * kk + uv + 1) * o]
                 .copy_from_slice(&wp[(uv * c + ci) * o..(uv * c + ci + 1) * o]);
         }
     }
-    wz
 }
 
 /// The convolution of [`conv`] (no bias) computed as `Z = src · wz`, then

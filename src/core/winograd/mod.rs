@@ -30,7 +30,7 @@ pub use wgrad::weight_grad3x3;
 pub(crate) use wgrad::weight_grad3x3_from;
 
 use super::matmul::{matmul, MatMut, MatRef, Par};
-use super::pixels::{DenseMap, PixelLoad, SendPtr};
+use super::pixels::{put16, simd_fn, DenseMap, PixelLoad, SendPtr};
 use super::scratch::with_scratch;
 use super::tensor::Tensor;
 use rayon::prelude::*;
@@ -62,37 +62,27 @@ impl WinogradWeights {
     /// transposed convolution: input and output channels swapped, kernel flipped.
     pub fn from_oihw(w: &[f32], cout: usize, cin: usize, transposed: bool) -> Self {
         let (ci, co) = if transposed { (cout, cin) } else { (cin, cout) };
-        let mut u = vec![0.0f32; XI * ci * co];
-        for o in 0..cout {
-            for c in 0..cin {
-                let mut g = [[0.0f32; 3]; 3];
-                for (a, row) in g.iter_mut().enumerate() {
-                    for (b, v) in row.iter_mut().enumerate() {
-                        let (ka, kb) = if transposed { (2 - a, 2 - b) } else { (a, b) };
-                        *v = w[((o * cin + c) * 3 + ka) * 3 + kb];
-                    }
-                }
-                // t = G g (6x3), then G t^T -> (6x6)
-                let mut t = [[0.0f32; 3]; 6];
-                for i in 0..6 {
-                    for j in 0..3 {
-                        t[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
-                    }
-                }
-                let (row_ch, col_ch) = if transposed { (o, c) } else { (c, o) };
-                for i in 0..6 {
-                    for j in 0..6 {
-                        let v = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
-                        u[((i * 6 + j) * ci + row_ch) * co + col_ch] = v;
-                    }
-                }
-            }
-        }
-        WinogradWeights {
+        let mut u = WinogradWeights {
             cin: ci,
             cout: co,
-            u,
-        }
+            u: vec![0.0f32; XI * ci * co],
+        };
+        u.refill(w, transposed);
+        u
+    }
+
+    /// Recomputes `U` from new OIHW weights of the same shape, in place (no allocation,
+    /// no page faults): `U[ξ=(i,j)] = Σ_{a,b} G[i][a] g[a][b] G[j][b]` per channel pair.
+    pub fn refill(&mut self, w: &[f32], transposed: bool) {
+        let (rows, cols) = (self.cin, self.cout);
+        assert_eq!(w.len(), rows * cols * 9, "winograd: weights");
+        let up = SendPtr(self.u.as_mut_ptr());
+        const RB: usize = 8;
+        (0..rows.div_ceil(RB)).into_par_iter().for_each(|blk| {
+            let (r0, r1) = (blk * RB, ((blk + 1) * RB).min(rows));
+            // SAFETY: the task writes rows r0..r1 of every ξ plane, no other task does.
+            unsafe { fill_rows(w, rows, cols, transposed, r0, r1, up) };
+        });
     }
 
     pub fn cin(&self) -> usize {
@@ -102,6 +92,68 @@ impl WinogradWeights {
     pub fn cout(&self) -> usize {
         self.cout
     }
+}
+
+/// Rows `r0..r1` of every ξ plane of `U` (`[ξ][row][col]`, `rows × cols` per plane),
+/// 16 columns at a time in vector lanes. Forward: row = input channel, col = output
+/// channel; transposed: row = output channel of `w`, col = input channel, kernel flipped.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fill_rows_impl(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+    r0: usize,
+    r1: usize,
+    u: SendPtr<f32>,
+) {
+    let cin = if transposed { cols } else { rows };
+    for r in r0..r1 {
+        for l0 in (0..cols).step_by(16) {
+            let n = 16.min(cols - l0);
+            let mut g = [[[0.0f32; 16]; 3]; 3];
+            for l in 0..n {
+                let (o, c) = if transposed { (r, l0 + l) } else { (l0 + l, r) };
+                let src = &w[(o * cin + c) * 9..][..9];
+                for (a, row) in g.iter_mut().enumerate() {
+                    for (b, v) in row.iter_mut().enumerate() {
+                        let (ka, kb) = if transposed { (2 - a, 2 - b) } else { (a, b) };
+                        v[l] = src[ka * 3 + kb];
+                    }
+                }
+            }
+            // t = G g (6x3), then U = t Gᵀ (6x6)
+            let mut t = [[[0.0f32; 16]; 3]; 6];
+            for (i, ti) in t.iter_mut().enumerate() {
+                for (j, tij) in ti.iter_mut().enumerate() {
+                    for l in 0..16 {
+                        tij[l] = G[i][0] * g[0][j][l] + G[i][1] * g[1][j][l] + G[i][2] * g[2][j][l];
+                    }
+                }
+            }
+            for (i, ti) in t.iter().enumerate() {
+                for j in 0..6 {
+                    let mut v = [0.0f32; 16];
+                    for (l, vl) in v.iter_mut().enumerate() {
+                        *vl = ti[0][l] * G[j][0] + ti[1][l] * G[j][1] + ti[2][l] * G[j][2];
+                    }
+                    put16(u.slice(((i * 6 + j) * rows + r) * cols + l0, n), &v, n);
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// [`fill_rows_impl`] for the widest vector unit.
+    ///
+    /// # Safety
+    /// No other live reference may overlap rows `r0..r1` of the planes of `u`.
+    unsafe fn fill_rows(
+        w: &[f32], rows: usize, cols: usize, transposed: bool, r0: usize, r1: usize,
+        u: SendPtr<f32>,
+    ) = fill_rows_impl;
 }
 
 /// How the tiles of one convolution are scheduled (a function of the shape only, never of
