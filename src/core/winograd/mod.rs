@@ -133,10 +133,10 @@ unsafe fn fill_rows_impl(
                 }
             }
             for (i, ti) in t.iter().enumerate() {
-                for j in 0..6 {
+                for (j, gj) in G.iter().enumerate() {
                     let mut v = [0.0f32; 16];
                     for (l, vl) in v.iter_mut().enumerate() {
-                        *vl = ti[0][l] * G[j][0] + ti[1][l] * G[j][1] + ti[2][l] * G[j][2];
+                        *vl = ti[0][l] * gj[0] + ti[1][l] * gj[1] + ti[2][l] * gj[2];
                     }
                     put16(u.slice(((i * 6 + j) * rows + r) * cols + l0, n), &v, n);
                 }
