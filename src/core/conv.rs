@@ -315,14 +315,17 @@ fn forward<L: PixelLoad>(src: L, w: &PackedConv, bias: Option<&[f32]>, out: Out<
     if w.tiny(h, wd) {
         return smallmap::forward(src, w.geom, w.fwd(), bias, out);
     }
+    if !(w.winograd() && use_winograd(h, wd)) {
+        return im2col::conv(src, w.geom, w.fwd(), bias, out);
+    }
+    let u = w.wino_fwd();
     match out {
-        Out::Map(y) if w.winograd() && use_winograd(h, wd) => {
-            winograd::conv_map(src, w.wino_fwd(), bias, y)
+        Out::Map(y) => winograd::conv_map(src, u, bias, y),
+        Out::Pool { y, codes } => winograd::conv_pool(src, u, bias, y, codes),
+        Out::Gather { y, codes } => {
+            debug_assert!(bias.is_none());
+            winograd::conv_gather(src, u, y, codes)
         }
-        Out::Pool { y, codes } if w.winograd() && use_winograd(h, wd) => {
-            winograd::conv_pool(src, w.wino_fwd(), bias, y, codes)
-        }
-        out => im2col::conv(src, w.geom, w.fwd(), bias, out),
     }
 }
 
@@ -409,6 +412,39 @@ pub fn conv2d_pool(
         Out::Pool {
             y: y.data_mut(),
             codes,
+        },
+    );
+    Ok(())
+}
+
+/// `y = gather2x2(W ⋆ x, idx)`: the conv (no bias) read only at the argmax positions of
+/// a 2x2 max-pool of its output (the adjoint of [`conv2d_transposed_unpool`], used to
+/// backpropagate through a pooled top-down term), without a full-resolution temporary.
+/// Bit-identical to [`conv2d`] followed by [`gather2x2`](super::pool::gather2x2).
+pub fn conv2d_gather(
+    x: &Tensor,
+    w: &PackedConv,
+    idx: &PoolIndex,
+    y: &mut Tensor,
+) -> Result<(), ShapeError> {
+    let full = conv_out_shape("conv2d_gather", x, w.geom)?;
+    if idx.input_shape() != full {
+        return Err(ShapeError::new(
+            "conv2d_gather",
+            "pool index",
+            idx.input_shape(),
+            format!("{full:?} (the conv output)"),
+        ));
+    }
+    y.ensure_shape(&idx.pooled_shape());
+    let dims = dims4("conv2d_gather", "input", x)?;
+    forward(
+        DenseMap { x: x.data(), dims },
+        w,
+        None,
+        Out::Gather {
+            y: y.data_mut(),
+            codes: idx.codes(),
         },
     );
     Ok(())

@@ -5,7 +5,7 @@
 
 use super::conv::*;
 use super::im2col::FORCE_ROWS;
-use super::pool::{maxpool2x2, unpool2x2, PoolIndex};
+use super::pool::{gather2x2, maxpool2x2, unpool2x2, PoolIndex};
 use super::tensor::Tensor;
 use super::testutil::{assert_close, random_tensor};
 use super::winograd::{Mode, FORCE_PLAN};
@@ -265,6 +265,20 @@ fn check_fused(
         1e-4,
         &format!("transposed unpool vs naive {ctx}"),
     );
+    // the adjoint: conv then gather at the index, and at unrelated codes
+    let (mut nobias, mut want_g, mut got_g) = (
+        Tensor::zeros(&[0]),
+        Tensor::zeros(&[0]),
+        Tensor::zeros(&[0]),
+    );
+    conv2d(x, &packed, None, &mut nobias).unwrap();
+    let (mut junk, mut other) = (Tensor::zeros(&[0]), PoolIndex::default());
+    maxpool2x2(&random_tensor(full.shape(), 78), &mut junk, &mut other).unwrap();
+    for ix in [&idx, &other] {
+        gather2x2(&nobias, ix, &mut want_g).unwrap();
+        conv2d_gather(x, &packed, ix, &mut got_g).unwrap();
+        assert_eq!(bits(&got_g), bits(&want_g), "conv2d_gather {ctx}");
+    }
     // weight gradient through the same index
     let (mut dw, mut want_dw) = (Tensor::zeros(&[0]), Tensor::zeros(&[0]));
     conv2d_weight_grad(x, &up, g, 1.0, false, &mut want_dw).unwrap();

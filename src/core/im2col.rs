@@ -136,6 +136,59 @@ pub(crate) enum Out<'a> {
         y: &'a mut [f32],
         codes: &'a mut [u8],
     },
+    /// `gather2x2` of the output map at given argmax codes (`[B, OH/2, OW/2, C_out]`).
+    Gather { y: &'a mut [f32], codes: &'a [u8] },
+}
+
+impl Out<'_> {
+    /// The pooled-size output, its codes and whether they are written (max-pool) or read
+    /// (gather); `None` for a full map.
+    pub(crate) fn windows(&mut self) -> Option<(SendPtr<f32>, SendPtr<u8>, bool)> {
+        match self {
+            Out::Map(_) => None,
+            Out::Pool { y, codes } => {
+                Some((SendPtr(y.as_mut_ptr()), SendPtr(codes.as_mut_ptr()), true))
+            }
+            Out::Gather { y, codes } => Some((
+                SendPtr(y.as_mut_ptr()),
+                SendPtr(codes.as_ptr() as *mut u8),
+                false,
+            )),
+        }
+    }
+
+    /// Length of the output.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Out::Map(y) | Out::Pool { y, .. } | Out::Gather { y, .. } => y.len(),
+        }
+    }
+}
+
+/// One 2x2 window `v` (row-major, `n` channels each) into `y[..n]`: its max and argmax
+/// codes as `maxpool2x2` (when `max`), or the values at the given `codes` as `gather2x2`.
+///
+/// # Safety
+/// `y` and `codes` must be valid for `n` elements and not accessed by anyone else.
+#[inline(always)]
+pub(crate) unsafe fn reduce_window(
+    v: [&[f32]; 4],
+    n: usize,
+    y: SendPtr<f32>,
+    codes: SendPtr<u8>,
+    at: usize,
+    max: bool,
+) {
+    let (y, code) = (y.slice(at, n), codes.slice(at, n));
+    if max {
+        for ch in 0..n {
+            (y[ch], code[ch]) = argmax4([v[0][ch], v[1][ch], v[2][ch], v[3][ch]]);
+        }
+    } else {
+        for ch in 0..n {
+            y[ch] = v[code[ch] as usize & 3][ch];
+        }
+    }
 }
 
 /// `y = bias + im2col(src) · wp` with `wp` a `k²C_in × C_out` matrix (`[(u,v,c), o]`),
@@ -154,20 +207,27 @@ pub(crate) fn conv<L: PixelLoad>(
     let kdim = g.k * g.k * g.cin;
     let plan = RowPlan::new(b, oh, ow, target_rows(kdim));
     let (ph, pw) = (oh / 2, ow / 2);
-    let (yp, cp, pooled) = match out {
-        Out::Map(y) => {
-            assert_eq!(y.len(), b * oh * ow * co);
-            (
+    let mut out = out;
+    let windows = out.windows();
+    let pooled = windows.is_some();
+    assert_eq!(
+        out.len(),
+        if pooled {
+            b * ph * pw * co
+        } else {
+            b * oh * ow * co
+        }
+    );
+    let (yp, cp, max) = match windows {
+        Some(w) => w,
+        None => match out {
+            Out::Map(y) => (
                 SendPtr(y.as_mut_ptr()),
                 SendPtr(std::ptr::null_mut::<u8>()),
                 false,
-            )
-        }
-        Out::Pool { y, codes } => {
-            assert_eq!(y.len(), b * ph * pw * co);
-            assert_eq!(codes.len(), y.len());
-            (SendPtr(y.as_mut_ptr()), SendPtr(codes.as_mut_ptr()), true)
-        }
+            ),
+            _ => unreachable!(),
+        },
     };
     (0..plan.n).into_par_iter().for_each(|ci| {
         let (m0, rows) = plan.chunk(ci, b);
@@ -205,18 +265,15 @@ pub(crate) fn conv<L: PixelLoad>(
                     let (r0, r1) = ((gr - gr0) * ow, (gr - gr0 + 1) * ow);
                     for pj in 0..pw {
                         let o = ((bi * ph + i / 2) * pw + pj) * co;
-                        // SAFETY: each pooled pixel comes from one band of one chunk.
-                        let (y, code) = unsafe { (yp.slice(o, co), cp.slice(o, co)) };
                         let at = |r: usize| &dst[r * co..(r + 1) * co];
-                        let (a, e, f, z) = (
+                        let v = [
                             at(r0 + 2 * pj),
                             at(r0 + 2 * pj + 1),
                             at(r1 + 2 * pj),
                             at(r1 + 2 * pj + 1),
-                        );
-                        for ch in 0..co {
-                            (y[ch], code[ch]) = argmax4([a[ch], e[ch], f[ch], z[ch]]);
-                        }
+                        ];
+                        // SAFETY: each pooled pixel comes from one band of one chunk.
+                        unsafe { reduce_window(v, co, yp, cp, o, max) };
                     }
                 }
             }

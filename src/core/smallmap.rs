@@ -15,11 +15,10 @@
 //! count.
 
 use super::conv::ConvGeom;
-use super::im2col::Out;
+use super::im2col::{reduce_window, Out};
 use super::matmul::{matmul_ptr, MatPtr, MatRef};
 use super::pixels::{PixelLoad, SendPtr};
 use super::scratch::with_scratch;
-use super::winograd::argmax4;
 use rayon::prelude::*;
 
 /// Output channels per parallel task.
@@ -64,9 +63,11 @@ pub(crate) fn forward<L: PixelLoad>(
     let [b, h, w, cin] = x.dims();
     let (oh, ow) = g.out_hw(h, w).expect("eligible map");
     let (pin, pout, cout) = (h * w, oh * ow, g.cout);
-    let (map, pool) = match out {
-        Out::Map(y) => (Some(y), None),
-        Out::Pool { y, codes } => (None, Some((y, codes))),
+    let mut out = out;
+    let pool = out.windows();
+    let map = match out {
+        Out::Map(y) => Some(y),
+        _ => None,
     };
     let tmp_len = if pool.is_some() { b * pout * cout } else { 0 };
     with_scratch(rows_len(&x) + tmp_len, |buf| {
@@ -109,18 +110,18 @@ pub(crate) fn forward<L: PixelLoad>(
                 unsafe { matmul_ptr(c, a, wv, true, 1.0) };
             });
         });
-        if let Some((py, codes)) = pool {
+        if let Some((py, codes, max)) = pool {
             let (ph, pw) = (oh / 2, ow / 2);
             for bi in 0..b {
                 for (i, j) in (0..ph).flat_map(|i| (0..pw).map(move |j| (i, j))) {
                     let at = |a: usize, e: usize| {
                         &y[(bi * pout + (2 * i + a) * ow + 2 * j + e) * cout..][..cout]
                     };
-                    let (r00, r01, r10, r11) = (at(0, 0), at(0, 1), at(1, 0), at(1, 1));
-                    let o = ((bi * ph + i) * pw + j) * cout;
-                    for ch in 0..cout {
-                        (py[o + ch], codes[o + ch]) = argmax4([r00[ch], r01[ch], r10[ch], r11[ch]]);
-                    }
+                    let v = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                    // SAFETY: `py`/`codes` hold the pooled map; each window once.
+                    unsafe {
+                        reduce_window(v, cout, py, codes, ((bi * ph + i) * pw + j) * cout, max)
+                    };
                 }
             }
         }

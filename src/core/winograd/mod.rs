@@ -34,7 +34,7 @@ use super::pixels::{put16, simd_fn, DenseMap, PixelLoad, SendPtr};
 use super::scratch::with_scratch;
 use super::tensor::Tensor;
 use rayon::prelude::*;
-use transform::{MapSink, PoolSink, TileGrid, TileSink};
+use transform::{GatherSink, MapSink, PoolSink, TileGrid, TileSink};
 
 /// Points of the 6x6 Winograd domain.
 const XI: usize = 36;
@@ -373,6 +373,24 @@ pub(crate) fn conv_pool<L: PixelLoad>(
         codes: SendPtr(codes.as_mut_ptr()),
         dims: [b, h, w, u.cout],
         bias,
+    };
+    run(src, u, &sink);
+}
+
+/// `y = gather2x2(W ⋆ src, codes)` (no bias) with the gather done in the output
+/// transform: `y` is `[B, H/2, W/2, C_out]`, `codes` its argmax codes.
+pub(crate) fn conv_gather<L: PixelLoad>(src: L, u: &WinogradWeights, y: &mut [f32], codes: &[u8]) {
+    let [b, h, w, _] = src.dims();
+    assert_eq!(
+        y.len(),
+        b * (h / 2) * (w / 2) * u.cout,
+        "winograd: gathered output size"
+    );
+    assert_eq!(codes.len(), y.len(), "winograd: codes");
+    let sink = GatherSink {
+        y: SendPtr(y.as_mut_ptr()),
+        codes,
+        dims: [b, h, w, u.cout],
     };
     run(src, u, &sink);
 }

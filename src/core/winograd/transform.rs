@@ -417,3 +417,34 @@ impl TileSink for PoolSink<'_> {
         }
     }
 }
+
+/// Gathers from tiles at given 2x2 argmax codes into a `[B,H/2,W/2,C]` map, as
+/// [`crate::core::pool::gather2x2`] of the conv output (no bias).
+pub(crate) struct GatherSink<'a> {
+    pub y: SendPtr<f32>,
+    pub codes: &'a [u8],
+    /// Dims of the full-resolution map.
+    pub dims: [usize; 4],
+}
+
+impl TileSink for GatherSink<'_> {
+    #[inline(always)]
+    unsafe fn store(&self, b: usize, oy: usize, ox: usize, g0: usize, n: usize, res: &[V16; 16]) {
+        let [_, h, w, c] = self.dims;
+        let (ph, pw) = (h / 2, w / 2);
+        let (py0, px0) = (oy / 2, ox / 2);
+        for wa in 0..2.min(ph.saturating_sub(py0)) {
+            for wb in 0..2.min(pw.saturating_sub(px0)) {
+                let o = ((b * ph + py0 + wa) * pw + px0 + wb) * c + g0;
+                let (r0, r1) = (8 * wa + 2 * wb, 8 * wa + 4 + 2 * wb);
+                let win = [res[r0], res[r0 + 1], res[r1], res[r1 + 1]];
+                let mut v = [0.0f32; 16];
+                for (l, (vl, &k)) in v.iter_mut().zip(&self.codes[o..o + n]).enumerate() {
+                    *vl = win[k as usize & 3][l];
+                }
+                // SAFETY: the pooled pixel's window lies in this tile only.
+                put16(self.y.slice(o, n), &v, n);
+            }
+        }
+    }
+}
