@@ -26,13 +26,15 @@ thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
-/// Output rows per chunk for a `kdim`-wide im2col matrix: about 1 MiB of patches.
-fn target_rows(kdim: usize) -> usize {
+/// Output rows per chunk for a `kdim`-wide im2col matrix out of `total`: about
+/// `mib` MiB of patches, but at most an eighth of the rows (so that small problems
+/// still make several tasks; fixed by the shape, not the thread count).
+fn target_rows(kdim: usize, total: usize, mib: usize) -> usize {
     #[cfg(test)]
     if let Some(r) = FORCE_ROWS.get() {
         return r;
     }
-    ((1 << 18) / kdim.max(1)).max(16)
+    ((mib << 18) / kdim.max(1)).min(total / 8).max(16)
 }
 
 /// Splits the `B·OH·OW` output rows into chunks of whole images, or of whole 2-row
@@ -205,7 +207,7 @@ pub(crate) fn conv<L: PixelLoad>(
     let (oh, ow) = g.out_hw(h, w).expect("checked by the caller");
     let co = g.cout;
     let kdim = g.k * g.k * g.cin;
-    let plan = RowPlan::new(b, oh, ow, target_rows(kdim));
+    let plan = RowPlan::new(b, oh, ow, target_rows(kdim, b * oh * ow, 1));
     let (ph, pw) = (oh / 2, ow / 2);
     let mut out = out;
     let windows = out.windows();
@@ -307,7 +309,7 @@ pub(crate) fn conv_col2im<L: PixelLoad>(src: L, g: ConvGeom, wz: &[f32], y: &mut
     let (k, p, co) = (g.k, g.pad as isize, g.cout);
     let zw = k * k * co;
     assert_eq!(y.len(), b * oh * ow * co);
-    let ipc = (target_rows(zw.max(c)) / (h * w)).max(1);
+    let ipc = (target_rows(zw.max(c), b * h * w, 1) / (h * w)).max(1);
     y.par_chunks_mut(ipc * oh * ow * co)
         .enumerate()
         .for_each(|(ci, ychunk)| {
@@ -388,7 +390,7 @@ pub(crate) fn weight_grad<L: PixelLoad, D: PixelLoad>(x: L, dy: D, g: ConvGeom, 
     assert_eq!(sum.len(), kdim * co);
     // long products (many rows per call) so that the kdim × C_out accumulator is
     // read and written rarely
-    let plan = RowPlan::new(b, oh, ow, 4 * target_rows(kdim));
+    let plan = RowPlan::new(b, oh, ow, target_rows(kdim, b * oh * ow, 4));
     let per_group = plan.n.div_ceil(WGRAD_GROUPS);
     let groups = plan.n.div_ceil(per_group);
     let dense_dy = dy.as_dense();
