@@ -27,15 +27,15 @@
 //! number of threads.
 
 use super::im2col::{self, Out};
-use super::pixels::{DenseMap, PixelLoad, SendPtr, UnpooledMap};
+pub use super::packed::PackedConv;
+use super::pixels::{DenseMap, PixelLoad, UnpooledMap};
 use super::pool::PoolIndex;
 use super::scratch::with_scratch;
 use super::smallmap;
 use super::taps;
 use super::tensor::{dims4, ShapeError, Tensor};
-use super::winograd::{self, WinogradWeights};
+use super::winograd;
 use rayon::prelude::*;
-use std::sync::OnceLock;
 
 /// Shape of a stride-1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,186 +86,6 @@ pub enum ConvAlgo {
 /// transforms cost more than the products they save: the 3→128 first layer).
 pub const MIN_WINOGRAD_CHANNELS: usize = 16;
 
-/// Conv weights prepared for the kernels; rebuild whenever the OIHW weights change.
-///
-/// The layouts each algorithm needs are built on first use (in parallel) and kept, so
-/// that a layer only pays for the ones its map sizes use: a 512→512 conv on 2x2 maps
-/// never builds its 75 MB of Winograd weights.
-#[derive(Clone)]
-pub struct PackedConv {
-    geom: ConvGeom,
-    algo: ConvAlgo,
-    /// The OIHW weights.
-    w: Vec<f32>,
-    /// `[(u,v,c), o]`: the forward weights as a `k²C_in × C_out` matrix.
-    fwd: OnceLock<Vec<f32>>,
-    /// `[(u,v,o), c]`: flipped weights for the transposed conv, `k²C_out × C_in`.
-    tr: OnceLock<Vec<f32>>,
-    /// `[c, (u,v,o)]` of the transposed conv (gemm + col2im, few output channels).
-    col2im: OnceLock<Vec<f32>>,
-    /// Winograd `U` of the forward and of the transposed conv.
-    wino_fwd: OnceLock<WinogradWeights>,
-    wino_tr: OnceLock<WinogradWeights>,
-}
-
-impl std::fmt::Debug for PackedConv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedConv")
-            .field("geom", &self.geom)
-            .field("algo", &self.algo)
-            .finish()
-    }
-}
-
-impl PackedConv {
-    /// Packs OIHW weights `[C_out, C_in, k, k]` for convolutions with padding `pad`.
-    pub fn new(w: &Tensor, pad: usize, algo: ConvAlgo) -> Result<Self, ShapeError> {
-        let [cout, cin, k, k2] = dims4("PackedConv::new", "weight", w)?;
-        if k != k2 || k == 0 || pad >= k {
-            return Err(ShapeError::new(
-                "PackedConv::new",
-                "weight",
-                w.shape(),
-                format!("a square kernel with padding {pad} < k"),
-            ));
-        }
-        Ok(PackedConv {
-            geom: ConvGeom { cin, cout, k, pad },
-            algo,
-            w: w.data().to_vec(),
-            fwd: OnceLock::new(),
-            tr: OnceLock::new(),
-            col2im: OnceLock::new(),
-            wino_fwd: OnceLock::new(),
-            wino_tr: OnceLock::new(),
-        })
-    }
-
-    /// `fwd[(u,v,c), o] = W[o,c,u,v]`.
-    fn fwd(&self) -> &[f32] {
-        self.fwd.get_or_init(|| {
-            let mut out = vec![0.0f32; self.w.len()];
-            pack_fwd(&self.w, self.geom, &mut out);
-            out
-        })
-    }
-
-    /// `tr[(u',v',o), c] = W[o,c,k-1-u',k-1-v']`.
-    fn tr(&self) -> &[f32] {
-        self.tr.get_or_init(|| {
-            let mut out = vec![0.0f32; self.w.len()];
-            pack_tr(&self.w, self.geom, &mut out);
-            out
-        })
-    }
-
-    fn col2im(&self) -> &[f32] {
-        self.col2im
-            .get_or_init(|| im2col::col2im_weights(self.tr(), self.geom.transposed()))
-    }
-
-    fn wino_fwd(&self) -> &WinogradWeights {
-        self.wino_fwd.get_or_init(|| {
-            WinogradWeights::from_oihw(&self.w, self.geom.cout, self.geom.cin, false)
-        })
-    }
-
-    fn wino_tr(&self) -> &WinogradWeights {
-        self.wino_tr.get_or_init(|| {
-            WinogradWeights::from_oihw(&self.w, self.geom.cout, self.geom.cin, true)
-        })
-    }
-
-    /// Whether 3x3/pad-1 convs of maps of at least 4x4 take the Winograd path.
-    fn winograd(&self) -> bool {
-        let g = self.geom;
-        self.algo == ConvAlgo::Auto
-            && g.k == 3
-            && g.pad == 1
-            && g.cin.min(g.cout) >= MIN_WINOGRAD_CHANNELS
-    }
-
-    pub fn geom(&self) -> ConvGeom {
-        self.geom
-    }
-
-    /// Replaces the weights by new OIHW weights of the same shape, rebuilding in place the
-    /// layouts built so far. Same result as [`PackedConv::new`], but reuses the buffers:
-    /// prefer it after every optimizer step (a fresh 512→512 layer maps and zeroes 75 MB
-    /// of Winograd weights, which costs more than filling them).
-    pub fn repack(&mut self, w: &Tensor) -> Result<(), ShapeError> {
-        let g = self.geom;
-        w.expect_shape("PackedConv::repack", "weight", &[g.cout, g.cin, g.k, g.k])?;
-        self.w.copy_from_slice(w.data());
-        if let Some(out) = self.fwd.get_mut() {
-            pack_fwd(&self.w, g, out);
-        }
-        if let Some(out) = self.tr.get_mut() {
-            pack_tr(&self.w, g, out);
-        }
-        if let Some(out) = self.col2im.get_mut() {
-            // from the freshly packed `tr` (col2im is only built after it)
-            let tr = self.tr.get().expect("col2im is built from tr");
-            im2col::col2im_weights_into(tr, g.transposed(), out);
-        }
-        if let Some(u) = self.wino_fwd.get_mut() {
-            u.refill(&self.w, false);
-        }
-        if let Some(u) = self.wino_tr.get_mut() {
-            u.refill(&self.w, true);
-        }
-        Ok(())
-    }
-
-    /// Whether convs of an `h × w` input map take the tiny-map path.
-    fn tiny(&self, h: usize, w: usize) -> bool {
-        self.algo == ConvAlgo::Auto && smallmap::eligible(self.geom, h, w)
-    }
-}
-
-/// `fwd[(u,v,c), o] = W[o,c,u,v]` for OIHW `w`: per tap a transpose, done in 16x16
-/// blocks (parallel over blocks of input channels, each writing its own rows).
-fn pack_fwd(w: &[f32], g: ConvGeom, out: &mut [f32]) {
-    const T: usize = 16;
-    let ConvGeom { cin, cout, k, .. } = g;
-    let kk = k * k;
-    assert_eq!(out.len(), w.len());
-    let op = SendPtr(out.as_mut_ptr());
-    (0..cin.div_ceil(T)).into_par_iter().for_each(|blk| {
-        let (c0, c1) = (blk * T, ((blk + 1) * T).min(cin));
-        for o0 in (0..cout).step_by(T) {
-            let o1 = (o0 + T).min(cout);
-            for uv in 0..kk {
-                for c in c0..c1 {
-                    // SAFETY: rows (uv, c) with c in c0..c1 belong to this task.
-                    let dst = unsafe { op.slice((uv * cin + c) * cout + o0, o1 - o0) };
-                    for (d, o) in dst.iter_mut().zip(o0..o1) {
-                        *d = w[(o * cin + c) * kk + uv];
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// `tr[(u',v',o), c] = W[o,c,k-1-u',k-1-v']` (parallel over output channels, each
-/// writing its own rows).
-fn pack_tr(w: &[f32], g: ConvGeom, out: &mut [f32]) {
-    let ConvGeom { cin, cout, k, .. } = g;
-    let kk = k * k;
-    assert_eq!(out.len(), w.len());
-    let op = SendPtr(out.as_mut_ptr());
-    (0..cout).into_par_iter().for_each(|o| {
-        for c in 0..cin {
-            let src = &w[(o * cin + c) * kk..][..kk];
-            for (uv, &x) in src.iter().enumerate() {
-                // SAFETY: rows (·, o) belong to this task.
-                unsafe { *op.ptr().add(((kk - 1 - uv) * cout + o) * cin + c) = x };
-            }
-        }
-    });
-}
-
 /// Gemm + col2im for convs with few output channels (fewer than the input channels).
 fn use_col2im(g: ConvGeom) -> bool {
     g.cout < MIN_WINOGRAD_CHANNELS && g.cout < g.cin
@@ -313,10 +133,10 @@ fn check_bias(op: &'static str, bias: Option<&[f32]>, cout: usize) -> Result<(),
 fn forward<L: PixelLoad>(src: L, w: &PackedConv, bias: Option<&[f32]>, out: Out<'_>) {
     let [_, h, wd, _] = src.dims();
     if w.tiny(h, wd) {
-        return smallmap::forward(src, w.geom, w.fwd(), bias, out);
+        return smallmap::forward(src, w.geom(), w.fwd(), bias, out);
     }
     if !(w.winograd() && use_winograd(h, wd)) {
-        return im2col::conv(src, w.geom, w.fwd(), bias, out);
+        return im2col::conv(src, w.geom(), w.fwd(), bias, out);
     }
     let u = w.wino_fwd();
     match out {
@@ -332,14 +152,14 @@ fn forward<L: PixelLoad>(src: L, w: &PackedConv, bias: Option<&[f32]>, out: Out<
 /// Transposed conv of `src` (a map of the forward conv's output shape) into `dx`.
 fn transposed<L: PixelLoad>(src: L, w: &PackedConv, dx: &mut Tensor) {
     let [_, h, wd, _] = dx.shape().try_into().expect("rank 4");
-    let tg = w.geom.transposed();
+    let tg = w.geom().transposed();
     if w.tiny(h, wd) {
-        return smallmap::transposed(src, w.geom, w.tr(), h, wd, dx.data_mut());
+        return smallmap::transposed(src, w.geom(), w.tr(), h, wd, dx.data_mut());
     }
     let [_, sh, sw, _] = src.dims();
     if w.winograd() && use_winograd(sh, sw) {
         winograd::conv_map(src, w.wino_tr(), None, dx.data_mut())
-    } else if w.algo == ConvAlgo::Auto && use_col2im(tg) {
+    } else if w.algo() == ConvAlgo::Auto && use_col2im(tg) {
         im2col::conv_col2im(src, tg, w.col2im(), dx.data_mut())
     } else {
         im2col::conv(src, tg, w.tr(), None, Out::Map(dx.data_mut()))
@@ -353,8 +173,8 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     y: &mut Tensor,
 ) -> Result<(), ShapeError> {
-    let shape = conv_out_shape("conv2d", x, w.geom)?;
-    check_bias("conv2d", bias, w.geom.cout)?;
+    let shape = conv_out_shape("conv2d", x, w.geom())?;
+    check_bias("conv2d", bias, w.geom().cout)?;
     y.ensure_shape(&shape);
     let dims = dims4("conv2d", "input", x)?;
     forward(
@@ -369,7 +189,7 @@ pub fn conv2d(
 /// Transposed convolution `x̄ = Wᵀ ⋆ ȳ` (adjoint of [`conv2d`] without bias); `x̄` is
 /// resized.
 pub fn conv2d_transposed(dy: &Tensor, w: &PackedConv, dx: &mut Tensor) -> Result<(), ShapeError> {
-    let tg = w.geom.transposed();
+    let tg = w.geom().transposed();
     let shape = conv_out_shape("conv2d_transposed", dy, tg)?;
     dx.ensure_shape(&shape);
     let dims = dims4("conv2d_transposed", "output gradient", dy)?;
@@ -391,8 +211,8 @@ pub fn conv2d_pool(
     y: &mut Tensor,
     idx: &mut PoolIndex,
 ) -> Result<(), ShapeError> {
-    let full = conv_out_shape("conv2d_pool", x, w.geom)?;
-    check_bias("conv2d_pool", bias, w.geom.cout)?;
+    let full = conv_out_shape("conv2d_pool", x, w.geom())?;
+    check_bias("conv2d_pool", bias, w.geom().cout)?;
     let [b, oh, ow, co] = full;
     if oh < 2 || ow < 2 {
         return Err(ShapeError::new(
@@ -427,7 +247,7 @@ pub fn conv2d_gather(
     idx: &PoolIndex,
     y: &mut Tensor,
 ) -> Result<(), ShapeError> {
-    let full = conv_out_shape("conv2d_gather", x, w.geom)?;
+    let full = conv_out_shape("conv2d_gather", x, w.geom())?;
     if idx.input_shape() != full {
         return Err(ShapeError::new(
             "conv2d_gather",
@@ -471,7 +291,7 @@ pub fn conv2d_transposed_unpool(
             "a rank-4 shape",
         )
     })?;
-    let tg = w.geom.transposed();
+    let tg = w.geom().transposed();
     if full[3] != tg.cin {
         return Err(ShapeError::new(
             "conv2d_transposed_unpool",

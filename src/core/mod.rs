@@ -13,6 +13,7 @@ mod im2col;
 pub mod loss;
 pub mod matmul;
 pub mod ops;
+mod packed;
 mod pixels;
 pub mod pool;
 mod scratch;
