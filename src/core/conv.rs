@@ -1,5 +1,5 @@
 //! Stride-1 2-D convolution on channels-last feature maps: forward, transposed (input
-//! gradient) and weight gradient, by im2col + `gemm`, parallel over row chunks.
+//! gradient), weight gradient, and the pooled couplings' fused variants.
 //!
 //! With `x: [B,H,W,C_in]`, OIHW weights `W: [C_out,C_in,k,k]` and padding `p`:
 //!
@@ -9,14 +9,32 @@
 //!   `conv_transpose2d` with the same padding = the adjoint of the forward map);
 //! * weight gradient `W̄[o,c,u,v] = Σ_{b,i,j} ȳ[b,i,j,o] · x[b, i+u-p, j+v-p, c]`.
 //!
-//! 3x3/pad-1 convolutions of maps of at least 4x4 take the Winograd path of
-//! [`super::winograd`] when the packed weights carry it.
+//! Algorithms (chosen per shape with [`ConvAlgo::Auto`]; every path is tested against
+//! naive f64 loops):
+//! * 3x3/pad-1 convolutions of maps of at least 4x4 with at least
+//!   [`MIN_WINOGRAD_CHANNELS`] channels in and out: Winograd F(4x4,3x3)
+//!   ([`super::winograd`]), including the weight gradient;
+//! * tiny maps (`H·W·OH·OW <= 2k²`, e.g. 2x2 or 1x1): one product per pair of pixels a
+//!   tap connects, skipping the padding (`smallmap`);
+//! * otherwise im2col + gemm (`im2col`); transposed convs with few output
+//!   channels (128→3) as gemm + col2im; weight gradients tap by tap without the
+//!   padding zeros (`taps`).
+//!
+//! The pooled variants fuse the 2x2 max-pool into the conv output (and the unpooling into
+//! the transposed conv's input) with exactly the values and argmax codes of
+//! [`maxpool2x2`](super::pool::maxpool2x2) / [`unpool2x2`](super::pool::unpool2x2).
+//! Work is split in chunks fixed by the shape, so results are bit-identical for any
+//! number of threads.
 
-use super::matmul::{matmul, MatMut, MatRef, Par};
-use super::pool::{maxpool2x2, unpool2x2, PoolIndex};
+use super::im2col::{self, Out};
+pub use super::packed::PackedConv;
+use super::pixels::{DenseMap, PixelLoad, UnpooledMap};
+use super::pool::PoolIndex;
 use super::scratch::with_scratch;
+use super::smallmap;
+use super::taps;
 use super::tensor::{dims4, ShapeError, Tensor};
-use super::winograd::WinogradWeights;
+use super::winograd;
 use rayon::prelude::*;
 
 /// Shape of a stride-1 convolution.
@@ -57,70 +75,24 @@ impl ConvGeom {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvAlgo {
-    /// Winograd F(4x4,3x3) for 3x3/pad-1 convs on maps of at least 4x4, im2col otherwise.
+    /// The fastest exact-up-to-rounding algorithm per shape (see the module docs).
     #[default]
     Auto,
     /// Always im2col + gemm (the plain sum of products).
     Direct,
 }
 
-/// Conv weights prepared for the kernels; rebuild whenever the OIHW weights change.
-#[derive(Clone, Debug)]
-pub struct PackedConv {
-    geom: ConvGeom,
-    /// `[(u,v,c), o]`: the forward weights as a `k²C_in × C_out` matrix.
-    fwd: Vec<f32>,
-    /// `[(u,v,o), c]`: flipped weights for the transposed conv, `k²C_out × C_in`.
-    tr: Vec<f32>,
-    wino: Option<(WinogradWeights, WinogradWeights)>,
+/// Fewest input and output channels for which the Winograd path pays off (below it the
+/// transforms cost more than the products they save: the 3→128 first layer).
+pub const MIN_WINOGRAD_CHANNELS: usize = 16;
+
+/// Gemm + col2im for convs with few output channels (fewer than the input channels).
+fn use_col2im(g: ConvGeom) -> bool {
+    g.cout < MIN_WINOGRAD_CHANNELS && g.cout < g.cin
 }
 
-impl PackedConv {
-    /// Packs OIHW weights `[C_out, C_in, k, k]` for convolutions with padding `pad`.
-    pub fn new(w: &Tensor, pad: usize, algo: ConvAlgo) -> Result<Self, ShapeError> {
-        let [cout, cin, k, k2] = dims4("PackedConv::new", "weight", w)?;
-        if k != k2 || k == 0 || pad >= k {
-            return Err(ShapeError::new(
-                "PackedConv::new",
-                "weight",
-                w.shape(),
-                format!("a square kernel with padding {pad} < k"),
-            ));
-        }
-        let geom = ConvGeom { cin, cout, k, pad };
-        let src = w.data();
-        let kk = k * k;
-        let mut fwd = vec![0.0f32; kk * cin * cout];
-        let mut tr = vec![0.0f32; kk * cin * cout];
-        for o in 0..cout {
-            for c in 0..cin {
-                for u in 0..k {
-                    for v in 0..k {
-                        let x = src[((o * cin + c) * k + u) * k + v];
-                        fwd[((u * k + v) * cin + c) * cout + o] = x;
-                        let (fu, fv) = (k - 1 - u, k - 1 - v);
-                        tr[((fu * k + fv) * cout + o) * cin + c] = x;
-                    }
-                }
-            }
-        }
-        let wino = (algo == ConvAlgo::Auto && k == 3 && pad == 1).then(|| {
-            (
-                WinogradWeights::from_oihw(src, cout, cin, false),
-                WinogradWeights::from_oihw(src, cout, cin, true),
-            )
-        });
-        Ok(PackedConv {
-            geom,
-            fwd,
-            tr,
-            wino,
-        })
-    }
-
-    pub fn geom(&self) -> ConvGeom {
-        self.geom
-    }
+fn use_winograd(h: usize, w: usize) -> bool {
+    h >= 4 && w >= 4
 }
 
 fn conv_out_shape(op: &'static str, x: &Tensor, g: ConvGeom) -> Result<[usize; 4], ShapeError> {
@@ -148,66 +120,6 @@ fn conv_out_shape(op: &'static str, x: &Tensor, g: ConvGeom) -> Result<[usize; 4
     Ok([b, oh, ow, g.cout])
 }
 
-/// Forward convolution `y = bias + W ⋆ x` (see the module docs); `y` is resized.
-pub fn conv2d(
-    x: &Tensor,
-    w: &PackedConv,
-    bias: Option<&[f32]>,
-    y: &mut Tensor,
-) -> Result<(), ShapeError> {
-    let shape = conv_out_shape("conv2d", x, w.geom)?;
-    check_bias("conv2d", bias, w.geom.cout)?;
-    y.ensure_shape(&shape);
-    match &w.wino {
-        Some((fwd, _)) if use_winograd(x) => super::winograd::conv3x3(x, fwd, bias, y),
-        _ => im2col_conv(x, w.geom, &w.fwd, bias, y),
-    }
-    Ok(())
-}
-
-/// Transposed convolution `x̄ = Wᵀ ⋆ ȳ` (adjoint of [`conv2d`] without bias); `x̄` is resized.
-pub fn conv2d_transposed(dy: &Tensor, w: &PackedConv, dx: &mut Tensor) -> Result<(), ShapeError> {
-    let tg = w.geom.transposed();
-    let shape = conv_out_shape("conv2d_transposed", dy, tg)?;
-    dx.ensure_shape(&shape);
-    match &w.wino {
-        Some((_, tr)) if use_winograd(dy) => super::winograd::conv3x3(dy, tr, None, dx),
-        _ => im2col_conv(dy, tg, &w.tr, None, dx),
-    }
-    Ok(())
-}
-
-/// Bottom-up drive through a pooled conv coupling:
-/// `y = maxpool2x2(bias + W ⋆ x)`, recording the argmax positions in `idx`.
-pub fn conv2d_pool(
-    x: &Tensor,
-    w: &PackedConv,
-    bias: Option<&[f32]>,
-    y: &mut Tensor,
-    idx: &mut PoolIndex,
-) -> Result<(), ShapeError> {
-    let mut full = Tensor::zeros(&[0]);
-    conv2d(x, w, bias, &mut full)?;
-    maxpool2x2(&full, y, idx)
-}
-
-/// Top-down drive through a pooled conv coupling: `x̄ = Wᵀ ⋆ unpool(s, idx)`.
-pub fn conv2d_transposed_unpool(
-    s: &Tensor,
-    idx: &PoolIndex,
-    w: &PackedConv,
-    dx: &mut Tensor,
-) -> Result<(), ShapeError> {
-    let mut full = Tensor::zeros(&[0]);
-    unpool2x2(s, idx, &mut full)?;
-    conv2d_transposed(&full, w, dx)
-}
-
-fn use_winograd(x: &Tensor) -> bool {
-    let s = x.shape();
-    s[1] >= 4 && s[2] >= 4
-}
-
 fn check_bias(op: &'static str, bias: Option<&[f32]>, cout: usize) -> Result<(), ShapeError> {
     match bias {
         Some(b) if b.len() != cout => {
@@ -217,87 +129,201 @@ fn check_bias(op: &'static str, bias: Option<&[f32]>, cout: usize) -> Result<(),
     }
 }
 
-/// Rows of the im2col matrix per task: about 1 MiB of patches, at least 16 rows.
-fn rows_per_chunk(kdim: usize, total: usize) -> usize {
-    ((1 << 18) / kdim.max(1)).clamp(16, total.max(16))
-}
-
-/// Writes the patches of output pixels `m0..m0+rows` into `col` (`rows × k²C_in`).
-#[allow(clippy::too_many_arguments)]
-fn im2col_rows(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    g: ConvGeom,
-    oh: usize,
-    ow: usize,
-    m0: usize,
-    rows: usize,
-    col: &mut [f32],
-) {
-    let (c, k, p) = (g.cin, g.k, g.pad as isize);
-    let kdim = k * k * c;
-    for r in 0..rows {
-        let m = m0 + r;
-        let b = m / (oh * ow);
-        let rem = m % (oh * ow);
-        let (i, j) = ((rem / ow) as isize, (rem % ow) as isize);
-        let dst = &mut col[r * kdim..(r + 1) * kdim];
-        for u in 0..k {
-            let iy = i + u as isize - p;
-            for v in 0..k {
-                let ix = j + v as isize - p;
-                let d = &mut dst[(u * k + v) * c..(u * k + v + 1) * c];
-                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                    let s = ((b * h + iy as usize) * w + ix as usize) * c;
-                    d.copy_from_slice(&x[s..s + c]);
-                } else {
-                    d.fill(0.0);
-                }
-            }
+/// Forward conv of `src` into `out` by the algorithm of the shape.
+fn forward<L: PixelLoad>(src: L, w: &PackedConv, bias: Option<&[f32]>, out: Out<'_>) {
+    let [_, h, wd, _] = src.dims();
+    if w.tiny(h, wd) {
+        return smallmap::forward(src, w.geom(), w.fwd(), bias, out);
+    }
+    if !(w.winograd() && use_winograd(h, wd)) {
+        return im2col::conv(src, w.geom(), w.fwd(), bias, out);
+    }
+    let u = w.wino_fwd();
+    match out {
+        Out::Map(y) => winograd::conv_map(src, u, bias, y),
+        Out::Pool { y, codes } => winograd::conv_pool(src, u, bias, y, codes),
+        Out::Gather { y, codes } => {
+            debug_assert!(bias.is_none());
+            winograd::conv_gather(src, u, y, codes)
         }
     }
 }
 
-/// `y = bias + im2col(x) · wp` with `wp` a `k²C_in × C_out` matrix.
-fn im2col_conv(x: &Tensor, g: ConvGeom, wp: &[f32], bias: Option<&[f32]>, y: &mut Tensor) {
-    let [_, h, w, _] = dims4("im2col_conv", "input", x).expect("checked");
-    let [b, oh, ow, co] = dims4("im2col_conv", "output", y).expect("checked");
-    let kdim = g.k * g.k * g.cin;
-    let total = b * oh * ow;
-    let chunk = rows_per_chunk(kdim, total);
-    let xs = x.data();
-    y.data_mut()
-        .par_chunks_mut(chunk * co)
-        .enumerate()
-        .for_each(|(ci, ychunk)| {
-            let m0 = ci * chunk;
-            let rows = ychunk.len() / co;
-            if let Some(bias) = bias {
-                for row in ychunk.chunks_mut(co) {
-                    row.copy_from_slice(bias);
-                }
-            }
-            with_scratch(rows * kdim, |col| {
-                im2col_rows(xs, h, w, g, oh, ow, m0, rows, col);
-                matmul(
-                    MatMut::row_major(ychunk, rows, co),
-                    MatRef::row_major(col, rows, kdim),
-                    MatRef::row_major(wp, kdim, co),
-                    bias.is_some(),
-                    1.0,
-                    Par::Seq,
-                );
-            });
-        });
+/// Transposed conv of `src` (a map of the forward conv's output shape) into `dx`.
+fn transposed<L: PixelLoad>(src: L, w: &PackedConv, dx: &mut Tensor) {
+    let [_, h, wd, _] = dx.shape().try_into().expect("rank 4");
+    let tg = w.geom().transposed();
+    if w.tiny(h, wd) {
+        return smallmap::transposed(src, w.geom(), w.tr(), h, wd, dx.data_mut());
+    }
+    let [_, sh, sw, _] = src.dims();
+    if w.winograd() && use_winograd(sh, sw) {
+        winograd::conv_map(src, w.wino_tr(), None, dx.data_mut())
+    } else if w.algo() == ConvAlgo::Auto && use_col2im(tg) {
+        im2col::conv_col2im(src, tg, w.col2im(), dx.data_mut())
+    } else {
+        im2col::conv(src, tg, w.tr(), None, Out::Map(dx.data_mut()))
+    }
 }
 
-/// Number of partial sums of a weight gradient (fixed, so that results do not depend
-/// on the thread count).
-const WGRAD_GROUPS: usize = 4;
+/// Forward convolution `y = bias + W ⋆ x` (see the module docs); `y` is resized.
+pub fn conv2d(
+    x: &Tensor,
+    w: &PackedConv,
+    bias: Option<&[f32]>,
+    y: &mut Tensor,
+) -> Result<(), ShapeError> {
+    let shape = conv_out_shape("conv2d", x, w.geom())?;
+    check_bias("conv2d", bias, w.geom().cout)?;
+    y.ensure_shape(&shape);
+    let dims = dims4("conv2d", "input", x)?;
+    forward(
+        DenseMap { x: x.data(), dims },
+        w,
+        bias,
+        Out::Map(y.data_mut()),
+    );
+    Ok(())
+}
+
+/// Transposed convolution `x̄ = Wᵀ ⋆ ȳ` (adjoint of [`conv2d`] without bias); `x̄` is
+/// resized.
+pub fn conv2d_transposed(dy: &Tensor, w: &PackedConv, dx: &mut Tensor) -> Result<(), ShapeError> {
+    let tg = w.geom().transposed();
+    let shape = conv_out_shape("conv2d_transposed", dy, tg)?;
+    dx.ensure_shape(&shape);
+    let dims = dims4("conv2d_transposed", "output gradient", dy)?;
+    transposed(DenseMap { x: dy.data(), dims }, w, dx);
+    Ok(())
+}
+
+/// Bottom-up drive through a pooled conv coupling:
+/// `y = maxpool2x2(bias + W ⋆ x)`, recording the argmax positions in `idx`.
+///
+/// The pool is fused into the conv (no full-resolution temporary); values and codes are
+/// bit-identical to [`conv2d`] followed by [`maxpool2x2`](super::pool::maxpool2x2) (bias
+/// added before comparing, first maximum in row-major window order on ties, NaN wins,
+/// odd sizes floored).
+pub fn conv2d_pool(
+    x: &Tensor,
+    w: &PackedConv,
+    bias: Option<&[f32]>,
+    y: &mut Tensor,
+    idx: &mut PoolIndex,
+) -> Result<(), ShapeError> {
+    let full = conv_out_shape("conv2d_pool", x, w.geom())?;
+    check_bias("conv2d_pool", bias, w.geom().cout)?;
+    let [b, oh, ow, co] = full;
+    if oh < 2 || ow < 2 {
+        return Err(ShapeError::new(
+            "conv2d_pool",
+            "input",
+            x.shape(),
+            "a map whose conv output is at least 2x2",
+        ));
+    }
+    y.ensure_shape(&[b, oh / 2, ow / 2, co]);
+    let codes = idx.prepare(full);
+    let dims = dims4("conv2d_pool", "input", x)?;
+    forward(
+        DenseMap { x: x.data(), dims },
+        w,
+        bias,
+        Out::Pool {
+            y: y.data_mut(),
+            codes,
+        },
+    );
+    Ok(())
+}
+
+/// `y = gather2x2(W ⋆ x, idx)`: the conv (no bias) read only at the argmax positions of
+/// a 2x2 max-pool of its output (the adjoint of [`conv2d_transposed_unpool`], used to
+/// backpropagate through a pooled top-down term), without a full-resolution temporary.
+/// Bit-identical to [`conv2d`] followed by [`gather2x2`](super::pool::gather2x2).
+pub fn conv2d_gather(
+    x: &Tensor,
+    w: &PackedConv,
+    idx: &PoolIndex,
+    y: &mut Tensor,
+) -> Result<(), ShapeError> {
+    let full = conv_out_shape("conv2d_gather", x, w.geom())?;
+    if idx.input_shape() != full {
+        return Err(ShapeError::new(
+            "conv2d_gather",
+            "pool index",
+            idx.input_shape(),
+            format!("{full:?} (the conv output)"),
+        ));
+    }
+    y.ensure_shape(&idx.pooled_shape());
+    let dims = dims4("conv2d_gather", "input", x)?;
+    forward(
+        DenseMap { x: x.data(), dims },
+        w,
+        None,
+        Out::Gather {
+            y: y.data_mut(),
+            codes: idx.codes(),
+        },
+    );
+    Ok(())
+}
+
+/// Top-down drive through a pooled conv coupling: `x̄ = Wᵀ ⋆ unpool(s, idx)`, reading the
+/// pooled `s` and the codes directly (no full-resolution temporary).
+pub fn conv2d_transposed_unpool(
+    s: &Tensor,
+    idx: &PoolIndex,
+    w: &PackedConv,
+    dx: &mut Tensor,
+) -> Result<(), ShapeError> {
+    s.expect_shape(
+        "conv2d_transposed_unpool",
+        "pooled map",
+        &idx.pooled_shape(),
+    )?;
+    let full: [usize; 4] = idx.input_shape().try_into().map_err(|_| {
+        ShapeError::new(
+            "conv2d_transposed_unpool",
+            "pool index",
+            idx.input_shape(),
+            "a rank-4 shape",
+        )
+    })?;
+    let tg = w.geom().transposed();
+    if full[3] != tg.cin {
+        return Err(ShapeError::new(
+            "conv2d_transposed_unpool",
+            "pool index",
+            idx.input_shape(),
+            format!("[B, H, W, {}] (the conv output)", tg.cin),
+        ));
+    }
+    let (h, wd) = tg.out_hw(full[1], full[2]).ok_or_else(|| {
+        ShapeError::new(
+            "conv2d_transposed_unpool",
+            "pool index",
+            idx.input_shape(),
+            "a conv output shape",
+        )
+    })?;
+    dx.ensure_shape(&[full[0], h, wd, tg.cout]);
+    transposed(
+        UnpooledMap {
+            s: s.data(),
+            codes: idx.codes(),
+            dims: full,
+        },
+        w,
+        dx,
+    );
+    Ok(())
+}
 
 /// Weight gradient `W̄[o,c,u,v] (+)= scale · Σ_{b,i,j} ȳ[b,i,j,o] · x[b,i+u-p,j+v-p,c]`,
 /// written in OIHW into `dw` (`[C_out, C_in, k, k]`); accumulates when `accumulate`.
+/// Uses the fastest algorithm for the shape ([`ConvAlgo::Auto`]).
 pub fn conv2d_weight_grad(
     x: &Tensor,
     dy: &Tensor,
@@ -306,65 +332,173 @@ pub fn conv2d_weight_grad(
     accumulate: bool,
     dw: &mut Tensor,
 ) -> Result<(), ShapeError> {
+    conv2d_weight_grad_with(x, dy, g, ConvAlgo::Auto, scale, accumulate, dw)
+}
+
+/// [`conv2d_weight_grad`] with a chosen algorithm (`Direct`: no Winograd).
+pub fn conv2d_weight_grad_with(
+    x: &Tensor,
+    dy: &Tensor,
+    g: ConvGeom,
+    algo: ConvAlgo,
+    scale: f32,
+    accumulate: bool,
+    dw: &mut Tensor,
+) -> Result<(), ShapeError> {
     let out = conv_out_shape("conv2d_weight_grad", x, g)?;
     dy.expect_shape("conv2d_weight_grad", "output gradient", &out)?;
+    let dims = dims4("conv2d_weight_grad", "input", x)?;
+    prepare_dw("conv2d_weight_grad", g, accumulate, dw)?;
+    weight_grad(
+        DenseMap { x: x.data(), dims },
+        DenseMap {
+            x: dy.data(),
+            dims: out,
+        },
+        g,
+        algo,
+        scale,
+        accumulate,
+        dw.data_mut(),
+    );
+    Ok(())
+}
+
+/// Weight gradient of a pooled coupling, `W̄ (+)= scale · corr(unpool(s, idx), x)`
+/// (as [`conv2d_weight_grad`] of `x` and `unpool2x2(s, idx)`, without building the latter).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_weight_grad_unpool(
+    x: &Tensor,
+    s: &Tensor,
+    idx: &PoolIndex,
+    g: ConvGeom,
+    scale: f32,
+    accumulate: bool,
+    dw: &mut Tensor,
+) -> Result<(), ShapeError> {
+    let out = conv_out_shape("conv2d_weight_grad_unpool", x, g)?;
+    if idx.input_shape() != out {
+        return Err(ShapeError::new(
+            "conv2d_weight_grad_unpool",
+            "pool index",
+            idx.input_shape(),
+            format!("{out:?} (the conv output)"),
+        ));
+    }
+    s.expect_shape(
+        "conv2d_weight_grad_unpool",
+        "pooled map",
+        &idx.pooled_shape(),
+    )?;
+    let dims = dims4("conv2d_weight_grad_unpool", "input", x)?;
+    prepare_dw("conv2d_weight_grad_unpool", g, accumulate, dw)?;
+    weight_grad(
+        DenseMap { x: x.data(), dims },
+        UnpooledMap {
+            s: s.data(),
+            codes: idx.codes(),
+            dims: out,
+        },
+        g,
+        ConvAlgo::Auto,
+        scale,
+        accumulate,
+        dw.data_mut(),
+    );
+    Ok(())
+}
+
+fn prepare_dw(
+    op: &'static str,
+    g: ConvGeom,
+    accumulate: bool,
+    dw: &mut Tensor,
+) -> Result<(), ShapeError> {
     let wshape = [g.cout, g.cin, g.k, g.k];
     if accumulate {
-        dw.expect_shape("conv2d_weight_grad", "weight gradient", &wshape)?;
+        dw.expect_shape(op, "weight gradient", &wshape)
     } else {
         dw.ensure_shape(&wshape);
+        Ok(())
     }
-    let [_, h, w, _] = dims4("conv2d_weight_grad", "input", x)?;
-    let [b, oh, ow, co] = out;
-    let kdim = g.k * g.k * g.cin;
-    let total = b * oh * ow;
-    let chunk = rows_per_chunk(kdim, total);
-    let nchunks = total.div_ceil(chunk);
-    let per_group = nchunks.div_ceil(WGRAD_GROUPS);
-    let (xs, dys) = (x.data(), dy.data());
-    let partials: Vec<Vec<f32>> = (0..WGRAD_GROUPS.min(nchunks))
-        .into_par_iter()
-        .map(|gi| {
-            let mut acc = vec![0.0f32; kdim * co];
-            for ci in gi * per_group..((gi + 1) * per_group).min(nchunks) {
-                let m0 = ci * chunk;
-                let rows = chunk.min(total - m0);
-                with_scratch(rows * kdim, |col| {
-                    im2col_rows(xs, h, w, g, oh, ow, m0, rows, col);
-                    matmul(
-                        MatMut::row_major(&mut acc, kdim, co),
-                        MatRef::row_major(col, rows, kdim).t(),
-                        MatRef::row_major(&dys[m0 * co..(m0 + rows) * co], rows, co),
-                        true,
-                        1.0,
-                        Par::Seq,
-                    );
-                });
-            }
-            acc
-        })
-        .collect();
-    let mut sum = vec![0.0f32; kdim * co];
-    for p in &partials {
-        for (s, v) in sum.iter_mut().zip(p) {
-            *s += v;
-        }
+}
+
+/// Whether the weight gradient takes the Winograd path.
+fn winograd_wgrad(g: ConvGeom, h: usize, w: usize, algo: ConvAlgo) -> bool {
+    algo == ConvAlgo::Auto
+        && g.k == 3
+        && g.pad == 1
+        && use_winograd(h, w)
+        && g.cin.min(g.cout) >= MIN_WINOGRAD_CHANNELS
+}
+
+/// The weight gradient by the algorithm of the shape, into OIHW `dw`.
+fn weight_grad<D: PixelLoad>(
+    x: DenseMap<'_>,
+    dy: D,
+    g: ConvGeom,
+    algo: ConvAlgo,
+    scale: f32,
+    accumulate: bool,
+    dw: &mut [f32],
+) {
+    let [_, h, w, _] = x.dims;
+    if winograd_wgrad(g, h, w, algo) {
+        return winograd::weight_grad3x3_from(x, dy, scale, accumulate, dw);
     }
-    // [(u,v,c), o] -> OIHW
-    let k = g.k;
-    let d = dw.data_mut();
-    for o in 0..co {
-        for c in 0..g.cin {
-            for u in 0..k {
-                for v in 0..k {
-                    let val = scale * sum[((u * k + v) * g.cin + c) * co + o];
-                    let dst = &mut d[((o * g.cin + c) * k + u) * k + v];
-                    *dst = if accumulate { *dst + val } else { val };
+    let kk = g.k * g.k;
+    if g.cin >= MIN_WINOGRAD_CHANNELS {
+        with_scratch(kk * g.cin * g.cout, |sum| {
+            taps::weight_grad_taps(x, dy, g, sum);
+            write_oihw(
+                g,
+                scale,
+                accumulate,
+                dw,
+                |uv, c, o| (uv * g.cout + o) * g.cin + c,
+                sum,
+            );
+        });
+    } else {
+        with_scratch(kk * g.cin * g.cout, |sum| {
+            im2col::weight_grad(x, dy, g, sum);
+            write_oihw(
+                g,
+                scale,
+                accumulate,
+                dw,
+                |uv, c, o| (uv * g.cin + c) * g.cout + o,
+                sum,
+            );
+        });
+    }
+}
+
+/// `dw[o,c,u,v] (+)= scale · sum[at(uv, c, o)]`.
+fn write_oihw(
+    g: ConvGeom,
+    scale: f32,
+    accumulate: bool,
+    dw: &mut [f32],
+    at: impl Fn(usize, usize, usize) -> usize + Sync,
+    sum: &[f32],
+) {
+    let kk = g.k * g.k;
+    let per_o = g.cin * kk;
+    dw.par_chunks_mut(16 * per_o)
+        .enumerate()
+        .for_each(|(blk, d)| {
+            for (ol, dro) in d.chunks_exact_mut(per_o).enumerate() {
+                let o = blk * 16 + ol;
+                for uv in 0..kk {
+                    for c in 0..g.cin {
+                        let val = scale * sum[at(uv, c, o)];
+                        let dst = &mut dro[c * kk + uv];
+                        *dst = if accumulate { *dst + val } else { val };
+                    }
                 }
             }
-        }
-    }
-    Ok(())
+        });
 }
 
 /// Bias gradient `b̄[o] (+)= scale · Σ_{b,i,j} ȳ[b,i,j,o]` for a channels-last `ȳ`.
@@ -382,237 +516,5 @@ pub fn channel_sum(dy: &Tensor, scale: f32, accumulate: bool, db: &mut Tensor) {
     }
     for (d, s) in db.data_mut().iter_mut().zip(sum) {
         *d += scale * s as f32;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::tensor::{nchw_to_nhwc, nhwc_to_nchw};
-    use crate::core::testutil::{assert_close, naive_conv_nchw, random_tensor};
-
-    #[allow(clippy::too_many_arguments)]
-    fn check_forward(
-        b: usize,
-        cin: usize,
-        cout: usize,
-        h: usize,
-        w: usize,
-        k: usize,
-        pad: usize,
-        algo: ConvAlgo,
-        seed: u64,
-    ) {
-        let x = random_tensor(&[b, cin, h, w], seed);
-        let wt = random_tensor(&[cout, cin, k, k], seed + 1);
-        let bias = random_tensor(&[cout], seed + 2);
-        let want = naive_conv_nchw(&x, &wt, Some(bias.data()), pad);
-        let packed = PackedConv::new(&wt, pad, algo).unwrap();
-        let mut y = Tensor::zeros(&[0]);
-        conv2d(
-            &nchw_to_nhwc(&x).unwrap(),
-            &packed,
-            Some(bias.data()),
-            &mut y,
-        )
-        .unwrap();
-        assert_close(
-            &nhwc_to_nchw(&y).unwrap(),
-            &want,
-            1e-4,
-            &format!("conv2d b{b} {cin}->{cout} {h}x{w} k{k} p{pad} {algo:?}"),
-        );
-    }
-
-    #[test]
-    fn forward_matches_naive_on_odd_shapes() {
-        for (i, &(b, cin, cout, h, w, k, pad)) in [
-            (1, 1, 1, 1, 1, 1, 0),
-            (1, 1, 1, 3, 3, 3, 1),
-            (2, 3, 5, 7, 5, 3, 1),
-            (3, 2, 4, 6, 6, 3, 0),
-            (1, 4, 3, 9, 4, 5, 2),
-            (2, 5, 7, 8, 8, 3, 1),
-            (1, 1, 2, 5, 9, 3, 2),
-            (2, 6, 3, 13, 11, 3, 1),
-        ]
-        .iter()
-        .enumerate()
-        {
-            check_forward(b, cin, cout, h, w, k, pad, ConvAlgo::Direct, 10 * i as u64);
-            check_forward(
-                b,
-                cin,
-                cout,
-                h,
-                w,
-                k,
-                pad,
-                ConvAlgo::Auto,
-                10 * i as u64 + 5,
-            );
-        }
-    }
-
-    /// `<conv(x), ȳ> = <x, convᵀ(ȳ)>` and the transposed conv equals the naive formula.
-    #[test]
-    fn transposed_is_the_adjoint_and_matches_naive() {
-        for (i, &(b, cin, cout, h, w, k, pad, algo)) in [
-            (2, 3, 4, 5, 6, 3, 1, ConvAlgo::Direct),
-            (1, 1, 1, 4, 4, 3, 1, ConvAlgo::Auto),
-            (3, 5, 2, 9, 7, 3, 1, ConvAlgo::Auto),
-            (2, 2, 3, 6, 6, 3, 0, ConvAlgo::Direct),
-            (1, 4, 4, 5, 5, 5, 2, ConvAlgo::Direct),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let g = ConvGeom { cin, cout, k, pad };
-            let (oh, ow) = g.out_hw(h, w).unwrap();
-            let x = random_tensor(&[b, h, w, cin], 100 + i as u64);
-            let dy = random_tensor(&[b, oh, ow, cout], 200 + i as u64);
-            let wt = random_tensor(&[cout, cin, k, k], 300 + i as u64);
-            let packed = PackedConv::new(&wt, pad, algo).unwrap();
-            let mut y = Tensor::zeros(&[0]);
-            conv2d(&x, &packed, None, &mut y).unwrap();
-            let mut dx = Tensor::zeros(&[0]);
-            conv2d_transposed(&dy, &packed, &mut dx).unwrap();
-            assert_eq!(dx.shape(), x.shape());
-            let lhs: f64 = y
-                .data()
-                .iter()
-                .zip(dy.data())
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum();
-            let rhs: f64 = x
-                .data()
-                .iter()
-                .zip(dx.data())
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum();
-            assert!(
-                (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0),
-                "adjoint {lhs} vs {rhs}"
-            );
-            // naive: x̄[c,i,j] = Σ W[o,c,u,v] ȳ[o,i-u+p,j-v+p]
-            let dyn_ = nhwc_to_nchw(&dy).unwrap();
-            let mut want = Tensor::zeros(&[b, cin, h, w]);
-            for n in 0..b {
-                for c in 0..cin {
-                    for ii in 0..h {
-                        for jj in 0..w {
-                            let mut s = 0.0f64;
-                            for o in 0..cout {
-                                for u in 0..k {
-                                    for v in 0..k {
-                                        let (yi, yj) = (
-                                            ii as isize - u as isize + pad as isize,
-                                            jj as isize - v as isize + pad as isize,
-                                        );
-                                        if yi >= 0
-                                            && yj >= 0
-                                            && (yi as usize) < oh
-                                            && (yj as usize) < ow
-                                        {
-                                            s += wt.data()[((o * cin + c) * k + u) * k + v] as f64
-                                                * dyn_.data()[((n * cout + o) * oh + yi as usize)
-                                                    * ow
-                                                    + yj as usize]
-                                                    as f64;
-                                        }
-                                    }
-                                }
-                            }
-                            want.data_mut()[((n * cin + c) * h + ii) * w + jj] = s as f32;
-                        }
-                    }
-                }
-            }
-            assert_close(
-                &nhwc_to_nchw(&dx).unwrap(),
-                &want,
-                1e-4,
-                "conv2d_transposed",
-            );
-        }
-    }
-
-    #[test]
-    fn weight_grad_matches_naive_and_accumulates() {
-        for (i, &(b, cin, cout, h, w, k, pad)) in [
-            (2, 3, 4, 5, 6, 3, 1),
-            (1, 1, 1, 3, 3, 3, 1),
-            (3, 2, 5, 7, 4, 3, 0),
-            (1, 2, 2, 6, 6, 5, 2),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let g = ConvGeom { cin, cout, k, pad };
-            let (oh, ow) = g.out_hw(h, w).unwrap();
-            let x = random_tensor(&[b, h, w, cin], 400 + i as u64);
-            let dy = random_tensor(&[b, oh, ow, cout], 500 + i as u64);
-            let mut dw = Tensor::zeros(&[0]);
-            conv2d_weight_grad(&x, &dy, g, 0.5, false, &mut dw).unwrap();
-            let (xn, dyn_) = (nhwc_to_nchw(&x).unwrap(), nhwc_to_nchw(&dy).unwrap());
-            let mut want = Tensor::zeros(&[cout, cin, k, k]);
-            for o in 0..cout {
-                for c in 0..cin {
-                    for u in 0..k {
-                        for v in 0..k {
-                            let mut s = 0.0f64;
-                            for n in 0..b {
-                                for ii in 0..oh {
-                                    for jj in 0..ow {
-                                        let (xi, xj) = (
-                                            ii as isize + u as isize - pad as isize,
-                                            jj as isize + v as isize - pad as isize,
-                                        );
-                                        if xi >= 0
-                                            && xj >= 0
-                                            && (xi as usize) < h
-                                            && (xj as usize) < w
-                                        {
-                                            s += dyn_.data()[((n * cout + o) * oh + ii) * ow + jj]
-                                                as f64
-                                                * xn.data()[((n * cin + c) * h + xi as usize) * w
-                                                    + xj as usize]
-                                                    as f64;
-                                        }
-                                    }
-                                }
-                            }
-                            want.data_mut()[((o * cin + c) * k + u) * k + v] = 0.5 * s as f32;
-                        }
-                    }
-                }
-            }
-            assert_close(&dw, &want, 1e-4, "conv2d_weight_grad");
-            conv2d_weight_grad(&x, &dy, g, 0.5, true, &mut dw).unwrap();
-            let twice =
-                Tensor::from_vec(want.shape(), want.data().iter().map(|v| 2.0 * v).collect())
-                    .unwrap();
-            assert_close(&dw, &twice, 1e-4, "conv2d_weight_grad accumulate");
-        }
-    }
-
-    #[test]
-    fn shape_errors_name_the_operand() {
-        let packed = PackedConv::new(&Tensor::zeros(&[4, 3, 3, 3]), 1, ConvAlgo::Direct).unwrap();
-        let mut y = Tensor::zeros(&[0]);
-        let e = conv2d(&Tensor::zeros(&[2, 5, 5, 2]), &packed, None, &mut y).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("conv2d: input has shape [2, 5, 5, 2]"),
-            "{e}"
-        );
-        let e = conv2d(
-            &Tensor::zeros(&[2, 5, 5, 3]),
-            &packed,
-            Some(&[0.0; 3]),
-            &mut y,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("bias"), "{e}");
     }
 }

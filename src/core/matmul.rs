@@ -72,6 +72,18 @@ impl<'a> MatMut<'a> {
     }
 }
 
+/// A mutable strided matrix given by a raw pointer, for parallel tasks that write
+/// interleaved but disjoint elements of one buffer (e.g. column blocks of a row-major
+/// matrix), where overlapping `&mut` slices would be unsound.
+#[derive(Clone, Copy, Debug)]
+pub struct MatPtr {
+    pub ptr: *mut f32,
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
 /// How a single product may use threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Par {
@@ -166,6 +178,65 @@ pub fn matmul(
             parallelism,
         );
     }
+}
+
+/// [`matmul`] into a [`MatPtr`].
+///
+/// # Safety
+/// Every element `(i, j)` of `c` must be valid for reads and writes, and no other thread
+/// may access those elements during the call; `c` must not overlap `a` or `b`.
+pub unsafe fn matmul_ptr(c: MatPtr, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, ab_scale: f32) {
+    assert_eq!(
+        a.rows, c.rows,
+        "matmul: A has {} rows, C has {}",
+        a.rows, c.rows
+    );
+    assert_eq!(
+        b.cols, c.cols,
+        "matmul: B has {} cols, C has {}",
+        b.cols, c.cols
+    );
+    assert_eq!(
+        a.cols, b.rows,
+        "matmul: A has {} cols, B has {} rows",
+        a.cols, b.rows
+    );
+    a.check("A");
+    b.check("B");
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            for i in 0..c.rows {
+                for j in 0..c.cols {
+                    *c.ptr.add(i * c.rs + j * c.cs) = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    gemm::gemm(
+        c.rows,
+        c.cols,
+        a.cols,
+        c.ptr,
+        c.cs as isize,
+        c.rs as isize,
+        accumulate,
+        a.data.as_ptr(),
+        a.cs as isize,
+        a.rs as isize,
+        b.data.as_ptr(),
+        b.cs as isize,
+        b.rs as isize,
+        1.0,
+        ab_scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
 }
 
 #[cfg(test)]

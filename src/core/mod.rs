@@ -4,12 +4,21 @@
 
 pub mod batchnorm;
 pub mod conv;
+#[cfg(test)]
+mod conv_naive_tests;
+#[cfg(test)]
+mod conv_tests;
 pub mod dense;
+mod im2col;
 pub mod loss;
 pub mod matmul;
 pub mod ops;
+mod packed;
+mod pixels;
 pub mod pool;
 mod scratch;
+mod smallmap;
+mod taps;
 pub mod tensor;
 #[doc(hidden)]
 pub mod testutil;

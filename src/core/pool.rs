@@ -31,6 +31,16 @@ impl PoolIndex {
     pub fn codes(&self) -> &[u8] {
         &self.idx
     }
+
+    /// Records that a map of `input_shape` (`[B,H,W,C]`) is being pooled and returns the
+    /// codes to fill, one per pooled element (for the fused conv + pool kernels).
+    pub(crate) fn prepare(&mut self, input_shape: [usize; 4]) -> &mut [u8] {
+        let [b, h, w, c] = input_shape;
+        self.input_shape.clear();
+        self.input_shape.extend_from_slice(&input_shape);
+        self.idx.resize(b * (h / 2) * (w / 2) * c, 0);
+        &mut self.idx
+    }
 }
 
 /// Samples per parallel task for memory-bound loops over a batch.
