@@ -103,46 +103,113 @@ pub fn activate(
     if let Some(v) = v.as_deref_mut() {
         v.ensure_shape(s.shape());
     }
-    let per = s.row_len();
+    let per = s.row_len().max(1);
     let b = s.dim0();
     let bu = bottom_up.data();
     let td = top_down.map(|t| t.data());
-    let mut vbuf = v.map(|t| t.data_mut());
+    let rows: Vec<(f64, f64)> = match v {
+        Some(v) => s
+            .data_mut()
+            .par_chunks_mut(per)
+            .zip(v.data_mut().par_chunks_mut(per))
+            .enumerate()
+            .map(|(n, (srow, vrow))| {
+                let keep = frozen.is_some_and(|f| f[n]);
+                activate_row(
+                    &bu[n * per..(n + 1) * per],
+                    td.map(|t| &t[n * per..(n + 1) * per]),
+                    alpha,
+                    clamped,
+                    srow,
+                    Some(vrow),
+                    keep,
+                )
+            })
+            .collect(),
+        None => s
+            .data_mut()
+            .par_chunks_mut(per)
+            .enumerate()
+            .map(|(n, srow)| {
+                let keep = frozen.is_some_and(|f| f[n]);
+                activate_row(
+                    &bu[n * per..(n + 1) * per],
+                    td.map(|t| &t[n * per..(n + 1) * per]),
+                    alpha,
+                    clamped,
+                    srow,
+                    None,
+                    keep,
+                )
+            })
+            .collect(),
+    };
     let mut stats = UpdateStats {
-        per_sample: Vec::with_capacity(b),
+        per_sample: rows,
         ..Default::default()
     };
-    let sd = s.data_mut();
-    for n in 0..b {
-        let r = n * per..(n + 1) * per;
-        let (mut d2, mut o2) = (0.0f64, 0.0f64);
-        let keep = frozen.is_some_and(|f| f[n]);
-        let srow = &mut sd[r.clone()];
-        let burow = &bu[r.clone()];
-        for i in 0..per {
-            let pre = match td {
-                Some(td) => burow[i] + td[r.start + i],
-                None => burow[i],
-            };
-            let val = if clamped { alpha * pre } else { pre };
-            if let Some(vb) = vbuf.as_deref_mut() {
-                vb[r.start + i] = val;
+    debug_assert_eq!(stats.per_sample.len(), b);
+    for &(d2, o2) in &stats.per_sample {
+        stats.diff_sq += d2;
+        stats.old_sq += o2;
+    }
+    Ok(stats)
+}
+
+/// One sample of [`activate`]: 16-lane chunks (vectorised), partial sums in f32 lanes
+/// folded into f64 per chunk. Returns `(Σ(new−old)², Σ old²)`.
+fn activate_row(
+    bu: &[f32],
+    td: Option<&[f32]>,
+    alpha: f32,
+    clamped: bool,
+    s: &mut [f32],
+    mut v: Option<&mut [f32]>,
+    keep: bool,
+) -> (f64, f64) {
+    const L: usize = 16;
+    let (mut d2, mut o2) = (0.0f64, 0.0f64);
+    let per = s.len();
+    let mut start = 0;
+    while start < per {
+        let n = L.min(per - start);
+        let mut pre = [0.0f32; L];
+        pre[..n].copy_from_slice(&bu[start..start + n]);
+        if let Some(td) = td {
+            for (p, t) in pre.iter_mut().zip(&td[start..start + n]) {
+                *p += t;
             }
-            let new = if clamped { val.clamp(0.0, 1.0) } else { val };
-            let new = if val.is_nan() { f32::NAN } else { new };
+        }
+        if clamped {
+            for p in pre.iter_mut() {
+                *p *= alpha;
+            }
+        }
+        if let Some(v) = v.as_deref_mut() {
+            v[start..start + n].copy_from_slice(&pre[..n]);
+        }
+        let (mut dl, mut ol) = ([0.0f32; L], [0.0f32; L]);
+        let srow = &mut s[start..start + n];
+        for i in 0..n {
+            // clamp keeps NaN, so divergence stays visible in the statistics
+            let new = if clamped {
+                pre[i].clamp(0.0, 1.0)
+            } else {
+                pre[i]
+            };
             let old = srow[i];
-            o2 += (old as f64) * (old as f64);
+            ol[i] = old * old;
             if !keep {
-                let d = (new - old) as f64;
-                d2 += d * d;
+                let d = new - old;
+                dl[i] = d * d;
                 srow[i] = new;
             }
         }
-        stats.diff_sq += d2;
-        stats.old_sq += o2;
-        stats.per_sample.push((d2, o2));
+        d2 += dl.iter().map(|&x| x as f64).sum::<f64>();
+        o2 += ol.iter().map(|&x| x as f64).sum::<f64>();
+        start += n;
     }
-    Ok(stats)
+    (d2, o2)
 }
 
 /// Backward of [`activate`]: `ḡ_pre = ḡ_s · α · 1[0 ≤ v ≤ 1]` (clamped; PyTorch's inclusive
