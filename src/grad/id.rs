@@ -12,10 +12,12 @@
 use super::ep::{feedforward_backward, readout_grads};
 use super::{with_block, FreePhase};
 use crate::core::batchnorm::BnBatchStats;
-use crate::core::conv::{channel_sum, conv2d, conv2d_transposed, conv2d_weight_grad};
+use crate::core::conv::{
+    channel_sum, conv2d, conv2d_gather, conv2d_transposed, conv2d_transposed_unpool,
+    conv2d_weight_grad, conv2d_weight_grad_unpool,
+};
 use crate::core::dense::{dense_forward, dense_transposed, linear_weight_grad};
 use crate::core::ops::{activate_backward, axpy};
-use crate::core::pool::{gather2x2, unpool2x2};
 use crate::core::{ConvGeom, Tensor};
 use crate::model::feedforward::{ff_forward, BnMode, FfCache};
 use crate::model::readout::{flatten_state, loss_and_state_grad};
@@ -188,24 +190,25 @@ fn block_backward(
             );
             match block.layout.couplings[l - 1] {
                 CouplingKind::Conv { cin, cout, .. } => {
-                    let g_full = match &e.bu_idx {
-                        Some(idx) => {
-                            let mut full = Tensor::default();
-                            unpool2x2(&g_pre, idx, &mut full)?;
-                            full
-                        }
-                        None => g_pre.clone(),
-                    };
                     let packed = kernels[k].couplings[l - 1].conv();
-                    conv2d_transposed(&g_full, packed, &mut tmp)?;
-                    axpy(&mut g[l - 1], 1.0, &tmp)?;
                     let geom = ConvGeom {
                         cin,
                         cout,
                         k: block.layout.kernel,
                         pad: block.layout.padding,
                     };
-                    conv2d_weight_grad(x, &g_full, geom, 1.0, true, grads.get_mut(wid))?;
+                    let gw = grads.get_mut(wid);
+                    match &e.bu_idx {
+                        Some(idx) => {
+                            conv2d_transposed_unpool(&g_pre, idx, packed, &mut tmp)?;
+                            conv2d_weight_grad_unpool(x, &g_pre, idx, geom, 1.0, true, gw)?;
+                        }
+                        None => {
+                            conv2d_transposed(&g_pre, packed, &mut tmp)?;
+                            conv2d_weight_grad(x, &g_pre, geom, 1.0, true, gw)?;
+                        }
+                    }
+                    axpy(&mut g[l - 1], 1.0, &tmp)?;
                 }
                 CouplingKind::Dense { .. } => {
                     dense_transposed(
@@ -231,29 +234,42 @@ fn block_backward(
             match block.layout.couplings[l] {
                 CouplingKind::Conv { cin, cout, .. } => {
                     let packed = kernels[k].couplings[l].conv();
-                    conv2d(&g_pre, packed, None, &mut tmp)?;
-                    let (back, u_next) = match &e.td_idx {
-                        Some(idx) => {
-                            let mut pooled = Tensor::default();
-                            gather2x2(&tmp, idx, &mut pooled)?;
-                            let mut full = Tensor::default();
-                            if exact {
-                                unpool2x2(s_next, idx, &mut full)?;
-                            }
-                            (pooled, full)
-                        }
-                        None => (tmp.clone(), s_next.clone()),
+                    let geom = ConvGeom {
+                        cin,
+                        cout,
+                        k: block.layout.kernel,
+                        pad: block.layout.padding,
                     };
-                    axpy(&mut g[l + 1], 1.0, &back)?;
-                    if exact {
-                        let geom = ConvGeom {
-                            cin,
-                            cout,
-                            k: block.layout.kernel,
-                            pad: block.layout.padding,
-                        };
-                        conv2d_weight_grad(&g_pre, &u_next, geom, 1.0, true, grads.get_mut(wid))?;
+                    match &e.td_idx {
+                        Some(idx) => {
+                            conv2d_gather(&g_pre, packed, idx, &mut tmp)?;
+                            if exact {
+                                conv2d_weight_grad_unpool(
+                                    &g_pre,
+                                    s_next,
+                                    idx,
+                                    geom,
+                                    1.0,
+                                    true,
+                                    grads.get_mut(wid),
+                                )?;
+                            }
+                        }
+                        None => {
+                            conv2d(&g_pre, packed, None, &mut tmp)?;
+                            if exact {
+                                conv2d_weight_grad(
+                                    &g_pre,
+                                    s_next,
+                                    geom,
+                                    1.0,
+                                    true,
+                                    grads.get_mut(wid),
+                                )?;
+                            }
+                        }
                     }
+                    axpy(&mut g[l + 1], 1.0, &tmp)?;
                 }
                 CouplingKind::Dense { .. } => {
                     dense_forward(&g_pre, kernels[k].couplings[l].dense(), None, &mut tmp)?;
