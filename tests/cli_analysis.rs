@@ -2,14 +2,10 @@
 
 mod common;
 use common::*;
-use ffebm::core::tensor::nhwc_to_nchw;
-use ffebm::io::tensors::{write_tensor_file, Stored};
 use ffebm::model::{Model, ModelConfig};
-use std::collections::HashMap;
 use std::process::Command;
 
-const MODEL: &str = "input = [3, 8, 8]\nclasses = 5\nalpha = 0.5\ninit_v = 0.5\n\n[[blocks]]\nchannels = [3, 4, 6]\npools = \"mm\"\nclamp_last = true\n\n[[blocks]]\nchannels = [6, 5]\npools = \"-\"\nfc = [7]\n";
-
+const MODEL: &str = TINY_MODEL_TOML;
 fn png_size(path: &std::path::Path) -> (u32, u32) {
     let b = std::fs::read(path).unwrap();
     assert_eq!(
@@ -31,17 +27,7 @@ fn gdd_writes_tables_figures_and_sweeps_and_plot_draws_runs() {
     std::fs::write(d.join("m.toml"), MODEL).unwrap();
     let model = Model::new(ModelConfig::from_toml(MODEL).unwrap(), 0).unwrap();
     let (x, y) = batch(&model, 2, 1);
-    let items = vec![
-        ("x".to_string(), Stored::F32(nhwc_to_nchw(&x).unwrap())),
-        (
-            "y".to_string(),
-            Stored::I64 {
-                shape: vec![2],
-                data: y.iter().map(|&v| v as i64).collect(),
-            },
-        ),
-    ];
-    write_tensor_file(&d.join("b.safetensors"), &items, HashMap::new()).unwrap();
+    write_batch(&d.join("b.safetensors"), &x, &y);
     let out = d.join("gdd");
     let o = Command::new(env!("CARGO_BIN_EXE_ffebm"))
         .args([

@@ -12,23 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODEL: &str = r#"
-input = [3, 8, 8]
-classes = 5
-alpha = 0.5
-init_v = 0.5
-
-[[blocks]]
-channels = [3, 4, 6]
-pools = "mm"
-clamp_last = true
-
-[[blocks]]
-channels = [6, 5]
-pools = "-"
-fc = [7]
-"#;
-
+const MODEL: &str = TINY_MODEL_TOML;
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ffebm-cli-grad-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
@@ -68,17 +52,7 @@ fn grad_writes_reference_names_and_matches_the_library() {
     .unwrap();
     let (x, y) = batch(&model, 3, 2);
     let bpath = d.join("batch.safetensors");
-    let items = vec![
-        ("x".to_string(), Stored::F32(nhwc_to_nchw(&x).unwrap())),
-        (
-            "y".to_string(),
-            Stored::I64 {
-                shape: vec![3],
-                data: y.iter().map(|&v| v as i64).collect(),
-            },
-        ),
-    ];
-    write_tensor_file(&bpath, &items, HashMap::new()).unwrap();
+    write_batch(&bpath, &x, &y);
     let out = d.join("grads.safetensors");
     let o = ffebm(&[
         "grad",

@@ -5,15 +5,13 @@
 mod common;
 use common::*;
 use ffebm::analysis::gdd::{agreement, analyse, beta_sweep, GddConfig};
-use ffebm::core::tensor::nhwc_to_nchw;
-use ffebm::io::tensors::{read_tensor_file, write_tensor_file, Stored};
+use ffebm::io::tensors::{read_tensor_file, write_tensor_file};
 use ffebm::io::weights::{model_tensors, KeyStyle};
 use ffebm::model::{prepare, Model, ModelConfig};
 use std::collections::HashMap;
 use std::process::Command;
 
-const MODEL: &str = "input = [3, 8, 8]\nclasses = 5\nalpha = 0.5\ninit_v = 0.5\n\n[[blocks]]\nchannels = [3, 4, 6]\npools = \"mm\"\nclamp_last = true\n\n[[blocks]]\nchannels = [6, 5]\npools = \"-\"\nfc = [7]\n";
-
+const MODEL: &str = TINY_MODEL_TOML;
 #[test]
 fn gdd_cosines_equal_those_of_grad_outputs_and_transients_end_at_the_estimates() {
     let model = Model::new(ModelConfig::from_toml(MODEL).unwrap(), 3).unwrap();
@@ -38,17 +36,7 @@ fn gdd_cosines_equal_those_of_grad_outputs_and_transients_end_at_the_estimates()
         HashMap::new(),
     )
     .unwrap();
-    let items = vec![
-        ("x".to_string(), Stored::F32(nhwc_to_nchw(&x).unwrap())),
-        (
-            "y".to_string(),
-            Stored::I64 {
-                shape: vec![2],
-                data: y.iter().map(|&v| v as i64).collect(),
-            },
-        ),
-    ];
-    write_tensor_file(&d.join("b.safetensors"), &items, HashMap::new()).unwrap();
+    write_batch(&d.join("b.safetensors"), &x, &y);
     let grads = |algo: &str| {
         let out = d.join(format!("{algo}.safetensors"));
         let o = Command::new(env!("CARGO_BIN_EXE_ffebm"))

@@ -130,17 +130,7 @@ fn ep_transient(
     let last = k + 1 == model.blocks.len();
     let mut traj: [Vec<crate::relax::BlockState>; 2] = [Vec::new(), Vec::new()];
     for (si, sign) in [1.0f32, -1.0].into_iter().enumerate() {
-        let nudge = match delta {
-            None => Nudge::Loss {
-                beta: sign * beta,
-                readout: &model.readout,
-                labels,
-            },
-            Some(d) => Nudge::Current {
-                beta: sign * beta,
-                delta: d,
-            },
-        };
+        let nudge = Nudge::for_block(delta, sign * beta, &model.readout, labels);
         let mut r = Relaxation::new(
             block,
             &kernels[k],

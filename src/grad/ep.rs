@@ -151,17 +151,8 @@ pub fn ep_gradients_and_currents(
     let mut currents = vec![None; kk];
     let mut delta: Option<Tensor> = None;
     for k in (0..kk).rev() {
-        let nudge = |sign: f32| match &delta {
-            None => Nudge::Loss {
-                beta: sign * beta,
-                readout: &model.readout,
-                labels,
-            },
-            Some(d) => Nudge::Current {
-                beta: sign * beta,
-                delta: d,
-            },
-        };
+        let nudge =
+            |sign: f32| Nudge::for_block(delta.as_ref(), sign * beta, &model.readout, labels);
         let mut rp = relax_nudged(model, kernels, free, k, &nudge(1.0), t2, None)?;
         let mut rm = relax_nudged(model, kernels, free, k, &nudge(-1.0), t2, None)?;
         // g = c · (∂Φ(s^−β) − ∂Φ(s^+β))

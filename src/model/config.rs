@@ -51,6 +51,30 @@ pub struct BlockConfig {
     pub alpha: Option<f32>,
 }
 
+impl BlockConfig {
+    /// A block of 3x3/pad-1 convs with the given channel chain (input included), pools
+    /// (`m`/`-` per conv), dense layers, normalisation and last-layer clamping.
+    pub fn new(
+        channels: &[usize],
+        pools: &str,
+        fc: &[usize],
+        norm: Norm,
+        clamp_last: bool,
+    ) -> Self {
+        BlockConfig {
+            channels: channels.to_vec(),
+            pools: pools.into(),
+            kernel: 3,
+            padding: 1,
+            fc: fc.to_vec(),
+            norm,
+            norm_pool: false,
+            clamp_last,
+            alpha: None,
+        }
+    }
+}
+
 fn default_kernel() -> usize {
     3
 }
@@ -313,17 +337,7 @@ mod tests {
     use super::*;
 
     fn block(channels: &[usize], pools: &str, fc: &[usize]) -> BlockConfig {
-        BlockConfig {
-            channels: channels.to_vec(),
-            pools: pools.into(),
-            kernel: 3,
-            padding: 1,
-            fc: fc.to_vec(),
-            norm: Norm::Batchnorm,
-            norm_pool: false,
-            clamp_last: false,
-            alpha: None,
-        }
+        BlockConfig::new(channels, pools, fc, Norm::Batchnorm, false)
     }
 
     #[test]

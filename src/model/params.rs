@@ -392,16 +392,8 @@ mod tests {
     use crate::model::config::BlockConfig;
 
     fn tiny() -> ModelConfig {
-        let b = |ch: &[usize], pools: &str, fc: &[usize], norm: Norm| BlockConfig {
-            channels: ch.to_vec(),
-            pools: pools.into(),
-            kernel: 3,
-            padding: 1,
-            fc: fc.to_vec(),
-            norm,
-            norm_pool: false,
-            clamp_last: false,
-            alpha: None,
+        let b = |ch: &[usize], pools: &str, fc: &[usize], norm: Norm| {
+            BlockConfig::new(ch, pools, fc, norm, false)
         };
         ModelConfig {
             input: [3, 8, 8],

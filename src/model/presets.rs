@@ -44,17 +44,7 @@ pub struct Preset {
 }
 
 fn blk(channels: &[usize], pools: &str, fc: &[usize], norm: Norm, clamp_last: bool) -> BlockConfig {
-    BlockConfig {
-        channels: channels.to_vec(),
-        pools: pools.into(),
-        kernel: 3,
-        padding: 1,
-        fc: fc.to_vec(),
-        norm,
-        norm_pool: false,
-        clamp_last,
-        alpha: None,
-    }
+    BlockConfig::new(channels, pools, fc, norm, clamp_last)
 }
 
 fn bn(channels: &[usize], pools: &str) -> BlockConfig {
@@ -174,60 +164,57 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
         tol: None,
     };
     let mut p = match name {
-        "splitting_small_1block" | "splitting_small_2block" | "splitting_small_3block" => {
-            let n = name.as_bytes()["splitting_small_".len()] - b'0';
+        splitting if NAMES.contains(&splitting) && splitting.starts_with("splitting_") => {
+            let small = splitting.starts_with("splitting_small_");
+            let n = (splitting.as_bytes()["splitting_small_".len()] - b'0') as usize;
+            let tol = splitting.ends_with("_tol");
+            let (blocks, v) = if small {
+                (small_blocks(n), 8.351e-5)
+            } else {
+                (large_blocks(n), 5.9e-5)
+            };
+            let (alpha, algo, lr, epochs) = match (small, tol) {
+                (true, false) => (1.0, small_algo, 1e-4, 200),
+                (true, true) => (
+                    0.65,
+                    AlgoHyper {
+                        t1: 1580,
+                        t2: 20,
+                        beta: 0.2,
+                        tol: Some(1e-6),
+                    },
+                    3e-4,
+                    100,
+                ),
+                (false, false) => (1.0, large_algo, 5e-5, 200),
+                (false, true) => (
+                    0.55,
+                    AlgoHyper {
+                        t1: 1580,
+                        t2: 5,
+                        beta: 0.2,
+                        tol: Some(1e-4),
+                    },
+                    5e-5,
+                    100,
+                ),
+            };
+            let summary = match (small, tol) {
+                (true, false) => "CIFAR-10 splitting experiment (Table 1, small VGG, 6 layers)",
+                (true, true) => {
+                    "CIFAR-10 splitting experiment with tolerance-based free phase (small VGG)"
+                }
+                (false, false) => "CIFAR-10 splitting experiment (Table 1, large VGG, 12 layers)",
+                (false, true) => {
+                    "CIFAR-10 splitting experiment with tolerance-based free phase (large VGG)"
+                }
+            };
             Preset {
-                name: NAMES.iter().find(|&&x| x == name).unwrap(),
-                summary: "CIFAR-10 splitting experiment (Table 1, small VGG, 6 layers)",
-                model: model(small_blocks(n as usize), 1.0, 8.351e-5, 10, c10),
-                algo: small_algo,
-                train: train("cifar10", 128, 1e-4, 200, 1e-6),
-            }
-        }
-        "splitting_small_1block_tol"
-        | "splitting_small_2block_tol"
-        | "splitting_small_3block_tol" => {
-            let n = name.as_bytes()["splitting_small_".len()] - b'0';
-            Preset {
-                name: NAMES.iter().find(|&&x| x == name).unwrap(),
-                summary:
-                    "CIFAR-10 splitting experiment with tolerance-based free phase (small VGG)",
-                model: model(small_blocks(n as usize), 0.65, 8.351e-5, 10, c10),
-                algo: AlgoHyper {
-                    t1: 1580,
-                    t2: 20,
-                    beta: 0.2,
-                    tol: Some(1e-6),
-                },
-                train: train("cifar10", 128, 3e-4, 100, 1e-6),
-            }
-        }
-        "splitting_large_3block" | "splitting_large_4block" | "splitting_large_6block" => {
-            let n = name.as_bytes()["splitting_large_".len()] - b'0';
-            Preset {
-                name: NAMES.iter().find(|&&x| x == name).unwrap(),
-                summary: "CIFAR-10 splitting experiment (Table 1, large VGG, 12 layers)",
-                model: model(large_blocks(n as usize), 1.0, 5.9e-5, 10, c10),
-                algo: large_algo,
-                train: train("cifar10", 128, 5e-5, 200, 1e-6),
-            }
-        }
-        "splitting_large_3block_tol"
-        | "splitting_large_4block_tol"
-        | "splitting_large_6block_tol" => {
-            let n = name.as_bytes()["splitting_large_".len()] - b'0';
-            Preset {
-                name: NAMES.iter().find(|&&x| x == name).unwrap(),
-                summary:
-                    "CIFAR-10 splitting experiment with tolerance-based free phase (large VGG)",
-                model: model(large_blocks(n as usize), 0.55, 5.9e-5, 10, c10),
-                algo: AlgoHyper {
-                    t1: 1580,
-                    t2: 5,
-                    beta: 0.2,
-                    tol: Some(1e-4),
-                },
-                train: train("cifar10", 128, 5e-5, 100, 1e-6),
+                name: NAMES.iter().find(|&&x| x == splitting).expect("listed"),
+                summary,
+                model: model(blocks, alpha, v, 10, c10),
+                algo,
+                train: train("cifar10", 128, lr, epochs, 1e-6),
             }
         }
         "scaling_small" => Preset {

@@ -58,6 +58,26 @@ pub enum Nudge<'a> {
     Current { beta: f32, delta: &'a Tensor },
 }
 
+impl<'a> Nudge<'a> {
+    /// The nudge of a block in EP with signed strength `beta`: the loss for the last block
+    /// (`delta = None`), else the error current `delta` from the block above.
+    pub fn for_block(
+        delta: Option<&'a Tensor>,
+        beta: f32,
+        readout: &'a Synapse,
+        labels: &'a [u32],
+    ) -> Self {
+        match delta {
+            None => Nudge::Loss {
+                beta,
+                readout,
+                labels,
+            },
+            Some(delta) => Nudge::Current { beta, delta },
+        }
+    }
+}
+
 /// Layer states of one block for a batch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockState {

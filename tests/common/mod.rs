@@ -11,17 +11,29 @@ pub fn block(
     norm: Norm,
     clamp_last: bool,
 ) -> BlockConfig {
-    BlockConfig {
-        channels: channels.to_vec(),
-        pools: pools.into(),
-        kernel: 3,
-        padding: 1,
-        fc: fc.to_vec(),
-        norm,
-        norm_pool: false,
-        clamp_last,
-        alpha: None,
-    }
+    BlockConfig::new(channels, pools, fc, norm, clamp_last)
+}
+
+/// The same two-block model as a TOML description (for the command-line tests).
+pub const TINY_MODEL_TOML: &str = "input = [3, 8, 8]\nclasses = 5\nalpha = 0.5\ninit_v = 0.5\n\n[[blocks]]\nchannels = [3, 4, 6]\npools = \"mm\"\nclamp_last = true\n\n[[blocks]]\nchannels = [6, 5]\npools = \"-\"\nfc = [7]\n";
+
+/// Writes a batch file (`x` NCHW float32, `y` int64) for the command line.
+pub fn write_batch(path: &std::path::Path, x: &Tensor, y: &[u32]) {
+    use ffebm::io::tensors::{write_tensor_file, Stored};
+    let items = vec![
+        (
+            "x".to_string(),
+            Stored::F32(ffebm::core::tensor::nhwc_to_nchw(x).unwrap()),
+        ),
+        (
+            "y".to_string(),
+            Stored::I64 {
+                shape: vec![y.len()],
+                data: y.iter().map(|&v| v as i64).collect(),
+            },
+        ),
+    ];
+    write_tensor_file(path, &items, Default::default()).unwrap();
 }
 
 /// Two blocks, 8x8 input, BN and pooling in block 1, a dense layer in block 2.
