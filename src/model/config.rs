@@ -47,7 +47,11 @@ pub struct BlockConfig {
     #[serde(default)]
     pub clamp_last: bool,
     /// Per-block activation slope (overrides the model's `alpha`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "short_f32::option::serialize"
+    )]
     pub alpha: Option<f32>,
 }
 
@@ -91,8 +95,10 @@ pub struct ModelConfig {
     /// Number of classes of the linear readout.
     pub classes: usize,
     /// Activation slope α of the hard sigmoid `clamp(α·x, 0, 1)`.
+    #[serde(serialize_with = "short_f32::serialize")]
     pub alpha: f32,
     /// Variance scale V of the GOE conv initialisation.
+    #[serde(serialize_with = "short_f32::serialize")]
     pub init_v: f32,
     pub blocks: Vec<BlockConfig>,
     /// Convolution algorithm (`auto` = Winograd where it applies).
@@ -410,5 +416,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `bogus`"), "{e:#}");
+    }
+}
+
+/// Serialises an `f32` config value as the `f64` with the same shortest decimal form
+/// (`0.2`, not `0.20000000298023224`), so written configs read as they were typed.
+pub(crate) mod short_f32 {
+    use serde::Serializer;
+
+    fn widen(x: f32) -> f64 {
+        format!("{x}").parse().unwrap_or(x as f64)
+    }
+
+    pub fn serialize<S: Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(widen(*x))
+    }
+
+    /// The same for an optional value (used with `skip_serializing_if = "Option::is_none"`).
+    pub mod option {
+        use serde::Serializer;
+
+        pub fn serialize<S: Serializer>(x: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+            match x {
+                Some(v) => s.serialize_some(&super::widen(*v)),
+                None => s.serialize_none(),
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 use super::optim::{OptimConfig, OptimKind, ScheduleConfig, ScheduleKind};
 use crate::data::DatasetKind;
 use crate::grad::{Algorithm, BnUpdates};
+use crate::model::config::short_f32;
 use crate::model::presets::{preset, Preset};
 use crate::model::ModelConfig;
 use anyhow::{bail, Context, Result};
@@ -22,9 +23,14 @@ pub struct AlgoConfig {
     /// Nudged-phase (EP) or unrolled (ID) sweeps.
     pub t2: usize,
     /// Nudging strength β.
+    #[serde(serialize_with = "short_f32::serialize")]
     pub beta: f32,
     /// Free-phase tolerance; absent = always `t1` sweeps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "short_f32::option::serialize"
+    )]
     pub tol: Option<f32>,
     /// Per-sample tolerance criterion instead of the batch-global one.
     #[serde(default)]
@@ -367,6 +373,18 @@ fn set_path(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_floats_read_as_typed_and_round_trip_exactly() {
+        let sets = vec!["algorithm.tol=1e-4".to_string()];
+        let c = RunConfig::resolve(Some("cifar10_tiny"), None, None, &sets, 0).unwrap();
+        let text = toml::to_string(&c).unwrap();
+        for line in ["beta = 0.2\n", "tol = 0.0001\n", "init_v = 0.00008351\n"] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+        let back: RunConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+    }
 
     #[test]
     fn preset_file_and_sets_compose() {
