@@ -119,9 +119,22 @@ fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
             .lines()
             .filter(|l| l.contains("\"kind\":\"step\""))
             .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                    .as_u64()
-                    .unwrap()
+                let v = serde_json::from_str::<serde_json::Value>(l).unwrap();
+                for key in [
+                    "loss",
+                    "top1",
+                    "top5",
+                    "lr",
+                    "free_sweeps",
+                    "images_per_s",
+                    "time",
+                ] {
+                    assert!(
+                        v[key].as_f64().is_some(),
+                        "{name}: step record lacks {key}: {l}"
+                    );
+                }
+                v["step"].as_u64().unwrap()
             })
             .collect();
         assert_eq!(steps, vec![3, 6, 9, 12, 15, 18], "{name}");

@@ -27,6 +27,7 @@ pub struct StepRecord {
     /// Running mean over the epoch so far.
     pub loss: f64,
     pub top1: f64,
+    pub top5: f64,
     pub lr: f64,
     pub free_sweeps: f64,
     pub images_per_s: f64,

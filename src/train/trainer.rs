@@ -274,9 +274,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             state.step += 1;
             state.batch = i + 1;
             session_steps += 1;
-            let (loss, top1, ips) = (
+            let (loss, top1, top5, ips) = (
                 a.loss_sum / a.samples as f64,
                 100.0 * a.top1 as f64 / a.samples as f64,
+                100.0 * a.top5 as f64 / a.samples as f64,
                 a.samples as f64 / a.seconds.max(1e-9),
             );
             if let Some(b) = &bars.batch {
@@ -291,13 +292,14 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                     step: state.step,
                     loss,
                     top1,
+                    top5,
                     lr,
                     free_sweeps: a.free_sweeps_sum / a.batches as f64,
                     images_per_s: ips,
                     time,
                 })?;
                 if bars.plain {
-                    eprintln!("epoch {} batch {}/{nb} step {}: loss {loss:.4} top1 {top1:.2}% lr {lr:.3e} {ips:.1} img/s", epoch + 1, state.batch, state.step);
+                    eprintln!("epoch {} batch {}/{nb} step {}: loss {loss:.4} top1 {top1:.2}% top5 {top5:.2}% lr {lr:.3e} {ips:.1} img/s", epoch + 1, state.batch, state.step);
                 }
             }
             let stop_now = opts.stop_after_steps.is_some_and(|s| session_steps >= s);
