@@ -4,18 +4,9 @@
 //! beat chance. These are the slowest tests of the suite (about 3 min and 1 min on two
 //! cores). Skipped with a notice when `FFEBM_DATA` is not set.
 
-use ffebm::train::{train, RunConfig, RunSummary, TrainOptions};
-use std::path::PathBuf;
+mod common;
 
-fn data() -> Option<PathBuf> {
-    match std::env::var_os("FFEBM_DATA") {
-        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
-        _ => {
-            eprintln!("skipping: FFEBM_DATA not set");
-            None
-        }
-    }
-}
+use ffebm::train::{train, RunConfig, RunSummary, TrainOptions};
 
 fn run(preset: &str, sets: &[&str]) -> RunSummary {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
@@ -46,7 +37,7 @@ fn run(preset: &str, sets: &[&str]) -> RunSummary {
 /// (measured: 96.9% after epoch 1, 98.0% after epoch 2).
 #[test]
 fn mnist_mlp_with_ep_reaches_95_percent_in_two_epochs() {
-    if data().is_none() {
+    if common::shared_data().is_none() {
         return;
     }
     let report = run("mnist_mlp", &["train.epochs=2"]);
@@ -67,7 +58,7 @@ const MIN_TOP1: f64 = 20.0;
 /// train loss 2.198 -> 2.056 and test top-1 14.6% -> 25.0% on `test-exact1000`.
 #[test]
 fn cifar10_tiny_with_ep_learns_on_a_subset() {
-    if data().is_none() {
+    if common::shared_data().is_none() {
         return;
     }
     let report = run(

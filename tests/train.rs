@@ -2,19 +2,11 @@
 //! middle of one), learning, run-directory contents and errors. Skipped with a notice when
 //! `FFEBM_DATA` is not set.
 
+mod common;
+
 use ffebm::train::metrics::EpochRecord;
 use ffebm::train::{train, RunConfig, TrainOptions};
 use std::path::PathBuf;
-
-fn data() -> Option<PathBuf> {
-    match std::env::var_os("FFEBM_DATA") {
-        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
-        _ => {
-            eprintln!("skipping: FFEBM_DATA not set");
-            None
-        }
-    }
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ffebm-train-{name}-{}", std::process::id()));
@@ -51,7 +43,7 @@ fn strip_time(r: &EpochRecord) -> EpochRecord {
 
 #[test]
 fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
-    if data().is_none() {
+    if common::shared_data().is_none() {
         return;
     }
     let full = train(
@@ -172,7 +164,7 @@ fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
 
 #[test]
 fn id_and_sgd_runs_learn_and_divergence_stops_with_a_hint() {
-    if data().is_none() {
+    if common::shared_data().is_none() {
         return;
     }
     for extra in [

@@ -112,3 +112,14 @@ pub fn total_rel_err(a: &Grads, b: &Grads) -> f64 {
     }
     (d / n).sqrt()
 }
+
+/// The real-data root `$FFEBM_DATA`, or `None` after printing the skip notice.
+pub fn shared_data() -> Option<std::path::PathBuf> {
+    match std::env::var_os("FFEBM_DATA") {
+        Some(d) if !d.is_empty() => Some(std::path::PathBuf::from(d)),
+        _ => {
+            eprintln!("skipping: FFEBM_DATA not set");
+            None
+        }
+    }
+}
