@@ -2,7 +2,10 @@
 
 mod common;
 use common::*;
+use ffebm::io::tensors::write_tensor_file;
+use ffebm::io::weights::{model_tensors, KeyStyle};
 use ffebm::model::{Model, ModelConfig};
+use std::collections::HashMap;
 use std::process::Command;
 
 const MODEL: &str = TINY_MODEL_TOML;
@@ -84,6 +87,49 @@ fn gdd_writes_tables_figures_and_sweeps_and_plot_draws_runs() {
             .unwrap()
             .contains("<svg"));
     }
+    // --checkpoint W (weights of the seed-3 model) under --seed 0 analyses the same model
+    // as --seed 3 without weights: identical reports
+    let seeded = Model::new(ModelConfig::from_toml(MODEL).unwrap(), 3).unwrap();
+    let wpath = d.join("w3.safetensors");
+    write_tensor_file(
+        &wpath,
+        &model_tensors(
+            &seeded,
+            &KeyStyle {
+                synapse0: true,
+                feedforward0: true,
+            },
+        ),
+        HashMap::new(),
+    )
+    .unwrap();
+    let report = |extra: &[&str], dir: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ffebm"))
+            .args(["gdd", "--model", d.join("m.toml").to_str().unwrap()])
+            .args(["--input", d.join("b.safetensors").to_str().unwrap()])
+            .args([
+                "--t1",
+                "10",
+                "--t2",
+                "4",
+                "--beta",
+                "0.05",
+                "--no-transients",
+                "-q",
+            ])
+            .args(["--out", d.join(dir).to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(d.join(dir).join("gdd.csv")).unwrap()
+    };
+    let from_checkpoint = report(
+        &["--seed", "0", "--checkpoint", wpath.to_str().unwrap()],
+        "c",
+    );
+    assert_eq!(from_checkpoint, report(&["--seed", "3"], "s3"));
+    assert_ne!(from_checkpoint, report(&["--seed", "0"], "s0"));
     // plot: a fake run directory with two epochs
     let run = d.join("run");
     std::fs::create_dir_all(&run).unwrap();

@@ -21,7 +21,7 @@ pub struct GddArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Weights: a reference state_dict (safetensors) or an ffebm checkpoint.
-    #[arg(long, alias = "checkpoint")]
+    #[arg(long, visible_alias = "checkpoint")]
     pub weights: Option<PathBuf>,
     /// Batch file (safetensors with `x` NCHW float32 and `y` int); default: the first
     /// --batch-size training images of the preset's dataset.
