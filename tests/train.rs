@@ -82,6 +82,7 @@ fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
                     resume: true,
                     quiet: true,
                     stop_after_steps: Some(s),
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -203,4 +204,71 @@ fn id_and_sgd_runs_learn_and_divergence_stops_with_a_hint() {
         "{msg}"
     );
     let _ = std::fs::remove_dir_all(tmp("nan"));
+}
+
+/// `ffebm train` on Ctrl-C (SIGINT) finishes its step, writes `checkpoint_last`, tells
+/// how to resume and exits with 130; `--resume` then completes the run.
+#[test]
+fn ctrl_c_checkpoints_and_the_run_resumes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = tmp("sigint");
+    let sets = [
+        "data.train_limit=6400",
+        "data.test_limit=200",
+        "data.batch_size=32",
+        "algorithm.t1=6",
+        "algorithm.t2=4",
+        "train.epochs=3",
+        "train.log_every=1",
+    ];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ffebm"));
+    cmd.args(["train", "--preset", "mnist_mlp", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&dir);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        if line.contains("step 3:") {
+            let pid = child.id().to_string();
+            assert!(Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success());
+        }
+        line.clear();
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(
+        log.contains("interrupted after 0 complete epoch(s)")
+            && log.contains(&format!(
+                "resume with: ffebm train --resume {}",
+                dir.display()
+            )),
+        "{log}"
+    );
+    assert!(dir.join("checkpoint_last.safetensors").exists());
+    let o = Command::new(env!("CARGO_BIN_EXE_ffebm"))
+        .args(["train", "--data-dir"])
+        .arg(&data)
+        .arg("--resume")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("finished 3 epochs"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,6 +6,25 @@ use crate::train::trainer::{eval_schedule, LAST};
 use crate::train::{evaluate, train, RunConfig, TrainOptions};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A flag set by the first Ctrl-C (SIGINT/SIGTERM): the trainer then finishes its current
+/// step, writes `checkpoint_last` and returns. A second Ctrl-C exits at once (the last
+/// complete checkpoint stays valid: checkpoints are written atomically).
+fn interrupt_on_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without a new checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(flag)
+}
 
 /// The preset `ffebm train` runs without arguments.
 pub const DEFAULT_PRESET: &str = "cifar10_tiny";
@@ -110,6 +129,7 @@ pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
     if !g.quiet {
         eprintln!("run directory: {}", dir.display());
     }
+    let interrupt = interrupt_on_ctrl_c()?;
     let summary = train(
         cfg,
         TrainOptions {
@@ -117,8 +137,18 @@ pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
             resume,
             quiet: g.quiet,
             stop_after_steps: None,
+            interrupt: Some(interrupt),
         },
     )?;
+    if !summary.completed {
+        let done = summary.epochs.last().map_or(0, |e| e.epoch);
+        eprintln!(
+            "interrupted after {done} complete epoch(s); state saved to {}\nresume with: ffebm train --resume {}",
+            dir.join(LAST).display(),
+            dir.display()
+        );
+        std::process::exit(130);
+    }
     if let Some(last) = summary.epochs.last() {
         println!(
             "finished {} epochs: train top1 {:.2}%, {} top1 {:.2}% (top5 {:.2}%); run directory {}",

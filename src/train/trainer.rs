@@ -18,6 +18,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How to run [`train`].
@@ -29,6 +31,20 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Stop (as if interrupted) after this many optimiser steps in this session.
     pub stop_after_steps: Option<u64>,
+    /// Set from outside (e.g. on Ctrl-C) to stop after the current step: the state is
+    /// checkpointed to `checkpoint_last` and the run can be resumed exactly.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl TrainOptions {
+    /// Whether this session should stop now, after `session_steps` steps.
+    fn should_stop(&self, session_steps: u64) -> bool {
+        self.stop_after_steps.is_some_and(|s| session_steps >= s)
+            || self
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
 }
 
 /// What a finished (or stopped) session leaves.
@@ -302,7 +318,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                     eprintln!("epoch {} batch {}/{nb} step {}: loss {loss:.4} top1 {top1:.2}% top5 {top5:.2}% lr {lr:.3e} {ips:.1} img/s", epoch + 1, state.batch, state.step);
                 }
             }
-            let stop_now = opts.stop_after_steps.is_some_and(|s| session_steps >= s);
+            let stop_now = opts.should_stop(session_steps);
             if state.batch < nb
                 && (stop_now
                     || (cfg.train.checkpoint_every > 0
@@ -375,9 +391,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             save_checkpoint(&dir.join(BEST), &model, &opt, &s, &cfg_toml)?;
         }
         save_checkpoint(&dir.join(LAST), &model, &opt, &s, &cfg_toml)?;
-        if opts.stop_after_steps.is_some_and(|st| session_steps >= st)
-            && state.epoch < cfg.train.epochs
-        {
+        if opts.should_stop(session_steps) && state.epoch < cfg.train.epochs {
             return Ok(RunSummary {
                 run_dir: dir.clone(),
                 epochs: metrics.epochs()?,
