@@ -273,7 +273,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
         "cifar10_tiny" => Preset {
             name: "cifar10_tiny",
             summary:
-                "splitting_small_2block with a quarter of the channels: learns CIFAR-10 in minutes",
+                "splitting_small_2block with a quarter of the channels: 64% CIFAR-10 test top-1 in 10 epochs of ~4.5 min on 2 cores",
             model: model(
                 vec![
                     blk(&[3, 32, 64, 64], "mmm", &[], BN, true),
