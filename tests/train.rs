@@ -272,3 +272,26 @@ fn ctrl_c_checkpoints_and_the_run_resumes() {
     assert!(stdout.contains("finished 3 epochs"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A run that cannot start (here: no data where `data.dir` points) fails naming the file
+/// and leaves no run directory behind.
+#[test]
+fn a_run_that_cannot_start_leaves_no_run_directory() {
+    let dir = tmp("nodata");
+    let missing = tmp("missing-data");
+    let set = format!("data.dir={}", missing.display());
+    let e = train(
+        small_mnist(&[&set]),
+        TrainOptions {
+            run_dir: dir.clone(),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("train-images-idx3-ubyte"),
+        "{e:#}"
+    );
+    assert!(!dir.exists(), "{} was created", dir.display());
+}

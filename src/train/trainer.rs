@@ -190,12 +190,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                 dir.display()
             );
         }
+    }
+    // data and model first: a run that cannot start leaves no run directory behind
+    let data = load_run_data(&cfg.data, cfg.seed, opts.quiet)?;
+    let mut model = Model::new(cfg.model.clone(), cfg.seed)?;
+    if !opts.resume {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create run directory {}", dir.display()))?;
         crate::io::atomic_write(&dir.join("config.toml"), cfg_toml.as_bytes())?;
     }
-    let data = load_run_data(&cfg.data, cfg.seed, opts.quiet)?;
-    let mut model = Model::new(cfg.model.clone(), cfg.seed)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), &model);
     let mut state = if opts.resume {
         load_checkpoint(&dir.join(LAST), &mut model, &mut opt)
