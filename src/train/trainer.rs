@@ -182,14 +182,12 @@ fn mean_sweeps(s: &[usize]) -> f64 {
 pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
     let dir = &opts.run_dir;
     let cfg_toml = cfg.to_toml()?;
-    if !opts.resume {
-        if dir.join(LAST).exists() {
-            anyhow::bail!(
-                "{} already holds a run; continue it with --resume {} or choose another --out",
-                dir.display(),
-                dir.display()
-            );
-        }
+    if !opts.resume && dir.join(LAST).exists() {
+        anyhow::bail!(
+            "{} already holds a run; continue it with --resume {} or choose another --out",
+            dir.display(),
+            dir.display()
+        );
     }
     // data and model first: a run that cannot start leaves no run directory behind
     let data = load_run_data(&cfg.data, cfg.seed, opts.quiet)?;
