@@ -57,6 +57,21 @@ fn gdd_writes_tables_figures_and_sweeps_and_plot_draws_runs() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // progress of the transients as plain lines (stderr is not a terminal), ending at total
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("transients: "))
+        .unwrap_or_else(|| panic!("no progress lines in\n{stderr}"));
+    let (done, total) = last["transients: ".len()..]
+        .split_once(' ')
+        .unwrap()
+        .0
+        .split_once('/')
+        .unwrap();
+    assert_eq!(done, total, "{last}");
+    assert_eq!(total, (model.blocks.len() * 9).to_string(), "{last}");
     let rep: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("gdd.json")).unwrap()).unwrap();
     assert_eq!(

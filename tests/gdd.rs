@@ -25,7 +25,7 @@ fn gdd_cosines_equal_those_of_grad_outputs_and_transients_end_at_the_estimates()
         seed: 1,
         transients: true,
     };
-    let rep = analyse(&model, &kern, &x, &y, &cfg).unwrap();
+    let rep = analyse(&model, &kern, &x, &y, &cfg, &mut |_, _| {}).unwrap();
     // independent: the grad command, once per algorithm
     let d = std::env::temp_dir().join(format!("ffebm-gdd-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();

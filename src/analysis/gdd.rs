@@ -190,12 +190,15 @@ fn ep_transient(
 }
 
 /// Runs the analysis on one batch (BN in training mode, as in a training step).
+/// `progress(done, total)` is called after each truncated ID pair of the transients
+/// (`total` = blocks × (T2 + 1)), the costly part.
 pub fn analyse(
     model: &Model,
     kernels: &[PreparedBlock],
     x: &Tensor,
     labels: &[u32],
     cfg: &GddConfig,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<GddReport> {
     let free = free_phase(model, kernels, x, BnMode::Train, Schedule::fixed(cfg.t1))?;
     let kk = model.blocks.len();
@@ -235,6 +238,7 @@ pub fn analyse(
                 s[k] = t;
                 id_t[0].push(id_from_block(model, kernels, &free, labels, k, &s, true)?.grads);
                 id_t[1].push(id_from_block(model, kernels, &free, labels, k, &s, false)?.grads);
+                progress((kk - 1 - k) * (cfg.t2 + 1) + t + 1, kk * (cfg.t2 + 1));
             }
             for (tr, (id, _)) in tensors.iter_mut().zip(&ep.entries) {
                 if tr.block != k {

@@ -204,6 +204,22 @@ fn figures(out: &Path, rep: &GddReport, blocks: usize, reference: bool, quiet: b
     Ok(())
 }
 
+/// A bar for the transient curves on a terminal (None otherwise or with `--quiet`).
+fn transient_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "  transients [{bar:30}] {pos}/{len} truncated ID runs ({elapsed} < {eta})",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        b
+    })
+}
+
 pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
     let (cfg, preset) = a.model.resolve()?;
     let mut model = Model::new(cfg, g.seed)?;
@@ -243,6 +259,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let kernels = prepare(&model)?;
     let t = std::time::Instant::now();
+    let bar = transient_bar(g.quiet);
     let rep = analyse(
         &model,
         &kernels,
@@ -256,7 +273,22 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
             seed: g.seed,
             transients: !a.no_transients,
         },
+        &mut |done, total| match &bar {
+            Some(b) => {
+                b.set_length(total as u64);
+                b.set_position(done as u64);
+            }
+            // plain lines when not on a terminal
+            None if !g.quiet && (done == total || done % 10 == 0) => eprintln!(
+                "transients: {done}/{total} truncated ID runs ({:.0} s)",
+                t.elapsed().as_secs_f64()
+            ),
+            None => {}
+        },
     )?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     write_tables(&a.out, &rep)?;
     figures(&a.out, &rep, model.blocks.len(), reference, g.quiet)?;
     if !g.quiet {
