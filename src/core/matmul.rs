@@ -105,23 +105,6 @@ pub fn matmul(
     ab_scale: f32,
     par: Par,
 ) {
-    assert_eq!(
-        a.rows, c.rows,
-        "matmul: A has {} rows, C has {}",
-        a.rows, c.rows
-    );
-    assert_eq!(
-        b.cols, c.cols,
-        "matmul: B has {} cols, C has {}",
-        b.cols, c.cols
-    );
-    assert_eq!(
-        a.cols, b.rows,
-        "matmul: A has {} cols, B has {} rows",
-        a.cols, b.rows
-    );
-    a.check("A");
-    b.check("B");
     let cref = MatRef {
         data: c.data,
         rows: c.rows,
@@ -130,62 +113,43 @@ pub fn matmul(
         cs: c.cs,
     };
     cref.check("C");
-    if c.rows == 0 || c.cols == 0 {
-        return;
-    }
-    if a.cols == 0 {
-        if !accumulate {
-            for i in 0..c.rows {
-                for j in 0..c.cols {
-                    c.data[i * c.rs + j * c.cs] = 0.0;
-                }
-            }
-        }
-        return;
-    }
     let parallelism = match par {
-        Par::Seq => gemm::Parallelism::None,
-        Par::Pool => {
-            if rayon::current_num_threads() > 1 {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            }
-        }
+        Par::Pool if rayon::current_num_threads() > 1 => gemm::Parallelism::Rayon(0),
+        _ => gemm::Parallelism::None,
     };
-    // SAFETY: every view was checked to lie within its slice; `c` is uniquely borrowed
-    // and cannot alias `a` or `b` (Rust borrow rules on the slices).
-    unsafe {
-        gemm::gemm(
-            c.rows,
-            c.cols,
-            a.cols,
-            c.data.as_mut_ptr(),
-            c.cs as isize,
-            c.rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            ab_scale,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let c = MatPtr {
+        ptr: c.data.as_mut_ptr(),
+        rows: c.rows,
+        cols: c.cols,
+        rs: c.rs,
+        cs: c.cs,
+    };
+    // SAFETY: `c` was checked to lie within its uniquely borrowed slice, which cannot
+    // alias `a` or `b` (Rust borrow rules on the slices).
+    unsafe { product(c, a, b, accumulate, ab_scale, parallelism) }
 }
 
-/// [`matmul`] into a [`MatPtr`].
+/// [`matmul`] into a [`MatPtr`], on the calling thread.
 ///
 /// # Safety
 /// Every element `(i, j)` of `c` must be valid for reads and writes, and no other thread
 /// may access those elements during the call; `c` must not overlap `a` or `b`.
 pub unsafe fn matmul_ptr(c: MatPtr, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, ab_scale: f32) {
+    product(c, a, b, accumulate, ab_scale, gemm::Parallelism::None)
+}
+
+/// `C ← [C +] ab_scale · A·B` after checking the shapes and `A`, `B` against their slices.
+///
+/// # Safety
+/// As [`matmul_ptr`].
+unsafe fn product(
+    c: MatPtr,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+    ab_scale: f32,
+    parallelism: gemm::Parallelism,
+) {
     assert_eq!(
         a.rows, c.rows,
         "matmul: A has {} rows, C has {}",
@@ -235,7 +199,7 @@ pub unsafe fn matmul_ptr(c: MatPtr, a: MatRef<'_>, b: MatRef<'_>, accumulate: bo
         false,
         false,
         false,
-        gemm::Parallelism::None,
+        parallelism,
     );
 }
 

@@ -81,35 +81,8 @@ pub(crate) fn forward<L: PixelLoad>(
                 .for_each(|row| row.copy_from_slice(bias)),
             None => y.fill(0.0),
         }
-        let yp = SendPtr(y.as_mut_ptr());
-        (0..cout.div_ceil(NBLOCK)).into_par_iter().for_each(|blk| {
-            let (o0, o1) = (blk * NBLOCK, ((blk + 1) * NBLOCK).min(cout));
-            pairs(g, h, w, |uv, p, q| {
-                let a = MatRef {
-                    data: &xin[p * cin..],
-                    rows: b,
-                    cols: cin,
-                    rs: pin * cin,
-                    cs: 1,
-                };
-                let wv = MatRef {
-                    data: &fwd[uv * cin * cout + o0..],
-                    rows: cin,
-                    cols: o1 - o0,
-                    rs: cout,
-                    cs: 1,
-                };
-                let c = MatPtr {
-                    ptr: yp.ptr().wrapping_add(q * cout + o0),
-                    rows: b,
-                    cols: o1 - o0,
-                    rs: pout * cout,
-                    cs: 1,
-                };
-                // SAFETY: `c` lies in `y`; tasks write disjoint channel blocks.
-                unsafe { matmul_ptr(c, a, wv, true, 1.0) };
-            });
-        });
+        let dims = (b, pin, cin, pout, cout);
+        tap_products(g, h, w, xin, fwd, y, dims, |uv, p, q| (uv, p, q));
         if let Some((py, codes, max)) = pool {
             let (ph, pw) = (oh / 2, ow / 2);
             for bi in 0..b {
@@ -144,35 +117,56 @@ pub(crate) fn transposed<L: PixelLoad>(
     with_scratch(rows_len(&dy), |buf| {
         let yin = rows(&dy, buf);
         dx.fill(0.0);
-        let xp = SendPtr(dx.as_mut_ptr());
-        (0..cin.div_ceil(NBLOCK)).into_par_iter().for_each(|blk| {
-            let (c0, c1) = (blk * NBLOCK, ((blk + 1) * NBLOCK).min(cin));
-            pairs(g, h, w, |uv, p, q| {
-                let flipped = (k - 1 - uv / k) * k + (k - 1 - uv % k);
-                let a = MatRef {
-                    data: &yin[q * cout..],
-                    rows: b,
-                    cols: cout,
-                    rs: pout * cout,
-                    cs: 1,
-                };
-                let wv = MatRef {
-                    data: &tr[flipped * cout * cin + c0..],
-                    rows: cout,
-                    cols: c1 - c0,
-                    rs: cin,
-                    cs: 1,
-                };
-                let c = MatPtr {
-                    ptr: xp.ptr().wrapping_add(p * cin + c0),
-                    rows: b,
-                    cols: c1 - c0,
-                    rs: pin * cin,
-                    cs: 1,
-                };
-                // SAFETY: `c` lies in `dx`; tasks write disjoint channel blocks.
-                unsafe { matmul_ptr(c, a, wv, true, 1.0) };
-            });
+        let dims = (b, pout, cout, pin, cin);
+        tap_products(g, h, w, yin, tr, dx, dims, |uv, p, q| {
+            ((k - 1 - uv / k) * k + (k - 1 - uv % k), q, p)
+        });
+    });
+}
+
+/// For every tap pair `(uv, p, q)` of [`pairs`], with `(t, s, d) = route(uv, p, q)`:
+/// `dst[·, d, :] += src[·, s, :] · taps[t]`, where `src` is `[B, S, C_s]`, `dst` is
+/// `[B, D, C_d]` and `taps` is `[T, C_s, C_d]`; parallel over blocks of `C_d`.
+#[allow(clippy::too_many_arguments)]
+fn tap_products(
+    g: ConvGeom,
+    h: usize,
+    w: usize,
+    src: &[f32],
+    taps: &[f32],
+    dst: &mut [f32],
+    (b, s_pixels, cs, d_pixels, cd): (usize, usize, usize, usize, usize),
+    route: impl Fn(usize, usize, usize) -> (usize, usize, usize) + Sync,
+) {
+    assert_eq!(dst.len(), b * d_pixels * cd);
+    let dp = SendPtr(dst.as_mut_ptr());
+    (0..cd.div_ceil(NBLOCK)).into_par_iter().for_each(|blk| {
+        let (c0, c1) = (blk * NBLOCK, ((blk + 1) * NBLOCK).min(cd));
+        pairs(g, h, w, |uv, p, q| {
+            let (t, sp, dpix) = route(uv, p, q);
+            let a = MatRef {
+                data: &src[sp * cs..],
+                rows: b,
+                cols: cs,
+                rs: s_pixels * cs,
+                cs: 1,
+            };
+            let wv = MatRef {
+                data: &taps[t * cs * cd + c0..],
+                rows: cs,
+                cols: c1 - c0,
+                rs: cd,
+                cs: 1,
+            };
+            let c = MatPtr {
+                ptr: dp.ptr().wrapping_add(dpix * cd + c0),
+                rows: b,
+                cols: c1 - c0,
+                rs: d_pixels * cd,
+                cs: 1,
+            };
+            // SAFETY: `c` lies in `dst` (checked length); tasks write disjoint channel blocks.
+            unsafe { matmul_ptr(c, a, wv, true, 1.0) };
         });
     });
 }
