@@ -1,6 +1,6 @@
 //! `ffebm gdd` (static gradient analysis) and `ffebm plot` (training curves).
 
-use super::common::{Global, ModelArgs};
+use super::common::{Global, ModelArgs, PhaseArgs};
 use crate::analysis::gdd::{analyse, beta_sweep, t2_sweep, GddConfig, GddReport};
 use crate::analysis::plot::{
     plot_runs, BarSeries, CosineBars, SweepFigure, SweepSeries, TransientBlock, TransientFigure,
@@ -8,9 +8,7 @@ use crate::analysis::plot::{
 };
 use crate::core::Tensor;
 use crate::data::{Dataset, DatasetKind, Layout, Loader, LoaderOptions, Split, Subset};
-use crate::io::tensors::read_tensor_file;
-use crate::io::weights::load_model_tensors;
-use crate::model::{prepare, Model};
+use crate::model::prepare;
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,9 +18,6 @@ use std::sync::Arc;
 pub struct GddArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Weights: a reference state_dict (safetensors) or an ffebm checkpoint.
-    #[arg(long, visible_alias = "checkpoint")]
-    pub weights: Option<PathBuf>,
     /// Batch file (safetensors with `x` NCHW float32 and `y` int); default: the first
     /// --batch-size training images of the preset's dataset.
     #[arg(long)]
@@ -35,13 +30,8 @@ pub struct GddArgs {
     pub dataset: Option<DatasetKind>,
     #[arg(long, default_value_t = 2)]
     pub batch_size: usize,
-    /// Nudging strength (default: the preset's).
-    #[arg(long)]
-    pub beta: Option<f32>,
-    #[arg(long)]
-    pub t1: Option<usize>,
-    #[arg(long)]
-    pub t2: Option<usize>,
+    #[command(flatten)]
+    pub phases: PhaseArgs,
     /// Tracked coordinates per weight tensor in the transient curves.
     #[arg(long, default_value_t = 4)]
     pub coords: usize,
@@ -221,11 +211,7 @@ fn transient_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
 }
 
 pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
-    let (cfg, preset) = a.model.resolve()?;
-    let mut model = Model::new(cfg, g.seed)?;
-    if let Some(path) = &a.weights {
-        load_model_tensors(&mut model, &read_tensor_file(path)?, path)?;
-    }
+    let (model, preset, _) = a.model.build(g.seed)?;
     let (x, y) = match &a.input {
         Some(p) => super::grad::read_batch(p)?,
         None => {
@@ -239,17 +225,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         }
     };
     crate::model::check_input(&model, &x)?;
-    let algo = preset.as_ref().map(|p| p.algo.clone());
-    let t1 =
-        a.t1.or(algo.as_ref().map(|p| p.t1))
-            .context("--t1 is required with --model")?;
-    let t2 =
-        a.t2.or(algo.as_ref().map(|p| p.t2))
-            .context("--t2 is required with --model")?;
-    let beta = a
-        .beta
-        .or(algo.as_ref().map(|p| p.beta))
-        .context("--beta is required with --model")?;
+    let (t1, t2, beta) = a.phases.resolve(preset.as_ref())?;
     let reference = match a.id_variant.as_str() {
         "exact" => false,
         "reference" => true,

@@ -1,7 +1,9 @@
 //! Options and helpers shared by the commands.
 
+use crate::io::tensors::read_tensor_file;
+use crate::io::weights::{load_model_tensors, KeyStyle};
 use crate::model::presets::{preset, Preset};
-use crate::model::ModelConfig;
+use crate::model::{Model, ModelConfig};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -24,6 +26,39 @@ pub struct ModelArgs {
     /// Number of classes of the readout (default: the preset's dataset).
     #[arg(long)]
     pub classes: Option<usize>,
+    /// Weights: a reference `state_dict` saved as safetensors, or an ffebm checkpoint.
+    /// Without it the model is initialised from --seed.
+    #[arg(long, visible_alias = "checkpoint")]
+    pub weights: Option<PathBuf>,
+}
+
+/// Relaxation lengths and nudging strength of a one-batch command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PhaseArgs {
+    /// Nudging strength β (default: the preset's).
+    #[arg(long)]
+    pub beta: Option<f32>,
+    /// Free-phase sweeps (default: the preset's).
+    #[arg(long)]
+    pub t1: Option<usize>,
+    /// Nudged-phase / unrolled sweeps (default: the preset's).
+    #[arg(long)]
+    pub t2: Option<usize>,
+}
+
+impl PhaseArgs {
+    /// `(T1, T2, β)`: the options given, else the preset's (required with --model).
+    pub fn resolve(&self, preset: Option<&Preset>) -> Result<(usize, usize, f32)> {
+        let algo = preset.map(|p| &p.algo);
+        let need = |name: &str| format!("--{name} is required with --model (no preset defaults)");
+        Ok((
+            self.t1.or(algo.map(|p| p.t1)).with_context(|| need("t1"))?,
+            self.t2.or(algo.map(|p| p.t2)).with_context(|| need("t2"))?,
+            self.beta
+                .or(algo.map(|p| p.beta))
+                .with_context(|| need("beta"))?,
+        ))
+    }
 }
 
 impl ModelArgs {
@@ -48,6 +83,18 @@ impl ModelArgs {
                 "choose a model with --preset NAME (see `ffebm presets`) or --model FILE.toml"
             ),
         }
+    }
+
+    /// The model (initialised from `seed`, then `--weights` loaded over it), its preset,
+    /// and the key names the weights file used.
+    pub fn build(&self, seed: u64) -> Result<(Model, Option<Preset>, KeyStyle)> {
+        let (cfg, preset) = self.resolve()?;
+        let mut model = Model::new(cfg, seed)?;
+        let style = match &self.weights {
+            Some(path) => load_model_tensors(&mut model, &read_tensor_file(path)?, path)?,
+            None => KeyStyle::default(),
+        };
+        Ok((model, preset, style))
     }
 }
 

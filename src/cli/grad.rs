@@ -1,11 +1,11 @@
 //! `ffebm grad`: gradients of one batch, written under the weights file's names.
 
-use super::common::{Global, ModelArgs};
+use super::common::{Global, ModelArgs, PhaseArgs};
 use crate::core::tensor::nchw_to_nhwc;
 use crate::grad::{apply_bn_updates, compute_gradients, Algorithm, BnUpdates, GradConfig};
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
-use crate::io::weights::{grad_tensors, load_model_tensors, model_tensors, KeyStyle};
-use crate::model::{prepare, Model};
+use crate::io::weights::{grad_tensors, model_tensors};
+use crate::model::prepare;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,25 +14,14 @@ use std::path::{Path, PathBuf};
 pub struct GradArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Weights: a reference `state_dict` saved as safetensors, or an ffebm checkpoint.
-    /// Without it the model is initialised from --seed.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
     /// Batch file (safetensors): `x` [B,C,H,W] float32 (normalised), `y` [B] int.
     #[arg(long)]
     pub input: PathBuf,
     /// Gradient estimator.
     #[arg(long, default_value = "ep")]
     pub algo: Algorithm,
-    /// Nudging strength β (default: the preset's).
-    #[arg(long)]
-    pub beta: Option<f32>,
-    /// Free-phase sweeps (default: the preset's).
-    #[arg(long)]
-    pub t1: Option<usize>,
-    /// Nudged-phase / unrolled sweeps (default: the preset's).
-    #[arg(long)]
-    pub t2: Option<usize>,
+    #[command(flatten)]
+    pub phases: PhaseArgs,
     /// Free-phase tolerance (default: the preset's; 0 disables).
     #[arg(long)]
     pub tol: Option<f32>,
@@ -94,29 +83,12 @@ pub fn read_batch(path: &Path) -> Result<(crate::core::Tensor, Vec<u32>)> {
 }
 
 pub fn run(g: &Global, a: GradArgs) -> Result<()> {
-    let (cfg, preset) = a.model.resolve()?;
-    let mut model = Model::new(cfg, g.seed)?;
-    let style = match &a.weights {
-        Some(path) => {
-            let file = read_tensor_file(path)?;
-            load_model_tensors(&mut model, &file, path)?
-        }
-        None => KeyStyle::default(),
-    };
+    let (mut model, preset, style) = a.model.build(g.seed)?;
     let (x, y) = read_batch(&a.input)?;
     crate::model::check_input(&model, &x)
         .with_context(|| format!("batch {}", a.input.display()))?;
     let algo = preset.as_ref().map(|p| p.algo.clone());
-    let pick = |v: Option<usize>, d: Option<usize>, name: &str| {
-        v.or(d)
-            .with_context(|| format!("--{name} is required with --model (no preset defaults)"))
-    };
-    let t1 = pick(a.t1, algo.as_ref().map(|p| p.t1), "t1")?;
-    let t2 = pick(a.t2, algo.as_ref().map(|p| p.t2), "t2")?;
-    let beta = a
-        .beta
-        .or(algo.as_ref().map(|p| p.beta))
-        .context("--beta is required with --model")?;
+    let (t1, t2, beta) = a.phases.resolve(preset.as_ref())?;
     let tol = match a.tol {
         Some(t) if t > 0.0 => Some(t),
         Some(_) => None,
