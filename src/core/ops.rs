@@ -107,41 +107,30 @@ pub fn activate(
     let b = s.dim0();
     let bu = bottom_up.data();
     let td = top_down.map(|t| t.data());
+    let row = |n: usize, srow: &mut [f32], vrow: Option<&mut [f32]>| {
+        activate_row(
+            &bu[n * per..(n + 1) * per],
+            td.map(|t| &t[n * per..(n + 1) * per]),
+            alpha,
+            clamped,
+            srow,
+            vrow,
+            frozen.is_some_and(|f| f[n]),
+        )
+    };
     let rows: Vec<(f64, f64)> = match v {
         Some(v) => s
             .data_mut()
             .par_chunks_mut(per)
             .zip(v.data_mut().par_chunks_mut(per))
             .enumerate()
-            .map(|(n, (srow, vrow))| {
-                let keep = frozen.is_some_and(|f| f[n]);
-                activate_row(
-                    &bu[n * per..(n + 1) * per],
-                    td.map(|t| &t[n * per..(n + 1) * per]),
-                    alpha,
-                    clamped,
-                    srow,
-                    Some(vrow),
-                    keep,
-                )
-            })
+            .map(|(n, (srow, vrow))| row(n, srow, Some(vrow)))
             .collect(),
         None => s
             .data_mut()
             .par_chunks_mut(per)
             .enumerate()
-            .map(|(n, srow)| {
-                let keep = frozen.is_some_and(|f| f[n]);
-                activate_row(
-                    &bu[n * per..(n + 1) * per],
-                    td.map(|t| &t[n * per..(n + 1) * per]),
-                    alpha,
-                    clamped,
-                    srow,
-                    None,
-                    keep,
-                )
-            })
+            .map(|(n, srow)| row(n, srow, None))
             .collect(),
     };
     let mut stats = UpdateStats {
