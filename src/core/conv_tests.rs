@@ -6,44 +6,15 @@
 use super::conv::*;
 use super::im2col::FORCE_ROWS;
 use super::pool::{gather2x2, maxpool2x2, unpool2x2, PoolIndex};
-use super::tensor::Tensor;
-use super::testutil::{assert_close, random_tensor};
+use super::tensor::{nchw_to_nhwc, nhwc_to_nchw, Tensor};
+use super::testutil::{assert_close, naive_conv_nchw, random_tensor};
 use super::winograd::{Mode, FORCE_PLAN};
 
-/// `y[b,i,j,o] = bias[o] + Σ W[o,c,u,v] x[b,i+u-p,j+v-p,c]` in f64 (NHWC, OIHW).
+/// `y[b,i,j,o] = bias[o] + Σ W[o,c,u,v] x[b,i+u-p,j+v-p,c]` in f64 (NHWC, OIHW): the
+/// NCHW naive loop of `testutil` between layout conversions.
 fn naive_fwd(x: &Tensor, w: &Tensor, bias: Option<&[f32]>, pad: usize) -> Tensor {
-    let s = x.shape();
-    let (b, h, wd, cin) = (s[0], s[1], s[2], s[3]);
-    let (cout, k) = (w.shape()[0], w.shape()[2]);
-    let (oh, ow) = (h + 2 * pad + 1 - k, wd + 2 * pad + 1 - k);
-    let mut y = Tensor::zeros(&[b, oh, ow, cout]);
-    for n in 0..b {
-        for i in 0..oh {
-            for j in 0..ow {
-                for o in 0..cout {
-                    let mut acc = bias.map_or(0.0, |bb| bb[o] as f64);
-                    for u in 0..k {
-                        for v in 0..k {
-                            let (iy, ix) = (
-                                (i + u) as isize - pad as isize,
-                                (j + v) as isize - pad as isize,
-                            );
-                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
-                                continue;
-                            }
-                            for c in 0..cin {
-                                acc += w.data()[((o * cin + c) * k + u) * k + v] as f64
-                                    * x.data()[((n * h + iy as usize) * wd + ix as usize) * cin + c]
-                                        as f64;
-                            }
-                        }
-                    }
-                    y.data_mut()[((n * oh + i) * ow + j) * cout + o] = acc as f32;
-                }
-            }
-        }
-    }
-    y
+    let y = naive_conv_nchw(&nhwc_to_nchw(x).unwrap(), w, bias, pad);
+    nchw_to_nhwc(&y).unwrap()
 }
 
 /// `x̄[b,i,j,c] = Σ W[o,c,u,v] ȳ[b,i-u+p,j-v+p,o]` in f64, for an `h × w` input.
