@@ -1,7 +1,7 @@
 //! ImageNet32 pickle / npz reading on tiny committed fixtures
 //! (made by tests/fixtures/data/make_imagenet32_fixtures.py).
 
-mod data_util;
+use crate::data_util;
 
 use std::path::PathBuf;
 

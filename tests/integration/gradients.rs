@@ -2,7 +2,7 @@
 //! (centered EP is O(β²)), determinism, and the caching of the relaxation against a naive
 //! recomputation.
 
-mod common;
+use crate::common;
 use common::*;
 use ffebm::core::Tensor;
 use ffebm::grad::id::id_from_block;

@@ -4,7 +4,7 @@
 //! beat chance. These are the slowest tests of the suite (about 3 min and 1 min on two
 //! cores). Skipped with a notice when `FFEBM_DATA` is not set.
 
-mod common;
+use crate::common;
 
 use ffebm::train::{train, RunConfig, RunSummary, TrainOptions};
 

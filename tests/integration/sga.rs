@@ -2,7 +2,7 @@
 //! EP agrees with ID-exact on every tensor, and with ID-reference except where the
 //! reference ignores a weight's top-down use (the paper reports 0.986 on the dense layer).
 
-mod common;
+use crate::common;
 use common::*;
 use ffebm::grad::*;
 use ffebm::model::{prepare, presets::preset, Model, ParamId};

@@ -2,7 +2,7 @@
 //! files whose checksums the tests compute: success, re-use, checksum mismatch, HTTP errors
 //! and truncated bodies. No internet access is needed.
 
-mod data_util;
+use crate::data_util;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

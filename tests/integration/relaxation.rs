@@ -1,7 +1,7 @@
 //! The cached asynchronous relaxation against a naive one that recomputes every term from
 //! a snapshot; tolerance stopping rules; NaN detection.
 
-mod common;
+use crate::common;
 use common::*;
 use ffebm::core::conv::{conv2d, conv2d_transposed};
 use ffebm::core::dense::{dense_forward, dense_transposed};

@@ -1,6 +1,6 @@
 //! Checks on the real shared data (`FFEBM_DATA`); skipped with a notice when unset.
 
-mod data_util;
+use crate::data_util;
 
 use std::path::PathBuf;
 

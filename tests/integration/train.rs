@@ -2,7 +2,7 @@
 //! middle of one), learning, run-directory contents and errors. Skipped with a notice when
 //! `FFEBM_DATA` is not set.
 
-mod common;
+use crate::common;
 
 use ffebm::train::metrics::EpochRecord;
 use ffebm::train::{train, RunConfig, TrainOptions};

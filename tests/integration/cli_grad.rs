@@ -1,7 +1,7 @@
 //! `ffebm grad` end to end: a TOML model, a batch file, reference key names in and out,
 //! errors naming the key, and agreement with the library.
 
-mod common;
+use crate::common;
 use common::*;
 use ffebm::core::tensor::nhwc_to_nchw;
 use ffebm::grad::{compute_gradients, Algorithm, BnUpdates, GradConfig};

@@ -2,7 +2,7 @@
 //! `ffebm grad` outputs, the transients end at the full estimates, and centered EP's
 //! error is O(β²) on a smooth model.
 
-mod common;
+use crate::common;
 use common::*;
 use ffebm::analysis::gdd::{agreement, analyse, beta_sweep, GddConfig};
 use ffebm::io::tensors::{read_tensor_file, write_tensor_file};

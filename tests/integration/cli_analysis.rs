@@ -1,6 +1,6 @@
 //! `ffebm gdd` and `ffebm plot` end to end: tables, figures and sweeps are written.
 
-mod common;
+use crate::common;
 use common::*;
 use ffebm::io::tensors::write_tensor_file;
 use ffebm::io::weights::{model_tensors, KeyStyle};

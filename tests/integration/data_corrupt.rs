@@ -1,6 +1,6 @@
 //! Corrupt and missing files give errors that name the file and the expectation.
 
-mod data_util;
+use crate::data_util;
 
 use std::path::PathBuf;
 
