@@ -213,3 +213,90 @@ pub fn ff_vjp(
     conv2d_transposed(&g_conv, conv, &mut dx)?;
     Ok(Some(dx))
 }
+
+/// When BatchNorm running statistics are updated during a training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnUpdates {
+    /// Once per batch, from the free-phase drive (SPEC §4).
+    #[default]
+    OncePerBatch,
+    /// At every evaluation of the feedforward transform, as the reference does.
+    ReferenceCompat,
+}
+
+/// Evaluations of block `block`'s transform in training mode with batch statistics `stats`
+/// (`count` times: the reference implementation re-evaluates `F` at every sweep).
+#[derive(Clone, Debug)]
+pub struct TransformEvals {
+    pub block: usize,
+    pub stats: BnBatchStats,
+    pub count: usize,
+}
+
+/// BatchNorm running-statistics updates owed by a step: `times` updates of block `block`
+/// with `stats`.
+#[derive(Clone, Debug)]
+pub struct BnUpdate {
+    pub block: usize,
+    pub stats: BnBatchStats,
+    pub times: usize,
+}
+
+/// The running-statistics updates of a training step under `policy`, from the transform
+/// evaluations of the free phase (`free`, one entry per block with BN, in block order) and of
+/// the gradient estimator (`estimator`).
+pub fn running_stat_updates(
+    policy: BnUpdates,
+    free: &[TransformEvals],
+    estimator: &[TransformEvals],
+) -> Vec<BnUpdate> {
+    match policy {
+        BnUpdates::OncePerBatch => free
+            .iter()
+            .map(|e| BnUpdate {
+                block: e.block,
+                stats: e.stats.clone(),
+                times: 1,
+            })
+            .collect(),
+        BnUpdates::ReferenceCompat => {
+            let mut out: Vec<BnUpdate> = Vec::new();
+            for e in free.iter().chain(estimator) {
+                // consecutive evaluations with the same statistics merge (same result)
+                match out
+                    .iter_mut()
+                    .rev()
+                    .find(|u| u.block == e.block)
+                    .filter(|u| u.stats == e.stats)
+                {
+                    Some(u) => u.times += e.count,
+                    None => out.push(BnUpdate {
+                        block: e.block,
+                        stats: e.stats.clone(),
+                        times: e.count,
+                    }),
+                }
+            }
+            out.sort_by_key(|u| u.block);
+            out
+        }
+    }
+}
+
+/// Applies the running-statistics updates of a training step to `model`.
+pub fn apply_bn_updates(model: &mut super::Model, updates: &[BnUpdate]) {
+    for u in updates {
+        if let Some(bn) = model.blocks[u.block].bn.as_mut() {
+            for _ in 0..u.times {
+                crate::core::batchnorm::update_running_stats(
+                    &u.stats,
+                    BatchNorm::MOMENTUM,
+                    bn.running_mean.data_mut(),
+                    bn.running_var.data_mut(),
+                );
+                bn.num_batches_tracked += 1;
+            }
+        }
+    }
+}

@@ -2,23 +2,9 @@
 //! minutes on 2 cores.
 
 use super::config::{BlockConfig, ModelConfig, Norm};
+use crate::grad::AlgoConfig;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-
-/// Relaxation and EP hyper-parameters of a preset.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlgoHyper {
-    /// Free-phase sweeps (the cap when `tol` is set).
-    pub t1: usize,
-    /// Sweeps of each nudged phase (EP) / of the unrolled computation (ID).
-    pub t2: usize,
-    /// Nudging strength β.
-    pub beta: f32,
-    /// Free-phase tolerance (SPEC §1.3); `None` = always `t1` sweeps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tol: Option<f32>,
-}
 
 /// Training hyper-parameters of a preset (SPEC §4, §6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,7 +25,8 @@ pub struct Preset {
     pub name: &'static str,
     pub summary: &'static str,
     pub model: ModelConfig,
-    pub algo: AlgoHyper,
+    /// Estimator and relaxation settings (EP by default).
+    pub algo: AlgoConfig,
     pub train: TrainHyper,
 }
 
@@ -151,18 +138,8 @@ fn large_blocks(n: usize) -> Vec<BlockConfig> {
 /// The preset `name` with a readout of `classes` outputs (`None` = the preset's dataset).
 pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
     let c10 = [3, 32, 32];
-    let small_algo = AlgoHyper {
-        t1: 60,
-        t2: 20,
-        beta: 0.2,
-        tol: None,
-    };
-    let large_algo = AlgoHyper {
-        t1: 20,
-        t2: 5,
-        beta: 0.2,
-        tol: None,
-    };
+    let small_algo = AlgoConfig::ep(60, 20, 0.2);
+    let large_algo = AlgoConfig::ep(20, 5, 0.2);
     let mut p = match name {
         splitting if NAMES.contains(&splitting) && splitting.starts_with("splitting_") => {
             let small = splitting.starts_with("splitting_small_");
@@ -177,11 +154,9 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 (true, false) => (1.0, small_algo, 1e-4, 200),
                 (true, true) => (
                     0.65,
-                    AlgoHyper {
-                        t1: 1580,
-                        t2: 20,
-                        beta: 0.2,
+                    AlgoConfig {
                         tol: Some(1e-6),
+                        ..AlgoConfig::ep(1580, 20, 0.2)
                     },
                     3e-4,
                     100,
@@ -189,11 +164,9 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 (false, false) => (1.0, large_algo, 5e-5, 200),
                 (false, true) => (
                     0.55,
-                    AlgoHyper {
-                        t1: 1580,
-                        t2: 5,
-                        beta: 0.2,
+                    AlgoConfig {
                         tol: Some(1e-4),
+                        ..AlgoConfig::ep(1580, 5, 0.2)
                     },
                     5e-5,
                     100,
@@ -234,12 +207,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 100,
                 c10,
             ),
-            algo: AlgoHyper {
-                t1: 15,
-                t2: 5,
-                beta: 0.2,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(15, 5, 0.2),
             train: train("cifar100", 256, 5e-5, 200, 5e-7),
         },
         "scaling_large" => Preset {
@@ -262,12 +230,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 100,
                 c10,
             ),
-            algo: AlgoHyper {
-                t1: 15,
-                t2: 5,
-                beta: 0.2,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(15, 5, 0.2),
             train: train("cifar100", 256, 2e-5, 100, 1e-7),
         },
         "cifar10_tiny" => Preset {
@@ -284,12 +247,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 10,
                 c10,
             ),
-            algo: AlgoHyper {
-                t1: 30,
-                t2: 10,
-                beta: 0.2,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(30, 10, 0.2),
             train: train("cifar10", 128, 5e-4, 10, 1e-6),
         },
         "mnist_mlp" => Preset {
@@ -303,12 +261,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 10,
                 [1, 32, 32],
             ),
-            algo: AlgoHyper {
-                t1: 20,
-                t2: 8,
-                beta: 0.5,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(20, 8, 0.5),
             train: train("mnist", 64, 1e-3, 2, 1e-5),
         },
         "static_gradient_analysis" => Preset {
@@ -328,12 +281,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 10,
                 c10,
             ),
-            algo: AlgoHyper {
-                t1: 15,
-                t2: 20,
-                beta: 0.02,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(15, 20, 0.02),
             train: train("cifar10", 2, 5e-5, 1, 1e-6),
         },
         other => {

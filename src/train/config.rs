@@ -4,41 +4,14 @@
 
 use super::optim::{OptimConfig, OptimKind, ScheduleConfig, ScheduleKind};
 use crate::data::DatasetKind;
-use crate::grad::{Algorithm, BnUpdates};
-use crate::model::config::short_f32;
+pub use crate::grad::AlgoConfig;
+#[cfg(test)]
+use crate::grad::Algorithm;
 use crate::model::presets::{preset, Preset};
 use crate::model::ModelConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-/// Gradient estimator and relaxation settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlgoConfig {
-    /// `ep`, `id-exact` or `id-reference`.
-    pub name: Algorithm,
-    /// Free-phase sweeps (the cap when `tol` is set); also used for evaluation.
-    pub t1: usize,
-    /// Nudged-phase (EP) or unrolled (ID) sweeps.
-    pub t2: usize,
-    /// Nudging strength β.
-    #[serde(serialize_with = "short_f32::serialize")]
-    pub beta: f32,
-    /// Free-phase tolerance; absent = always `t1` sweeps.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "short_f32::option::serialize"
-    )]
-    pub tol: Option<f32>,
-    /// Per-sample tolerance criterion instead of the batch-global one.
-    #[serde(default)]
-    pub per_sample_tol: bool,
-    /// `once-per-batch` (default) or `reference-compat` (update at every sweep).
-    #[serde(default)]
-    pub bn_updates: BnUpdates,
-}
 
 /// Dataset and input pipeline settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,15 +85,7 @@ impl RunConfig {
             preset: Some(p.name.to_string()),
             seed,
             model: p.model.clone(),
-            algorithm: AlgoConfig {
-                name: Algorithm::Ep,
-                t1: p.algo.t1,
-                t2: p.algo.t2,
-                beta: p.algo.beta,
-                tol: p.algo.tol,
-                per_sample_tol: false,
-                bn_updates: BnUpdates::OncePerBatch,
-            },
+            algorithm: p.algo.clone(),
             data: DataConfig {
                 dataset: kind,
                 dir: None,
@@ -203,12 +168,7 @@ impl RunConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
         self.model.layouts().context("model")?;
-        let a = &self.algorithm;
-        anyhow::ensure!(a.t1 >= 1, "algorithm.t1 must be at least 1");
-        anyhow::ensure!(
-            a.name != Algorithm::Ep || (a.beta != 0.0 && a.beta.is_finite()),
-            "algorithm.beta must be non-zero for EP"
-        );
+        self.algorithm.validate()?;
         anyhow::ensure!(
             self.data.batch_size >= 1,
             "data.batch_size must be at least 1"

@@ -9,7 +9,8 @@ use super::optim::Optimizer;
 use crate::core::loss::{softmax_cross_entropy, topk_correct};
 use crate::core::Tensor;
 use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions, Subset};
-use crate::grad::{apply_bn_updates, compute_gradients, free_phase, GradConfig};
+use crate::grad::{compute_gradients, free_phase};
+use crate::model::feedforward::apply_bn_updates;
 use crate::model::feedforward::BnMode;
 use crate::model::{prepare, Model};
 use crate::relax::Schedule;
@@ -153,25 +154,9 @@ impl Bars {
     }
 }
 
-fn grad_config(cfg: &RunConfig) -> GradConfig {
-    let a = &cfg.algorithm;
-    GradConfig {
-        t1: a.t1,
-        t2: a.t2,
-        beta: a.beta,
-        tol: a.tol,
-        per_sample_tol: a.per_sample_tol,
-        bn_updates: a.bn_updates,
-    }
-}
-
 /// The free-phase schedule used for evaluation.
 pub fn eval_schedule(cfg: &RunConfig) -> Schedule {
-    Schedule {
-        sweeps: cfg.algorithm.t1,
-        tol: cfg.algorithm.tol,
-        per_sample: cfg.algorithm.per_sample_tol,
-    }
+    cfg.algorithm.free_schedule()
 }
 
 fn mean_sweeps(s: &[usize]) -> f64 {
@@ -236,7 +221,6 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
     }
     let session = Instant::now();
     let mut session_steps = 0u64;
-    let gc = grad_config(&cfg);
     let ebs = cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size);
     while state.epoch < cfg.train.epochs {
         let epoch = state.epoch;
@@ -261,7 +245,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             let y = batch.y.clone();
             let x = batch_tensor(batch)?;
             let kernels = prepare(&model)?;
-            let out = compute_gradients(&model, &kernels, &x, &y, cfg.algorithm.name, &gc)
+            let out = compute_gradients(&model, &kernels, &x, &y, &cfg.algorithm)
                 .map_err(|e| stopped(e, epoch, i, state.step, dir))?;
             if let Some((id, _)) = out
                 .grads
