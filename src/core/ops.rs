@@ -54,6 +54,11 @@ pub fn lin_comb(
     Ok(())
 }
 
+/// `x ← max(x, lo)` element-wise.
+pub fn clamp_min(x: &mut Tensor, lo: f32) {
+    x.data_mut().iter_mut().for_each(|v| *v = v.max(lo));
+}
+
 /// `Σ x²` in f64.
 pub fn sum_sq(x: &Tensor) -> f64 {
     x.data().iter().map(|&v| (v as f64) * (v as f64)).sum()

@@ -18,7 +18,9 @@ pub use layer::{LayerKind, NoMinimumError};
 pub use nudge::Nudge;
 
 use crate::core::Tensor;
-use crate::model::{Block, CouplingKind, LayerShape, Model, PackedCoupling, PreparedBlock};
+use crate::model::{
+    Block, BlockKind, CouplingKind, LayerShape, Model, PackedCoupling, PreparedBlock,
+};
 use anyhow::Result;
 
 /// Layer states of one block for a batch.
@@ -151,10 +153,67 @@ impl<'a> EnergyBlock<'a> {
         EnergyBlock::new(k, kinds, layout.layers.clone(), terms)
     }
 
+    /// The resistive block `k` of `model`: layers of diodes and a linear output, the
+    /// conductances into each layer (from the input voltages for layer 0) and a bias (current
+    /// source) on each layer.
+    pub fn resistive(model: &'a Model, kernels: &'a [PreparedBlock], k: usize) -> Self {
+        let block: &'a Block = &model.blocks[k];
+        let layout = &block.layout;
+        let n = layout.layers.len();
+        let kinds = (0..n)
+            .map(|l| {
+                if l + 1 < n {
+                    LayerKind::Diode
+                } else {
+                    LayerKind::Linear
+                }
+            })
+            .collect();
+        let mut couplings: Vec<Box<dyn Interaction + 'a>> = Vec::new();
+        let mut biases: Vec<Box<dyn Interaction + 'a>> = Vec::new();
+        for (l, (syn, packed)) in block
+            .couplings
+            .iter()
+            .zip(&kernels[k].couplings)
+            .enumerate()
+        {
+            let PackedCoupling::Resistive {
+                dense,
+                row_sums,
+                col_sums,
+            } = packed
+            else {
+                unreachable!("resistive blocks have resistive couplings")
+            };
+            couplings.push(Box::new(terms::ResistiveCoupling {
+                block: k,
+                index: l + 1,
+                pre: l.checked_sub(1),
+                post: l,
+                packed: dense,
+                row_sums,
+                col_sums,
+                gain: layout.gain,
+                duplicate: layout.duplicate,
+            }));
+            biases.push(Box::new(terms::LayerBias {
+                block: k,
+                index: l + 1,
+                layer: l,
+                bias: syn.bias.as_ref().expect("resistive layers have a bias"),
+            }));
+        }
+        couplings.extend(biases);
+        EnergyBlock::new(k, kinds, layout.layers.clone(), couplings)
+    }
+
     /// Every block of `model`.
     pub fn all(model: &'a Model, kernels: &'a [PreparedBlock]) -> Vec<Self> {
         (0..model.blocks.len())
-            .map(|k| EnergyBlock::hopfield(model, kernels, k))
+            .map(|k| match model.blocks[k].layout.kind {
+                BlockKind::Hopfield => EnergyBlock::hopfield(model, kernels, k),
+                BlockKind::Resistive => EnergyBlock::resistive(model, kernels, k),
+            })
             .collect()
     }
 

@@ -2,12 +2,12 @@
 //! energy-based blocks of a model, assembled once per step), the free phase (SPEC §2.1),
 //! backpropagation through a feedforward transform, and the readout at the end of the chain.
 
-use crate::core::loss::{softmax_cross_entropy, CrossEntropy};
+use crate::core::loss::{softmax_cross_entropy, squared_error, Losses};
 use crate::core::Tensor;
 use crate::energy::{BlockState, EnergyBlock, Nudge};
 use crate::model::feedforward::{ff_forward, ff_vjp, BnMode, FfCache, FfGrads, TransformEvals};
-use crate::model::readout::{accumulate_readout_grads, logits, loss_and_state_grad};
-use crate::model::{Grads, Model, ParamId, PreparedBlock};
+use crate::model::readout::{accumulate_readout_grads, model_logits, model_loss_and_state_grad};
+use crate::model::{CostKind, Grads, Model, ParamId, PreparedBlock};
 use crate::relax::{relax, NonFiniteError, Order, Relaxation, Schedule};
 use anyhow::{Context, Result};
 
@@ -37,28 +37,33 @@ impl<'a> Chain<'a> {
         self.blocks.is_empty()
     }
 
-    /// The cost term `β·C` on the last layer of block `k`: the loss for the last block,
-    /// else the error current `delta` from the block above.
+    /// The cost term `β·C` on the last layer of block `k`: the loss for the last block
+    /// (cross-entropy through the readout, or squared error on the layer), else the error
+    /// current `delta` from the block above.
     pub fn nudge<'n>(
         &self,
         k: usize,
         beta: f32,
         delta: Option<&'n Tensor>,
         labels: &'n [u32],
-    ) -> Nudge<'n>
+    ) -> Result<Nudge<'n>>
     where
         'a: 'n,
     {
         let layer = self.blocks[k].len() - 1;
-        match delta {
-            None => Nudge::CrossEntropy {
+        Ok(match (delta, &self.model.readout) {
+            (Some(delta), _) => Nudge::Current { beta, layer, delta },
+            (None, Some(readout)) => Nudge::CrossEntropy {
                 beta,
                 layer,
-                readout: &self.model.readout,
+                readout,
                 labels,
             },
-            Some(delta) => Nudge::Current { beta, layer, delta },
-        }
+            (None, None) => {
+                let f = self.blocks[k].shapes[layer].numel();
+                Nudge::squared_error(beta, layer, labels, f)?
+            }
+        })
     }
 
     /// The loss of each sample at the last block's last layer and `∂(scale·Σ_b ℓ_b)/∂s_n`.
@@ -67,11 +72,12 @@ impl<'a> Chain<'a> {
         s_last: &Tensor,
         labels: &[u32],
         scale: f32,
-    ) -> Result<(CrossEntropy, Tensor)> {
-        loss_and_state_grad(&self.model.readout, s_last, labels, scale)
+    ) -> Result<(Losses, Tensor)> {
+        model_loss_and_state_grad(self.model, s_last, labels, scale)
     }
 
-    /// Accumulates `scale · ∂(Σ_b ℓ_b)/∂θ_readout` at `s_last` into `grads`.
+    /// Accumulates `scale · ∂(Σ_b ℓ_b)/∂θ_readout` at `s_last` into `grads` (nothing without
+    /// a readout).
     pub fn accumulate_readout(
         &self,
         s_last: &Tensor,
@@ -79,8 +85,10 @@ impl<'a> Chain<'a> {
         scale: f32,
         grads: &mut Grads,
     ) -> Result<()> {
-        let (gw, gb) = readout_grads(grads);
-        accumulate_readout_grads(&self.model.readout, s_last, labels, scale, gw, gb)?;
+        if let Some(readout) = &self.model.readout {
+            let (gw, gb) = readout_grads(grads);
+            accumulate_readout_grads(readout, s_last, labels, scale, gw, gb)?;
+        }
         Ok(())
     }
 
@@ -94,6 +102,10 @@ impl<'a> Chain<'a> {
         grads: &mut Grads,
     ) -> Result<Option<Tensor>> {
         let block = &self.model.blocks[k];
+        let Some(ff) = &block.ff else {
+            // the identity transform: no parameters
+            return Ok((k > 0).then(|| g_u.clone()));
+        };
         let id = |index, bias| ParamId::Synapse {
             block: k,
             index,
@@ -102,8 +114,7 @@ impl<'a> Chain<'a> {
         let bn = |bias| ParamId::Bn { block: k, bias };
         // take the tensors out to hand out several &mut at once
         let mut w = std::mem::take(grads.get_mut(id(0, false)));
-        let mut b = block
-            .ff
+        let mut b = ff
             .bias
             .as_ref()
             .map(|_| std::mem::take(grads.get_mut(id(0, true))));
@@ -117,7 +128,7 @@ impl<'a> Chain<'a> {
             .map(|_| std::mem::take(grads.get_mut(bn(true))));
         let dx = ff_vjp(
             block,
-            &self.kernels[k].ff,
+            self.kernels[k].ff.as_ref(),
             cache,
             g_u,
             k > 0,
@@ -167,13 +178,20 @@ pub struct FreePhase {
     pub sweeps: Vec<usize>,
     /// Per-sample criterion: the sweep at which each sample of each block stopped.
     pub sample_sweeps: Vec<Vec<usize>>,
+    /// Output scores: the readout's logits, or the last layer (squared-error cost).
     pub logits: Tensor,
+    pub cost: CostKind,
 }
 
 impl FreePhase {
-    /// Cross-entropy of the free logits.
-    pub fn loss(&self, labels: &[u32]) -> Result<CrossEntropy> {
-        softmax_cross_entropy(&self.logits, labels)
+    /// Per-sample cost of the free state.
+    pub fn loss(&self, labels: &[u32]) -> Result<Losses> {
+        match self.cost {
+            CostKind::CrossEntropy => Ok(Losses {
+                losses: softmax_cross_entropy(&self.logits, labels)?.losses,
+            }),
+            CostKind::SquaredError => squared_error(&self.logits, labels),
+        }
     }
 
     /// Transform evaluations of the free phase, as the reference counts them (one per sweep).
@@ -211,11 +229,12 @@ pub fn free_phase_with(
         sweeps: Vec::new(),
         sample_sweeps: Vec::new(),
         logits: Tensor::default(),
+        cost: model.config.cost,
     };
     let mut input = x.clone();
     for (k, (block, kern)) in model.blocks.iter().zip(chain.kernels).enumerate() {
         let mut cache = FfCache::default();
-        let drive = ff_forward(block, &kern.ff, &input, mode, &mut cache)
+        let drive = ff_forward(block, kern.ff.as_ref(), &input, mode, &mut cache)
             .with_context(|| format!("block {k}: feedforward transform"))?;
         let first = match start {
             Some(s) => s[k].clone(),
@@ -234,7 +253,7 @@ pub fn free_phase_with(
         out.drives.push(drive);
         out.ff.push(cache);
     }
-    out.logits = logits(&model.readout, out.states.last().expect("blocks").last())?;
+    out.logits = model_logits(model, out.states.last().expect("blocks").last())?;
     Ok(out)
 }
 

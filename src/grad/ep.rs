@@ -133,8 +133,12 @@ fn run(
     let mut currents = vec![None; kk];
     let mut delta: Option<Tensor> = None;
     for k in (0..kk).rev() {
-        let nudge = |b: f32| (b != 0.0).then(|| chain.nudge(k, b, delta.as_ref(), labels));
-        let (na, nb) = (nudge(beta_a), nudge(beta_b));
+        let nudge = |b: f32| {
+            (b != 0.0)
+                .then(|| chain.nudge(k, b, delta.as_ref(), labels))
+                .transpose()
+        };
+        let (na, nb) = (nudge(beta_a)?, nudge(beta_b)?);
         let g_u = match visit.as_deref_mut() {
             None => {
                 let mut ra = phase(chain, free, k, na.as_ref(), ep, ep.t2)?;

@@ -85,7 +85,7 @@ pub fn id_from_block(
         let mut cache = FfCache::default();
         let drive = ff_forward(
             block,
-            &chain.kernels[k].ff,
+            chain.kernels[k].ff.as_ref(),
             &input,
             BnMode::Train,
             &mut cache,

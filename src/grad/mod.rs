@@ -177,6 +177,19 @@ pub fn compute_gradients(
     labels: &[u32],
     cfg: &AlgoConfig,
 ) -> Result<StepOutput> {
+    compute_gradients_from(model, kernels, x, labels, cfg, None)
+}
+
+/// [`compute_gradients`] with the free phase started from `start` (a warm start) instead of
+/// zero states.
+pub fn compute_gradients_from(
+    model: &Model,
+    kernels: &[PreparedBlock],
+    x: &Tensor,
+    labels: &[u32],
+    cfg: &AlgoConfig,
+    start: Option<&[crate::relax::BlockState]>,
+) -> Result<StepOutput> {
     anyhow::ensure!(
         labels.len() == x.dim0(),
         "{} labels for a batch of {}",
@@ -190,7 +203,7 @@ pub fn compute_gradients(
         BnMode::Train,
         cfg.free_schedule(),
         cfg.free_order,
-        None,
+        start,
     )?;
     let loss = free.loss(labels)?.mean();
     let est = estimator(cfg).gradients(&chain, &free, labels)?;

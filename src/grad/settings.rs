@@ -70,6 +70,10 @@ pub struct AlgoConfig {
     /// `once-per-batch` (default) or `reference-compat` (update at every sweep).
     #[serde(default)]
     pub bn_updates: BnUpdates,
+    /// Training: start each batch's free phase from the previous batch's free states
+    /// (energy-based-learning does this) instead of zero; evaluation always starts from zero.
+    #[serde(default)]
+    pub warm_start: bool,
 }
 
 fn odd_first() -> Order {
@@ -91,6 +95,7 @@ impl AlgoConfig {
             free_order: Order::EvenFirst,
             nudged_order: Order::OddFirst,
             bn_updates: BnUpdates::OncePerBatch,
+            warm_start: false,
         }
     }
 

@@ -79,19 +79,25 @@ fn bn_forward(
     Ok(())
 }
 
-/// `u = F(x)` for channels-last `x`; fills `cache` for [`ff_vjp`].
+/// `u = F(x)` for channels-last `x`; fills `cache` for [`ff_vjp`]. Without a conv (`conv =
+/// None`, a resistive block fed directly) `F` is the identity.
 pub fn ff_forward(
     block: &Block,
-    conv: &PackedConv,
+    conv: Option<&PackedConv>,
     x: &Tensor,
     mode: BnMode,
     cache: &mut FfCache,
 ) -> Result<Tensor> {
     let l = &block.layout;
     cache.input.assign(x);
+    let (Some(conv), Some(ff)) = (conv, block.ff.as_ref()) else {
+        cache.pool = None;
+        cache.bn_stats = None;
+        return Ok(x.clone());
+    };
     let mut u = Tensor::default();
     let mut tmp = Tensor::default();
-    let bias = block.ff.bias.as_ref().map(|b| b.data());
+    let bias = ff.bias.as_ref().map(|b| b.data());
     match (l.norm, &block.bn) {
         (Norm::Batchnorm, Some(bn)) if l.norm_pool => {
             conv2d(x, conv, bias, &mut tmp)?;
@@ -153,13 +159,17 @@ fn unpool_or_copy(g: &Tensor, idx: &Option<PoolIndex>) -> Result<Tensor> {
 /// Requires a training-mode forward (`cache.bn_stats` set) when the block has BN.
 pub fn ff_vjp(
     block: &Block,
-    conv: &PackedConv,
+    conv: Option<&PackedConv>,
     cache: &FfCache,
     g_u: &Tensor,
     want_dx: bool,
     grads: Option<FfGrads<'_>>,
 ) -> Result<Option<Tensor>> {
     let l = &block.layout;
+    let Some(conv) = conv else {
+        // the identity
+        return Ok(want_dx.then(|| g_u.clone()));
+    };
     let mut bn_g = block
         .bn
         .as_ref()

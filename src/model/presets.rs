@@ -1,22 +1,32 @@
 //! Built-in presets: the paper's experiments (SPEC §6) and small ones that learn in
 //! minutes on 2 cores.
 
-use super::config::{BlockConfig, ModelConfig, Norm};
+use super::config::{BlockConfig, CostKind, ModelConfig, Norm};
 use crate::grad::AlgoConfig;
+use crate::relax::Order;
+use crate::train::optim::{OptimConfig, OptimKind, ScheduleConfig, ScheduleKind};
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 
 /// Training hyper-parameters of a preset (SPEC §4, §6).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TrainHyper {
     pub dataset: String,
     pub batch_size: usize,
-    pub lr: f64,
     pub epochs: usize,
-    /// Cosine schedule period and floor.
-    pub t_max: usize,
-    pub lr_min: f64,
+    /// Optimiser (its `lr` is the initial learning rate) and learning-rate schedule.
+    pub optim: OptimConfig,
+    pub schedule: ScheduleConfig,
+    /// Normalise pixels with the dataset's constants (else `[0, 1]`).
+    pub normalize: bool,
+    /// Zero-pad 28x28 images to 32x32.
+    pub pad_to_32: bool,
+}
+
+impl TrainHyper {
+    /// The initial learning rate.
+    pub fn lr(&self) -> f64 {
+        self.optim.lr
+    }
 }
 
 /// A named, complete experiment description.
@@ -60,7 +70,58 @@ pub const NAMES: &[&str] = &[
     "scaling_small",
     "scaling_large",
     "static_gradient_analysis",
+    "drn_xs",
+    "drn_1h",
+    "cifar10_drn",
 ];
+
+/// energy-based-learning's `papers/fast-drn` training of deep resistive networks on MNIST:
+/// raw `[0, 1]` 28x28 pixels, batch 4, SGD (momentum 0) with `ExponentialLR(0.99)`,
+/// asynchronous updates in every phase, the previous batch's states as the starting point,
+/// centered EP, squared-error cost on the output layer.
+fn drn_mnist(
+    layers: &[usize],
+    gain: f32,
+    iterations: usize,
+    beta: f32,
+    lr: f64,
+    epochs: usize,
+) -> (ModelConfig, AlgoConfig, TrainHyper) {
+    let mut m = model(
+        vec![BlockConfig::resistive(&[1], "", NONE, layers, gain)],
+        1.0,
+        8.351e-5,
+        10,
+        [1, 28, 28],
+    );
+    m.cost = CostKind::SquaredError;
+    let algo = AlgoConfig {
+        nudged_order: Order::EvenFirst,
+        warm_start: true,
+        ..AlgoConfig::ep(iterations, iterations, beta)
+    };
+    let train = TrainHyper {
+        dataset: "mnist".into(),
+        batch_size: 4,
+        epochs,
+        optim: OptimConfig {
+            name: OptimKind::Sgd,
+            lr,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+        schedule: ScheduleConfig {
+            name: ScheduleKind::Exponential,
+            t_max: epochs,
+            lr_min: 0.0,
+            gamma: Some(0.99),
+        },
+        normalize: false,
+        pad_to_32: false,
+    };
+    (m, algo, train)
+}
 
 fn model(
     blocks: Vec<BlockConfig>,
@@ -76,17 +137,29 @@ fn model(
         init_v: v,
         blocks,
         conv_algo: Default::default(),
+        cost: Default::default(),
     }
 }
 
+/// Adam (SPEC §4) with cosine annealing over the run to `lr_min`.
 fn train(dataset: &str, batch: usize, lr: f64, epochs: usize, lr_min: f64) -> TrainHyper {
     TrainHyper {
         dataset: dataset.into(),
         batch_size: batch,
-        lr,
         epochs,
-        t_max: epochs,
-        lr_min,
+        optim: OptimConfig {
+            name: OptimKind::Adam,
+            lr,
+            ..Default::default()
+        },
+        schedule: ScheduleConfig {
+            name: ScheduleKind::Cosine,
+            t_max: epochs,
+            lr_min,
+            gamma: None,
+        },
+        normalize: true,
+        pad_to_32: true,
     }
 }
 
@@ -264,6 +337,46 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
             algo: AlgoConfig::ep(20, 8, 0.5),
             train: train("mnist", 64, 1e-3, 2, 1e-5),
         },
+        "drn_xs" => {
+            let (model, algo, train) = drn_mnist(&[100, 10], 100.0, 4, 1.0, 0.006, 10);
+            Preset {
+                name: "drn_xs",
+                summary: "Deep resistive network 2x784-100-10 on MNIST (energy-based-learning's DRN-XS: 3.46% test error with EP)",
+                model,
+                algo,
+                train,
+            }
+        }
+        "drn_1h" => {
+            let (model, algo, train) = drn_mnist(&[1024, 10], 480.0, 4, 1.0, 0.006, 50);
+            Preset {
+                name: "drn_1h",
+                summary: "Deep resistive network 2x784-1024-10 on MNIST (energy-based-learning's DRN-1H: 1.57% test error with EP)",
+                model,
+                algo,
+                train,
+            }
+        }
+        "cifar10_drn" => {
+            let mut m = model(
+                vec![
+                    blk(&[3, 32, 64, 64], "mmm", &[], BN, true),
+                    BlockConfig::resistive(&[64, 128], "m", BN, &[256, 10], 8.0),
+                ],
+                1.0,
+                8.351e-5,
+                10,
+                c10,
+            );
+            m.cost = CostKind::SquaredError;
+            Preset {
+                name: "cifar10_drn",
+                summary: "cifar10_tiny's front end (feedforward convs and the Hopfield conv block) with a dense deep resistive network as the output block",
+                model: m,
+                algo: AlgoConfig::ep(30, 10, 0.5),
+                train: train("cifar10", 128, 5e-4, 10, 1e-6),
+            }
+        }
         "static_gradient_analysis" => Preset {
             name: "static_gradient_analysis",
             summary: "Static gradient analysis (Figs. 3-5): EP vs ID at initialisation, batch 2",
@@ -329,7 +442,7 @@ mod tests {
         assert_eq!(layers("static_gradient_analysis"), [2, 2, 3, 3, 2, 3]);
         assert_eq!(layers("cifar10_tiny"), [3, 3]);
         assert_eq!(layers("mnist_mlp"), [2]);
-        for n in NAMES {
+        for n in NAMES.iter().filter(|n| !n.contains("drn")) {
             let p = preset(n, Some(1000)).unwrap();
             assert_eq!(p.model.classes, 1000);
             let fin = p.model.readout_inputs().unwrap();

@@ -2,7 +2,7 @@
 //! directory), built from a preset, an optional TOML file and `--set key=value` overrides.
 //! Unknown keys are rejected with the nearest valid key suggested.
 
-use super::optim::{OptimConfig, OptimKind, ScheduleConfig, ScheduleKind};
+use super::optim::{OptimConfig, ScheduleConfig};
 use crate::data::DatasetKind;
 pub use crate::grad::AlgoConfig;
 #[cfg(test)]
@@ -26,6 +26,12 @@ pub struct DataConfig {
     #[serde(default)]
     pub download: bool,
     pub batch_size: usize,
+    /// Normalise pixels with the dataset's constants (SPEC §4); `false` feeds `[0, 1]`.
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Zero-pad 28x28 images (the MNIST family) to 32x32; `false` feeds them at 28x28.
+    #[serde(default = "yes")]
+    pub pad_to_32: bool,
     /// Batch size of evaluation (default: `batch_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_batch_size: Option<usize>,
@@ -43,6 +49,10 @@ pub struct DataConfig {
     /// Explicit test file list (e.g. CIFAR-10's `test_batch_first1000.bin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_files: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Loop settings.
@@ -73,6 +83,23 @@ pub struct RunConfig {
     pub train: LoopConfig,
 }
 
+impl DataConfig {
+    /// Shape `[C, H, W]` the network is fed (28x28 images padded to 32x32 unless
+    /// `pad_to_32 = false`).
+    pub fn input_shape(&self) -> [usize; 3] {
+        if self.pad_to_32 {
+            self.dataset.input_shape()
+        } else {
+            self.dataset.stored_shape()
+        }
+    }
+
+    /// The pixel normalisation (`None`: the dataset's).
+    pub fn normalization(&self) -> Option<crate::data::Normalization> {
+        (!self.normalize).then(|| crate::data::Normalization::unit(self.dataset.input_shape()[0]))
+    }
+}
+
 impl RunConfig {
     /// The run a preset describes.
     pub fn from_preset(p: &Preset, seed: u64) -> Result<Self> {
@@ -91,6 +118,8 @@ impl RunConfig {
                 dir: None,
                 download: false,
                 batch_size: p.train.batch_size,
+                normalize: p.train.normalize,
+                pad_to_32: p.train.pad_to_32,
                 eval_batch_size: None,
                 val_size: 0,
                 augment: !kind.is_mnist_family(),
@@ -98,16 +127,8 @@ impl RunConfig {
                 test_limit: None,
                 test_files: None,
             },
-            optim: OptimConfig {
-                name: OptimKind::Adam,
-                lr: p.train.lr,
-                ..Default::default()
-            },
-            schedule: ScheduleConfig {
-                name: ScheduleKind::Cosine,
-                t_max: p.train.t_max,
-                lr_min: p.train.lr_min,
-            },
+            optim: p.train.optim.clone(),
+            schedule: p.train.schedule.clone(),
             train: LoopConfig {
                 epochs: p.train.epochs,
                 log_every: 20,
@@ -181,8 +202,9 @@ impl RunConfig {
             self.train.log_every >= 1,
             "train.log_every must be at least 1"
         );
+        self.schedule.validate()?;
         let [c, h, w] = self.model.input;
-        let want = self.data.dataset.input_shape();
+        let want = self.data.input_shape();
         anyhow::ensure!(
             [c, h, w] == want,
             "model.input = {:?} but {} images are fed as {want:?} (C, H, W); set model.input accordingly",

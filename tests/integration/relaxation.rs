@@ -40,6 +40,7 @@ fn forward(
             dense_forward(s, kern.couplings[i - 1].dense(), bias, &mut y).unwrap();
             (y, None)
         }
+        CouplingKind::Resistive { .. } => unreachable!("hopfield blocks only"),
     }
 }
 
@@ -82,6 +83,7 @@ fn naive_sweep(block: &Block, kern: &PreparedBlock, u: &Tensor, s: &mut BlockSta
                     .unwrap();
                     td
                 }
+                CouplingKind::Resistive { .. } => unreachable!("hopfield blocks only"),
             });
             let clamped = l + 1 < n || block.layout.clamp_last;
             let terms: Vec<&Tensor> = std::iter::once(&bu).chain(td.as_ref()).collect();
@@ -120,7 +122,7 @@ fn cached_relaxation_equals_naive_recomputation() {
         let eb = EnergyBlock::hopfield(&model, &kern, k);
         let u = ff_forward(
             block,
-            &kb.ff,
+            kb.ff.as_ref(),
             &input,
             BnMode::Train,
             &mut FfCache::default(),
@@ -160,7 +162,7 @@ fn batch_tolerance_stops_at_the_first_sweep_below_tol() {
     let block = &model.blocks[0];
     let u = ff_forward(
         block,
-        &kern[0].ff,
+        kern[0].ff.as_ref(),
         &x,
         BnMode::Train,
         &mut FfCache::default(),
@@ -218,7 +220,7 @@ fn per_sample_tolerance_freezes_each_sample_at_its_own_sweep() {
     let block = &model.blocks[0];
     let u = ff_forward(
         block,
-        &kern[0].ff,
+        kern[0].ff.as_ref(),
         &x,
         BnMode::Train,
         &mut FfCache::default(),
