@@ -63,6 +63,15 @@ pub fn id_from_block(
     let model = chain.model;
     let kk = chain.len();
     let b = labels.len();
+    if !exact {
+        if let Some(k) = model
+            .blocks
+            .iter()
+            .position(|bl| bl.layout.kind == crate::model::BlockKind::Resistive)
+        {
+            anyhow::bail!("block {k} is resistive: `id-reference` is the Hopfield reference implementation's approximation (constant top-down weights) and is not defined for it; use `id-exact`");
+        }
+    }
     // forward: unroll every block from its free state, recording the updates
     let mut tapes: Vec<Tape> = Vec::with_capacity(kk);
     let mut drives: Vec<Tensor> = Vec::with_capacity(kk);

@@ -238,6 +238,11 @@ impl<'a> Relaxation<'a> {
         Ok(stats)
     }
 
+    /// Updates layer `l` alone (the exact minimiser of the energy along it, others fixed).
+    pub fn update(&mut self, l: usize, cost: Option<&dyn Interaction>) -> Result<UpdateStats> {
+        self.update_layer(l, cost, None, None, false, &mut Vec::new())
+    }
+
     /// One sweep in `order`; `cost` is the optional cost term `β·C` (a nudge).
     pub fn sweep(
         &mut self,
