@@ -45,6 +45,26 @@ pub struct PhaseArgs {
     /// Nudged-phase / unrolled sweeps (default: the preset's).
     #[arg(long)]
     pub t2: Option<usize>,
+    /// EP variant: `centered` (±β), `positive` (+β and the free state) or `negative`
+    /// (default: the preset's).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// EP's nudged phases relaxed as `offsets` from the free state (accurate) or as full
+    /// `states` (the reference's way) (default: the preset's).
+    #[arg(long)]
+    pub nudged_form: Option<String>,
+}
+
+/// A kebab-case enum value given on the command line, parsed as the config file would.
+fn parse_choice<T: serde::de::DeserializeOwned>(
+    flag: &str,
+    value: &str,
+    choices: &str,
+) -> Result<T> {
+    serde::Deserialize::deserialize(
+        serde::de::value::StrDeserializer::<serde::de::value::Error>::new(value),
+    )
+    .map_err(|_| anyhow::anyhow!("--{flag} {value}: expected one of {choices}"))
 }
 
 impl PhaseArgs {
@@ -68,6 +88,12 @@ impl PhaseArgs {
         }
         if let Some(beta) = self.beta {
             cfg.beta = beta;
+        }
+        if let Some(v) = &self.variant {
+            cfg.variant = parse_choice("variant", v, "centered, positive, negative")?;
+        }
+        if let Some(v) = &self.nudged_form {
+            cfg.nudged_form = parse_choice("nudged-form", v, "offsets, states")?;
         }
         Ok(cfg)
     }

@@ -15,6 +15,11 @@ pub struct PresetsArgs {
     /// Readout classes for the table.
     #[arg(long)]
     pub classes: Option<usize>,
+    /// Write the preset's initial weights (from --seed) to this safetensors file, under the
+    /// reference implementation's `state_dict` names (loadable by `grad --weights` and by
+    /// PyTorch).
+    #[arg(long, value_name = "FILE", requires = "name")]
+    pub export_weights: Option<std::path::PathBuf>,
 }
 
 fn shape(s: &LayerShape) -> String {
@@ -24,7 +29,7 @@ fn shape(s: &LayerShape) -> String {
     }
 }
 
-pub fn run(_g: &Global, a: PresetsArgs) -> Result<()> {
+pub fn run(g: &Global, a: PresetsArgs) -> Result<()> {
     let Some(name) = a.name else {
         println!("{:<28} {:>8} {:>10}  summary", "preset", "layers", "params");
         for n in NAMES {
@@ -41,6 +46,25 @@ pub fn run(_g: &Global, a: PresetsArgs) -> Result<()> {
         return Ok(());
     };
     let p = preset(&name, a.classes)?;
+    if let Some(path) = &a.export_weights {
+        let model = Model::new(p.model.clone(), g.seed)?;
+        let meta = std::collections::HashMap::from([
+            ("preset".to_string(), p.name.to_string()),
+            ("seed".to_string(), g.seed.to_string()),
+        ]);
+        crate::io::tensors::write_tensor_file(
+            path,
+            &crate::io::weights::model_tensors(&model, &Default::default()),
+            meta,
+        )?;
+        println!(
+            "wrote the initial weights of {} (seed {}) to {}",
+            p.name,
+            g.seed,
+            path.display()
+        );
+        return Ok(());
+    }
     let layouts = p.model.layouts()?;
     println!("{}: {}", p.name, p.summary);
     let (o, sc) = (&p.train.optim, &p.train.schedule);

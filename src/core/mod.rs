@@ -12,6 +12,7 @@ pub mod dense;
 mod im2col;
 pub mod loss;
 pub mod matmul;
+pub mod offset;
 pub mod ops;
 mod packed;
 mod pixels;

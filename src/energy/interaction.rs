@@ -43,12 +43,37 @@ impl Span {
 }
 
 /// The states an interaction reads: the block input and every layer, with the version of
-/// each layer (incremented on every update, so caches can tell when they are stale).
+/// each layer (incremented on every update, so caches can tell when they are stale), and —
+/// in a relaxation in offset form ([`crate::relax::OffsetBase`]) — the offsets `d = s − s*`
+/// of every layer from the base state.
 #[derive(Clone, Copy)]
 pub struct StateView<'i, 's> {
     pub input: &'i Tensor,
     pub layers: &'s [Tensor],
     pub versions: &'s [u64],
+    pub offsets: Option<Offsets<'s>>,
+}
+
+/// The base state `s*` of an offset relaxation and the offsets `d = s − s*` of every layer.
+#[derive(Clone, Copy)]
+pub struct Offsets<'s> {
+    pub base: &'s [Tensor],
+    pub d: &'s [Tensor],
+}
+
+impl StateView<'_, '_> {
+    /// `s_l(self) − s_l(other)`: from the offsets when both views have them (two states
+    /// relaxed from the same base: `d_l(self) − d_l(other)`, exact to the offsets' own
+    /// precision), else from the states.
+    pub fn diff(&self, other: &StateView<'_, '_>, l: usize) -> Result<Tensor> {
+        let (a, b) = match (self.offsets, other.offsets) {
+            (Some(da), Some(db)) => (&da.d[l], &db.d[l]),
+            _ => (&self.layers[l], &other.layers[l]),
+        };
+        let mut d = Tensor::default();
+        crate::core::ops::lin_comb(&mut d, 1.0, a, -1.0, b)?;
+        Ok(d)
+    }
 }
 
 /// Values an interaction keeps between calls during one relaxation (one per interaction and
@@ -62,6 +87,9 @@ pub struct TermCache {
     /// Version of the layer `forward` was computed from (`None`: never computed).
     pub forward_of: Option<u64>,
     pub backward: Tensor,
+    /// A full-resolution map: the pre-pool `Y* = W ⋆ s* + b` of a pooled coupling at the base
+    /// state, or `W ⋆ d` in an offset relaxation.
+    pub full: Tensor,
     /// Forward evaluations so far (for cost accounting).
     pub evals: usize,
 }
@@ -78,6 +106,8 @@ impl TermCache {
 pub struct Probe<'p, 'i, 's> {
     pub view: StateView<'i, 's>,
     pub cache: &'p mut TermCache,
+    /// The interaction's cache at the base state when the view is in offset form.
+    pub base: Option<&'p TermCache>,
 }
 
 /// What a layer update read, for backpropagation through it.
@@ -127,6 +157,29 @@ pub trait Interaction: Send + Sync {
         None
     }
 
+    /// Offset form, at the base state `s*` (`view`): like [`Interaction::linear`], and also
+    /// keeps in `cache` what [`Interaction::linear_offset`] needs (a pooled coupling: the
+    /// pre-pool map `Y*` and its argmax).
+    fn linear_base<'c>(
+        &'c self,
+        l: usize,
+        view: &StateView<'c, '_>,
+        cache: &'c mut TermCache,
+    ) -> Result<&'c Tensor> {
+        self.linear(l, view, cache)
+    }
+
+    /// Offset form: `Δb_{t,l} = b_{t,l}(s* + d) − b_{t,l}(s*)` at the present state (`view`,
+    /// with its offsets `d`), computed from `d` and the base cache (never as a difference of
+    /// two large values); `None` when `b_{t,l}` does not depend on the states.
+    fn linear_offset<'c>(
+        &'c self,
+        l: usize,
+        view: &StateView<'c, '_>,
+        base: &'c TermCache,
+        cache: &'c mut TermCache,
+    ) -> Result<Option<&'c Tensor>>;
+
     /// Adds `E_t(s)` of each sample to `out`.
     fn energy(
         &self,
@@ -136,7 +189,8 @@ pub trait Interaction: Send + Sync {
     ) -> Result<()>;
 
     /// `grads += scale · Σ_batch (∂E_t/∂θ(a) − ∂E_t/∂θ(b))`, computed from differences of the
-    /// two states so that nearby states lose no precision.
+    /// two states (from their offsets when both have them, see [`StateView::diff`]) so that
+    /// nearby states lose no precision.
     fn param_contrast(
         &self,
         a: Probe<'_, '_, '_>,

@@ -13,7 +13,9 @@ pub mod layer;
 pub mod nudge;
 pub mod terms;
 
-pub use interaction::{Adjoints, Interaction, Probe, Recorded, Span, StateView, TermCache};
+pub use interaction::{
+    Adjoints, Interaction, Offsets, Probe, Recorded, Span, StateView, TermCache,
+};
 pub use layer::{LayerKind, NoMinimumError};
 pub use nudge::Nudge;
 
@@ -246,6 +248,7 @@ impl<'a> EnergyBlock<'a> {
             input,
             layers: &state.layers,
             versions: &versions,
+            offsets: None,
         };
         for (kind, s) in self.kinds.iter().zip(&state.layers) {
             kind.self_energy(s, &mut out);

@@ -128,6 +128,17 @@ impl Interaction for Nudge<'_> {
         }
     }
 
+    /// A cost term is evaluated at the full state, also in offset relaxations.
+    fn linear_offset<'c>(
+        &'c self,
+        _l: usize,
+        _view: &StateView<'c, '_>,
+        _base: &'c TermCache,
+        _cache: &'c mut TermCache,
+    ) -> Result<Option<&'c Tensor>> {
+        bail!("a cost term is evaluated at the full state, not in offset form")
+    }
+
     fn quadratic(&self, _l: usize) -> Option<&Tensor> {
         match self {
             Nudge::SquaredError { quad, .. } => Some(quad),

@@ -14,14 +14,14 @@
 //! `β_a = β, β_b = −β`.
 
 use super::chain::{with_block, Chain, FreePhase};
-use super::settings::{AlgoConfig, EpVariant};
+use super::settings::{AlgoConfig, EpVariant, NudgedForm};
 use super::StepVisitor;
 use crate::core::ops::scale;
 use crate::core::Tensor;
 use crate::energy::{Nudge, Probe};
 use crate::model::feedforward::TransformEvals;
 use crate::model::Grads;
-use crate::relax::{relax, Order, Relaxation, Schedule};
+use crate::relax::{relax, OffsetBase, Order, Relaxation, Schedule};
 use anyhow::{ensure, Result};
 
 /// EP settings.
@@ -31,6 +31,7 @@ pub struct Ep {
     pub t2: usize,
     pub variant: EpVariant,
     pub order: Order,
+    pub form: NudgedForm,
 }
 
 impl Ep {
@@ -40,6 +41,7 @@ impl Ep {
             t2: cfg.t2,
             variant: cfg.variant,
             order: cfg.nudged_order,
+            form: cfg.nudged_form,
         }
     }
 }
@@ -52,22 +54,22 @@ pub struct EpOutput {
     pub transform_evals: Vec<TransformEvals>,
 }
 
-/// A relaxation of block `k` from its free state: `t2` sweeps under `nudge`, or none when
-/// `nudge` is `None` (the free state itself).
+/// A relaxation of block `k` from its free state (in offset form from `base` when given):
+/// `t2` sweeps under `nudge`, or none when `nudge` is `None` (the free state itself).
 fn phase<'a>(
     chain: &'a Chain<'a>,
     free: &'a FreePhase,
+    base: Option<&'a OffsetBase>,
     k: usize,
     nudge: Option<&Nudge<'_>>,
     ep: &Ep,
     sweeps: usize,
 ) -> Result<Relaxation<'a>> {
-    let mut r = Relaxation::new(
-        &chain.blocks[k],
-        &free.drives[k],
-        free.states[k].clone(),
-        "nudged phase",
-    );
+    let (block, input) = (&chain.blocks[k], &free.drives[k]);
+    let mut r = match base {
+        Some(base) => Relaxation::from_base(block, input, base, "nudged phase"),
+        None => Relaxation::new(block, input, free.states[k].clone(), "nudged phase"),
+    };
     if let Some(n) = nudge {
         relax(&mut r, ep.order, Some(n), Schedule::fixed(sweeps), None)
             .map_err(|e| with_block(e, k))?;
@@ -139,15 +141,23 @@ fn run(
                 .transpose()
         };
         let (na, nb) = (nudge(beta_a)?, nudge(beta_b)?);
+        let base = match ep.form {
+            NudgedForm::Offsets => Some(
+                OffsetBase::new(&chain.blocks[k], &free.drives[k], free.states[k].clone())
+                    .map_err(|e| with_block(e, k))?,
+            ),
+            NudgedForm::States => None,
+        };
+        let base = base.as_ref();
         let g_u = match visit.as_deref_mut() {
             None => {
-                let mut ra = phase(chain, free, k, na.as_ref(), ep, ep.t2)?;
-                let mut rb = phase(chain, free, k, nb.as_ref(), ep, ep.t2)?;
+                let mut ra = phase(chain, free, base, k, na.as_ref(), ep, ep.t2)?;
+                let mut rb = phase(chain, free, base, k, nb.as_ref(), ep, ep.t2)?;
                 block_contrast(chain, k, &mut ra, &mut rb, c, labels, &mut grads)?
             }
             Some(visit) => {
-                let mut ra = phase(chain, free, k, na.as_ref(), ep, 0)?;
-                let mut rb = phase(chain, free, k, nb.as_ref(), ep, 0)?;
+                let mut ra = phase(chain, free, base, k, na.as_ref(), ep, 0)?;
+                let mut rb = phase(chain, free, base, k, nb.as_ref(), ep, 0)?;
                 for t in 0..=ep.t2 {
                     if t > 0 {
                         for (r, nd) in [(&mut ra, &na), (&mut rb, &nb)] {

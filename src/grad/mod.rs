@@ -11,7 +11,7 @@ pub mod id;
 pub mod settings;
 
 pub use chain::{free_phase, free_phase_with, Chain, FreePhase};
-pub use settings::{AlgoConfig, EpVariant};
+pub use settings::{AlgoConfig, EpVariant, NudgedForm};
 
 use crate::core::Tensor;
 use crate::model::feedforward::{running_stat_updates, BnMode, BnUpdate, TransformEvals};

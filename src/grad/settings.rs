@@ -35,6 +35,18 @@ impl EpVariant {
     }
 }
 
+/// How EP's nudged phases are relaxed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NudgedForm {
+    /// As offsets `d = s − s*` from the free equilibrium (round-off ∝ β; see
+    /// [`crate::relax::OffsetBase`]).
+    #[default]
+    Offsets,
+    /// As full states (round-off ∝ |s|; the reference implementation's way).
+    States,
+}
+
 /// Gradient estimator and relaxation settings (`[algorithm]` in a run configuration).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +79,10 @@ pub struct AlgoConfig {
     /// Update order of EP's nudged phases.
     #[serde(default = "odd_first")]
     pub nudged_order: Order,
+    /// EP's nudged phases relaxed as `offsets` from the free state (default) or as full
+    /// `states`.
+    #[serde(default)]
+    pub nudged_form: NudgedForm,
     /// `once-per-batch` (default) or `reference-compat` (update at every sweep).
     #[serde(default)]
     pub bn_updates: BnUpdates,
@@ -94,6 +110,7 @@ impl AlgoConfig {
             per_sample_tol: false,
             free_order: Order::EvenFirst,
             nudged_order: Order::OddFirst,
+            nudged_form: NudgedForm::Offsets,
             bn_updates: BnUpdates::OncePerBatch,
             warm_start: false,
         }

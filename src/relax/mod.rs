@@ -15,14 +15,20 @@
 //! in the alternating schedule every coupling costs one forward and one transposed
 //! evaluation per sweep. The relaxation knows nothing of losses or labels.
 
+mod offset;
 mod tape;
 
 pub use crate::energy::BlockState;
+pub use offset::OffsetBase;
 pub use tape::{Tape, UpdateEvent};
 
+use crate::core::offset::offset_update;
 use crate::core::ops::UpdateStats;
+use crate::core::quadratic::QuadraticError;
 use crate::core::Tensor;
-use crate::energy::{EnergyBlock, Interaction, Probe, StateView, TermCache};
+use crate::energy::{
+    EnergyBlock, Interaction, NoMinimumError, Offsets, Probe, StateView, TermCache,
+};
 use anyhow::Result;
 
 /// NaN or infinity appeared in a layer during a relaxation.
@@ -94,6 +100,9 @@ fn measure_of(stats: &[UpdateStats]) -> SweepStats {
     }
 }
 
+/// An update computed from a snapshot, applied after its group: layer, new state, new offset.
+type Pending = (usize, Tensor, Option<Tensor>);
+
 /// A block's states, input and interaction caches during relaxation.
 pub struct Relaxation<'a> {
     block: &'a EnergyBlock<'a>,
@@ -106,6 +115,9 @@ pub struct Relaxation<'a> {
     /// Sweeps run so far.
     pub sweeps: usize,
     phase: &'static str,
+    /// Offset form: the base state and the offsets `d = s − s*` of every layer.
+    base: Option<&'a OffsetBase>,
+    offsets: Vec<Tensor>,
 }
 
 impl<'a> Relaxation<'a> {
@@ -127,7 +139,34 @@ impl<'a> Relaxation<'a> {
             cost_cache: TermCache::default(),
             sweeps: 0,
             phase,
+            base: None,
+            offsets: Vec::new(),
         }
+    }
+
+    /// Starts at the base state, relaxing in offset form (see [`OffsetBase`]).
+    pub fn from_base(
+        block: &'a EnergyBlock<'a>,
+        input: &'a Tensor,
+        base: &'a OffsetBase,
+        phase: &'static str,
+    ) -> Self {
+        let mut r = Relaxation::new(block, input, base.state.clone(), phase);
+        r.offsets = base
+            .state
+            .layers
+            .iter()
+            .map(|s| Tensor::zeros(s.shape()))
+            .collect();
+        r.base = Some(base);
+        r
+    }
+
+    fn offset_view(&self) -> Option<Offsets<'_>> {
+        self.base.map(|b| Offsets {
+            base: &b.state.layers,
+            d: &self.offsets,
+        })
     }
 
     pub fn into_state(self) -> BlockState {
@@ -155,18 +194,25 @@ impl<'a> Relaxation<'a> {
             input: self.input,
             layers: &self.state.layers,
             versions: &self.versions,
+            offsets: self.offset_view(),
         }
     }
 
     /// Interaction `t` at the present state, with its cache.
     pub fn probe(&mut self, t: usize) -> Probe<'_, 'a, '_> {
+        let offsets = self.base.map(|b| Offsets {
+            base: &b.state.layers,
+            d: &self.offsets,
+        });
         Probe {
             view: StateView {
                 input: self.input,
                 layers: &self.state.layers,
                 versions: &self.versions,
+                offsets,
             },
             cache: &mut self.caches[t],
+            base: self.base.map(|b| &b.caches[t]),
         }
     }
 
@@ -179,8 +225,16 @@ impl<'a> Relaxation<'a> {
         frozen: Option<&[bool]>,
         tape: Option<&mut Tape>,
         snapshot: bool,
-        pending: &mut Vec<(usize, Tensor)>,
+        pending: &mut Vec<Pending>,
     ) -> Result<UpdateStats> {
+        if let Some(base) = self.base {
+            if tape.is_some() {
+                anyhow::bail!(
+                    "backpropagation through a relaxation in offset form is not supported"
+                );
+            }
+            return self.update_offset_layer(base, l, cost, frozen, snapshot, pending);
+        }
         let block = self.block;
         let mut record = tape.is_some().then(Tensor::default);
         let mut new_value = snapshot.then(|| self.state.layers[l].clone());
@@ -189,6 +243,7 @@ impl<'a> Relaxation<'a> {
                 input: self.input,
                 layers: &self.state.layers,
                 versions: &self.versions,
+                offsets: None,
             };
             let mut slots: Vec<Option<&mut TermCache>> = self.caches.iter_mut().map(Some).collect();
             let mut lin: Vec<&Tensor> = Vec::with_capacity(4);
@@ -232,7 +287,91 @@ impl<'a> Relaxation<'a> {
             tape.record(l, value, record.expect("tape"), aux);
         }
         match new_value {
-            Some(v) => pending.push((l, v)),
+            Some(v) => pending.push((l, v, None)),
+            None => self.versions[l] += 1,
+        }
+        Ok(stats)
+    }
+
+    /// [`Relaxation::update_layer`] in offset form (see [`OffsetBase`]).
+    fn update_offset_layer(
+        &mut self,
+        base: &'a OffsetBase,
+        l: usize,
+        cost: Option<&dyn Interaction>,
+        frozen: Option<&[bool]>,
+        snapshot: bool,
+        pending: &mut Vec<Pending>,
+    ) -> Result<UpdateStats> {
+        let block = self.block;
+        let mut new_value =
+            snapshot.then(|| (self.offsets[l].clone(), self.state.layers[l].clone()));
+        let stats = {
+            let view = StateView {
+                input: self.input,
+                layers: &self.state.layers,
+                versions: &self.versions,
+                offsets: Some(Offsets {
+                    base: &base.state.layers,
+                    d: &self.offsets,
+                }),
+            };
+            let mut slots: Vec<Option<&mut TermCache>> = self.caches.iter_mut().map(Some).collect();
+            let mut deltas: Vec<&Tensor> = Vec::with_capacity(4);
+            for &t in block.touching(l) {
+                let cache = slots[t].take().expect("each term once");
+                let term = block.terms[t].as_ref();
+                if let Some(db) = term.linear_offset(l, &view, &base.caches[t], cache)? {
+                    deltas.push(db);
+                }
+            }
+            let (mut lin_c, mut quad_c) = (None, None);
+            if let Some(c) = cost.filter(|c| c.span().touches(l)) {
+                lin_c = Some(c.linear(l, &view, &mut self.cost_cache)?);
+                quad_c = c.quadratic(l);
+                if quad_c.is_some() && !block.kinds[l].is_resistive() {
+                    anyhow::bail!(
+                        "layer {l}: a Hopfield layer has no quadratic interaction terms (a squared-error nudge cannot act on it)"
+                    );
+                }
+            }
+            let (d, s) = match new_value.as_mut() {
+                Some((d, s)) => (d, s),
+                None => (&mut self.offsets[l], &mut self.state.layers[l]),
+            };
+            offset_update(
+                &base.force[l],
+                &deltas,
+                lin_c,
+                quad_c,
+                &base.layers[l],
+                &base.state.layers[l],
+                d,
+                s,
+                frozen,
+            )
+            .map_err(|e| -> anyhow::Error {
+                match e {
+                    QuadraticError::NotPositive { unit, value } => NoMinimumError {
+                        layer: l,
+                        unit,
+                        value,
+                    }
+                    .into(),
+                    QuadraticError::Shape(e) => e.into(),
+                }
+            })?
+        };
+        if !(stats.diff_sq.is_finite() && stats.old_sq.is_finite()) {
+            return Err(NonFiniteError {
+                layer: l,
+                sweep: self.sweeps + 1,
+                phase: self.phase,
+            }
+            .into());
+        }
+        match new_value {
+            Some((d, s)) => pending.push((l, s, Some(d))),
             None => self.versions[l] += 1,
         }
         Ok(stats)
@@ -266,8 +405,11 @@ impl<'a> Relaxation<'a> {
                     &mut pending,
                 )?);
             }
-            for (l, value) in pending {
+            for (l, value, offset) in pending {
                 self.state.layers[l] = value;
+                if let Some(d) = offset {
+                    self.offsets[l] = d;
+                }
                 self.versions[l] += 1;
             }
         }

@@ -334,3 +334,55 @@ fn id_reference_is_refused_for_resistive_blocks() {
     .expect_err("id-reference is a Hopfield approximation");
     assert!(format!("{e:#}").contains("id-exact"), "{e:#}");
 }
+
+#[test]
+fn nudged_phases_as_offsets_equal_full_states_without_cancellation() {
+    // at large β the nudged states are far from the free state, so the full-state form loses
+    // little to cancellation: both forms must give the same EP gradient (pooled Hopfield
+    // couplings with batch-norm, a DRN with a pooled feedforward, a Hopfield→DRN chain; every
+    // variant, every update order the presets use)
+    let models = [
+        (
+            "hopfield",
+            Model::new(two_block_config(0.5, 0.5), 5).unwrap(),
+            1.0,
+        ),
+        // −β must stay below the output conductances
+        ("drn", off_kinks(model(DRN, 6)), 0.2),
+        ("chain", off_kinks(model(CHAIN, 7)), 0.2),
+    ];
+    for (name, m, beta) in &models {
+        let kern = prepare(m).unwrap();
+        let (x, y) = batch(m, 3, 8);
+        for variant in [EpVariant::Centered, EpVariant::Positive] {
+            for order in [Order::OddFirst, Order::EvenFirst, Order::Synchronous] {
+                let cfg = |form| AlgoConfig {
+                    nudged_form: form,
+                    nudged_order: order,
+                    // (+β alone can be large on a DRN: only −β is bounded by the conductances)
+                    ..ep_cfg(
+                        40,
+                        if variant == EpVariant::Positive {
+                            4.0
+                        } else {
+                            *beta
+                        },
+                        variant,
+                    )
+                };
+                let off = compute_gradients(m, &kern, &x, &y, &cfg(NudgedForm::Offsets)).unwrap();
+                let full = compute_gradients(m, &kern, &x, &y, &cfg(NudgedForm::States)).unwrap();
+                let e = total_rel_err(&off.grads, &full.grads);
+                assert!(
+                    e <= 1e-6,
+                    "{name} {variant:?} {order:?}: offsets vs states differ by {e:.2e}"
+                );
+                assert!(off
+                    .grads
+                    .entries
+                    .iter()
+                    .any(|(_, g)| g.data().iter().any(|v| *v != 0.0)));
+            }
+        }
+    }
+}

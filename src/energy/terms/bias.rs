@@ -2,7 +2,7 @@
 //! `∂E/∂b = −Σ_batch v`.
 
 use crate::core::conv::channel_sum;
-use crate::core::ops::{lin_comb, sample_dots};
+use crate::core::ops::sample_dots;
 use crate::core::Tensor;
 use crate::energy::interaction::{
     Adjoints, Interaction, Probe, Recorded, Span, StateView, TermCache,
@@ -58,6 +58,16 @@ impl Interaction for LayerBias<'_> {
         Ok(&cache.forward)
     }
 
+    fn linear_offset<'c>(
+        &'c self,
+        _l: usize,
+        _view: &StateView<'c, '_>,
+        _base: &'c TermCache,
+        _cache: &'c mut TermCache,
+    ) -> Result<Option<&'c Tensor>> {
+        Ok(None)
+    }
+
     fn energy(
         &self,
         view: &StateView<'_, '_>,
@@ -77,14 +87,7 @@ impl Interaction for LayerBias<'_> {
         scale: f32,
         grads: &mut Grads,
     ) -> Result<()> {
-        let mut d = Tensor::default();
-        lin_comb(
-            &mut d,
-            1.0,
-            &b.view.layers[self.layer],
-            -1.0,
-            &a.view.layers[self.layer],
-        )?;
+        let d = b.view.diff(&a.view, self.layer)?;
         channel_sum(&d, scale, true, grads.get_mut(self.id()));
         Ok(())
     }

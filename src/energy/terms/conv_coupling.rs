@@ -15,8 +15,9 @@ use crate::core::conv::{
     channel_sum, conv2d, conv2d_gather, conv2d_pool, conv2d_transposed, conv2d_transposed_unpool,
     conv2d_weight_grad, conv2d_weight_grad_unpool,
 };
+use crate::core::offset::{is_zero, pool_offset, unpool_diff, unpool_offset};
 use crate::core::ops::{axpy, lin_comb, sample_dots};
-use crate::core::pool::unpool2x2;
+use crate::core::pool::{maxpool2x2, unpool2x2};
 use crate::core::{ConvGeom, PackedConv, PoolIndex, Tensor};
 use crate::energy::interaction::{
     Adjoints, Interaction, Probe, Recorded, Span, StateView, TermCache,
@@ -70,16 +71,108 @@ impl ConvCoupling<'_> {
         Ok(())
     }
 
+    /// Makes `cache.forward` and `cache.pool` current at the base state, keeping the pre-pool
+    /// map `Y* = W ⋆ s* + b` in `cache.full` (pooled couplings).
+    fn ensure_base(&self, view: &StateView<'_, '_>, cache: &mut TermCache) -> Result<()> {
+        if !self.pool {
+            return self.ensure_forward(view, cache);
+        }
+        let pre = self.index - 1;
+        if cache.is_current(view.versions[pre]) && !cache.full.is_empty() {
+            return Ok(());
+        }
+        let bias = self.synapse.bias.as_ref().map(|b| b.data());
+        conv2d(&view.layers[pre], self.packed, bias, &mut cache.full)?;
+        maxpool2x2(&cache.full, &mut cache.forward, &mut cache.pool)?;
+        cache.forward_of = Some(view.versions[pre]);
+        cache.evals += 1;
+        Ok(())
+    }
+
+    /// Offset form: `cache.forward = Δb_i = P(Y* + W ⋆ d_{i−1}) − P(Y*)` and `cache.pool` the
+    /// argmax at the present state, current for the present `d_{i−1}`.
+    fn ensure_offset_forward(
+        &self,
+        view: &StateView<'_, '_>,
+        base: &TermCache,
+        cache: &mut TermCache,
+    ) -> Result<()> {
+        let pre = self.index - 1;
+        if cache.is_current(view.versions[pre]) {
+            return Ok(());
+        }
+        let d = &view.offsets.expect("an offset view").d[pre];
+        if is_zero(d) {
+            cache.forward.ensure_shape(base.forward.shape());
+            cache.forward.fill(0.0);
+            cache.pool.clone_from(&base.pool);
+        } else if self.pool {
+            conv2d(d, self.packed, None, &mut cache.full)?;
+            pool_offset(
+                &cache.full,
+                &base.full,
+                &base.pool,
+                &mut cache.forward,
+                &mut cache.pool,
+            )?;
+            cache.evals += 1;
+        } else {
+            conv2d(d, self.packed, None, &mut cache.forward)?;
+            cache.evals += 1;
+        }
+        cache.forward_of = Some(view.versions[pre]);
+        Ok(())
+    }
+
+    /// Makes the probe's pool indices current (in offset form when the view has offsets).
+    fn ensure_probe_forward(&self, p: &mut Probe<'_, '_, '_>) -> Result<()> {
+        match p.base.filter(|_| p.view.offsets.is_some()) {
+            Some(base) => self.ensure_offset_forward(&p.view, base, p.cache),
+            None => self.ensure_forward(&p.view, p.cache),
+        }
+    }
+
     /// `U_i = unpool(s_i, idx)` at the probe's state.
     fn unpooled(&self, p: &mut Probe<'_, '_, '_>) -> Result<Tensor> {
         let s = &p.view.layers[self.index];
         if self.pool {
-            self.ensure_forward(&p.view, p.cache)?;
+            self.ensure_probe_forward(p)?;
             let mut full = Tensor::default();
             unpool2x2(s, &p.cache.pool, &mut full)?;
             Ok(full)
         } else {
             Ok(s.clone())
+        }
+    }
+
+    /// `U_i^b − U_i^a`: from the offsets where the argmax agrees when both states have them.
+    fn unpooled_diff(
+        &self,
+        a: &mut Probe<'_, '_, '_>,
+        b: &mut Probe<'_, '_, '_>,
+    ) -> Result<Tensor> {
+        let post = self.index;
+        if !self.pool {
+            return b.view.diff(&a.view, post);
+        }
+        self.ensure_probe_forward(a)?;
+        self.ensure_probe_forward(b)?;
+        match (a.view.offsets, b.view.offsets) {
+            (Some(oa), Some(ob)) => {
+                let mut out = Tensor::default();
+                unpool_diff(
+                    (&a.view.layers[post], &oa.d[post], &a.cache.pool),
+                    (&b.view.layers[post], &ob.d[post], &b.cache.pool),
+                    &mut out,
+                )?;
+                Ok(out)
+            }
+            _ => {
+                let (mut ua, mut ub) = (Tensor::default(), Tensor::default());
+                unpool2x2(&a.view.layers[post], &a.cache.pool, &mut ua)?;
+                unpool2x2(&b.view.layers[post], &b.cache.pool, &mut ub)?;
+                diff(&ub, &ua)
+            }
         }
     }
 }
@@ -116,6 +209,52 @@ impl Interaction for ConvCoupling<'_> {
         Ok(&cache.backward)
     }
 
+    fn linear_base<'c>(
+        &'c self,
+        l: usize,
+        view: &StateView<'c, '_>,
+        cache: &'c mut TermCache,
+    ) -> Result<&'c Tensor> {
+        self.ensure_base(view, cache)?;
+        self.linear(l, view, cache)
+    }
+
+    /// Bottom-up `Δb_i = P(Y* + W ⋆ d_{i−1}) − P(Y*)` (see [`pool_offset`]); top-down
+    /// `Δb_{i−1} = Wᵀ ⋆ [unpool(s_i, idx) − unpool(s*_i, idx*)]` (see [`unpool_offset`]).
+    fn linear_offset<'c>(
+        &'c self,
+        l: usize,
+        view: &StateView<'c, '_>,
+        base: &'c TermCache,
+        cache: &'c mut TermCache,
+    ) -> Result<Option<&'c Tensor>> {
+        let post = self.index;
+        if l == post {
+            self.ensure_offset_forward(view, base, cache)?;
+            return Ok(Some(&cache.forward));
+        }
+        let offsets = view.offsets.expect("an offset view");
+        let d = &offsets.d[post];
+        if self.pool {
+            self.ensure_offset_forward(view, base, cache)?;
+            if is_zero(d) && cache.pool == base.pool {
+                cache.backward.ensure_shape(view.layers[l].shape());
+                cache.backward.fill(0.0);
+            } else {
+                let mut m = std::mem::take(&mut cache.full);
+                unpool_offset(d, &offsets.base[post], &cache.pool, &base.pool, &mut m)?;
+                conv2d_transposed(&m, self.packed, &mut cache.backward)?;
+                cache.full = m;
+            }
+        } else if is_zero(d) {
+            cache.backward.ensure_shape(view.layers[l].shape());
+            cache.backward.fill(0.0);
+        } else {
+            conv2d_transposed(d, self.packed, &mut cache.backward)?;
+        }
+        Ok(Some(&cache.backward))
+    }
+
     fn energy(
         &self,
         view: &StateView<'_, '_>,
@@ -129,7 +268,8 @@ impl Interaction for ConvCoupling<'_> {
 
     /// `scale · (∂E(a) − ∂E(b)) = scale · (∂Φ(b) − ∂Φ(a))`, evaluated as
     /// `U^b ⋆ (x^b − x^a) + (U^b − U^a) ⋆ x^a` (and `Σ (s^b − s^a)` for the bias), whose terms
-    /// are themselves small when the states are close.
+    /// are themselves small when the states are close (the differences from the offsets
+    /// when the states have them).
     fn param_contrast(
         &self,
         mut a: Probe<'_, '_, '_>,
@@ -139,27 +279,13 @@ impl Interaction for ConvCoupling<'_> {
     ) -> Result<()> {
         let (wid, bid) = self.ids();
         let pre = self.index - 1;
-        let xb = b.view.layers[pre].clone();
-        let xa = &a.view.layers[pre];
+        let d_pre = b.view.diff(&a.view, pre)?;
         let ub = self.unpooled(&mut b)?;
-        let ua = self.unpooled(&mut a)?;
-        conv2d_weight_grad(
-            &diff(&xb, xa)?,
-            &ub,
-            self.geom,
-            scale,
-            true,
-            grads.get_mut(wid),
-        )?;
-        conv2d_weight_grad(
-            xa,
-            &diff(&ub, &ua)?,
-            self.geom,
-            scale,
-            true,
-            grads.get_mut(wid),
-        )?;
-        let ds = diff(&b.view.layers[self.index], &a.view.layers[self.index])?;
+        let du = self.unpooled_diff(&mut a, &mut b)?;
+        let xa = &a.view.layers[pre];
+        conv2d_weight_grad(&d_pre, &ub, self.geom, scale, true, grads.get_mut(wid))?;
+        conv2d_weight_grad(xa, &du, self.geom, scale, true, grads.get_mut(wid))?;
+        let ds = b.view.diff(&a.view, self.index)?;
         channel_sum(&ds, scale, true, grads.get_mut(bid));
         Ok(())
     }

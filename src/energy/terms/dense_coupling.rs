@@ -5,7 +5,8 @@
 
 use crate::core::conv::channel_sum;
 use crate::core::dense::{dense_forward, dense_transposed, linear_weight_grad, PackedDense};
-use crate::core::ops::{axpy, lin_comb, sample_dots};
+use crate::core::offset::is_zero;
+use crate::core::ops::{axpy, sample_dots};
 use crate::core::Tensor;
 use crate::energy::interaction::{
     Adjoints, Interaction, Probe, Recorded, Span, StateView, TermCache,
@@ -20,12 +21,6 @@ pub struct DenseCoupling<'a> {
     pub index: usize,
     pub synapse: &'a Synapse,
     pub packed: &'a PackedDense,
-}
-
-fn diff(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let mut d = Tensor::default();
-    lin_comb(&mut d, 1.0, a, -1.0, b)?;
-    Ok(d)
 }
 
 impl DenseCoupling<'_> {
@@ -83,6 +78,44 @@ impl Interaction for DenseCoupling<'_> {
         Ok(&cache.backward)
     }
 
+    /// `Δb_j = W_j flat(d_{j−1})`, `Δb_{j−1} = W_jᵀ d_j` (zero without computing when the
+    /// offsets read are zero).
+    fn linear_offset<'c>(
+        &'c self,
+        l: usize,
+        view: &StateView<'c, '_>,
+        _base: &'c TermCache,
+        cache: &'c mut TermCache,
+    ) -> Result<Option<&'c Tensor>> {
+        let d = view.offsets.expect("an offset view").d;
+        let pre = self.index - 1;
+        if l == self.index {
+            if !cache.is_current(view.versions[pre]) {
+                if is_zero(&d[pre]) {
+                    cache.forward.ensure_shape(view.layers[l].shape());
+                    cache.forward.fill(0.0);
+                } else {
+                    dense_forward(&d[pre], self.packed, None, &mut cache.forward)?;
+                    cache.evals += 1;
+                }
+                cache.forward_of = Some(view.versions[pre]);
+            }
+            return Ok(Some(&cache.forward));
+        }
+        if is_zero(&d[self.index]) {
+            cache.backward.ensure_shape(view.layers[l].shape());
+            cache.backward.fill(0.0);
+        } else {
+            dense_transposed(
+                &d[self.index],
+                self.packed,
+                view.layers[l].shape(),
+                &mut cache.backward,
+            )?;
+        }
+        Ok(Some(&cache.backward))
+    }
+
     fn energy(
         &self,
         view: &StateView<'_, '_>,
@@ -94,7 +127,8 @@ impl Interaction for DenseCoupling<'_> {
         Ok(())
     }
 
-    /// `scale · (∂Φ(b) − ∂Φ(a))` as `s^b (f^b − f^a)ᵀ + (s^b − s^a) f^aᵀ` (`f = flat(s_{j−1})`).
+    /// `scale · (∂Φ(b) − ∂Φ(a))` as `s^b (f^b − f^a)ᵀ + (s^b − s^a) f^aᵀ` (`f = flat(s_{j−1})`,
+    /// differences from the offsets when the states have them).
     fn param_contrast(
         &self,
         a: Probe<'_, '_, '_>,
@@ -104,12 +138,13 @@ impl Interaction for DenseCoupling<'_> {
     ) -> Result<()> {
         let (wid, bid) = self.ids();
         let pre = self.index - 1;
-        let fb = flatten_state(&b.view.layers[pre])?;
+        let d_pre = flatten_state(&b.view.diff(&a.view, pre)?)?;
         let fa = flatten_state(&a.view.layers[pre])?;
-        let (sb, sa) = (&b.view.layers[self.index], &a.view.layers[self.index]);
-        linear_weight_grad(&diff(&fb, &fa)?, sb, scale, true, grads.get_mut(wid))?;
-        linear_weight_grad(&fa, &diff(sb, sa)?, scale, true, grads.get_mut(wid))?;
-        channel_sum(&diff(sb, sa)?, scale, true, grads.get_mut(bid));
+        let sb = &b.view.layers[self.index];
+        let d_post = b.view.diff(&a.view, self.index)?;
+        linear_weight_grad(&d_pre, sb, scale, true, grads.get_mut(wid))?;
+        linear_weight_grad(&fa, &d_post, scale, true, grads.get_mut(wid))?;
+        channel_sum(&d_post, scale, true, grads.get_mut(bid));
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The drive of a Hopfield block: `E_drive = −⟨u, s_0⟩`, with `u = F(x)` the output of the
 //! block's feedforward transform. Linear coefficient of `s_0`: `u`; `∂E/∂u = −s_0`.
 
-use crate::core::ops::{axpy, lin_comb};
+use crate::core::ops::axpy;
 use crate::core::Tensor;
 use crate::energy::interaction::{
     Adjoints, Interaction, Probe, Recorded, Span, StateView, TermCache,
@@ -30,6 +30,16 @@ impl Interaction for HopfieldDrive {
         Ok(view.input)
     }
 
+    fn linear_offset<'c>(
+        &'c self,
+        _l: usize,
+        _view: &StateView<'c, '_>,
+        _base: &'c TermCache,
+        _cache: &'c mut TermCache,
+    ) -> Result<Option<&'c Tensor>> {
+        Ok(None)
+    }
+
     fn energy(&self, view: &StateView<'_, '_>, _c: &mut TermCache, out: &mut [f64]) -> Result<()> {
         crate::core::ops::sample_dots(view.input, &view.layers[0], -1.0, out)?;
         Ok(())
@@ -53,12 +63,12 @@ impl Interaction for HopfieldDrive {
         scale: f32,
         out: &mut Tensor,
     ) -> Result<()> {
+        let mut d = b.diff(a, 0)?;
         if out.is_empty() {
-            lin_comb(out, scale, &b.layers[0], -scale, &a.layers[0])?;
+            crate::core::ops::scale(&mut d, scale);
+            *out = d;
         } else {
-            let mut d = Tensor::default();
-            lin_comb(&mut d, scale, &b.layers[0], -scale, &a.layers[0])?;
-            axpy(out, 1.0, &d)?;
+            axpy(out, scale, &d)?;
         }
         Ok(())
     }

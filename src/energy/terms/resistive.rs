@@ -13,6 +13,7 @@
 //! `∂E/∂G_ji = ½ (v_j − v_i)²`; `∂E/∂V_i = Σ_j G_ji (V_i − v_j)`.
 
 use crate::core::dense::{dense_forward, dense_transposed, linear_weight_grad, PackedDense};
+use crate::core::offset::is_zero;
 use crate::core::ops::{axpy, lin_comb, sample_dots, scale as scale_by};
 use crate::core::resistive::{
     add_row_col, column_dots, column_sums, fold_input_voltages, input_voltages,
@@ -38,12 +39,6 @@ pub struct ResistiveCoupling<'a> {
     /// Input voltages `gain·[u, −u]` (`duplicate`) or `gain·u`.
     pub gain: f32,
     pub duplicate: bool,
-}
-
-fn diff(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let mut d = Tensor::default();
-    lin_comb(&mut d, 1.0, a, -1.0, b)?;
-    Ok(d)
 }
 
 fn sum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -138,6 +133,44 @@ impl Interaction for ResistiveCoupling<'_> {
         Ok(&cache.backward)
     }
 
+    /// `Δb_post = G d_pre` (none from the input voltages, which are constant) and
+    /// `Δb_pre = Gᵀ d_post`; the quadratic coefficients do not depend on the states.
+    fn linear_offset<'c>(
+        &'c self,
+        l: usize,
+        view: &StateView<'c, '_>,
+        _base: &'c TermCache,
+        cache: &'c mut TermCache,
+    ) -> Result<Option<&'c Tensor>> {
+        let d = view.offsets.expect("an offset view").d;
+        if l == self.post {
+            let Some(p) = self.pre else { return Ok(None) };
+            if !cache.is_current(view.versions[p]) {
+                if is_zero(&d[p]) {
+                    cache.forward.ensure_shape(view.layers[l].shape());
+                    cache.forward.fill(0.0);
+                } else {
+                    dense_forward(&d[p], self.packed, None, &mut cache.forward)?;
+                    cache.evals += 1;
+                }
+                cache.forward_of = Some(view.versions[p]);
+            }
+            return Ok(Some(&cache.forward));
+        }
+        if is_zero(&d[self.post]) {
+            cache.backward.ensure_shape(view.layers[l].shape());
+            cache.backward.fill(0.0);
+        } else {
+            dense_transposed(
+                &d[self.post],
+                self.packed,
+                view.layers[l].shape(),
+                &mut cache.backward,
+            )?;
+        }
+        Ok(Some(&cache.backward))
+    }
+
     fn quadratic(&self, l: usize) -> Option<&Tensor> {
         Some(if l == self.post {
             self.row_sums
@@ -174,7 +207,7 @@ impl Interaction for ResistiveCoupling<'_> {
     ) -> Result<()> {
         let dw = grads.get_mut(self.weight());
         let (pa, pb) = (&a.view.layers[self.post], &b.view.layers[self.post]);
-        let (d_post, s_post) = (diff(pa, pb)?, sum(pa, pb)?);
+        let (d_post, s_post) = (a.view.diff(&b.view, self.post)?, sum(pa, pb)?);
         let half = 0.5 * scale as f64;
         let rows = column_dots(&d_post, &s_post)?;
         match self.pre {
@@ -186,7 +219,7 @@ impl Interaction for ResistiveCoupling<'_> {
             }
             Some(p) => {
                 let (xa, xb) = (&a.view.layers[p], &b.view.layers[p]);
-                let (d_pre, s_pre) = (diff(xa, xb)?, sum(xa, xb)?);
+                let (d_pre, s_pre) = (a.view.diff(&b.view, p)?, sum(xa, xb)?);
                 let cols = column_dots(&d_pre, &s_pre)?;
                 add_row_col(dw, Some(&rows), Some(&cols), half)?;
                 linear_weight_grad(&s_pre, &d_post, -0.5 * scale, true, dw)?;
@@ -208,7 +241,7 @@ impl Interaction for ResistiveCoupling<'_> {
         if self.pre.is_some() {
             return Ok(());
         }
-        let d_post = diff(&a.layers[self.post], &b.layers[self.post])?;
+        let d_post = a.diff(b, self.post)?;
         let mut dv = Tensor::default();
         let b_ = d_post.dim0();
         dense_transposed(&d_post, self.packed, &[b_, self.packed.fin()], &mut dv)?;
