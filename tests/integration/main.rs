@@ -3,6 +3,7 @@
 mod common;
 mod data_util;
 
+mod checkpoint_integrity;
 mod cli_analysis;
 mod cli_grad;
 mod data_corrupt;
