@@ -17,6 +17,7 @@ mod learning;
 mod plot_figures;
 mod plot_metrics;
 mod plot_save;
+mod plot_ticks;
 mod readme;
 mod reference_fixtures;
 mod relaxation;
