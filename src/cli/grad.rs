@@ -6,7 +6,7 @@ use crate::grad::{apply_bn_updates, compute_gradients, Algorithm, BnUpdates, Gra
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
 use crate::io::weights::{grad_tensors, model_tensors};
 use crate::model::prepare;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -85,8 +85,7 @@ pub fn read_batch(path: &Path) -> Result<(crate::core::Tensor, Vec<u32>)> {
 pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let (mut model, preset, style) = a.model.build(g.seed)?;
     let (x, y) = read_batch(&a.input)?;
-    crate::model::check_input(&model, &x)
-        .with_context(|| format!("batch {}", a.input.display()))?;
+    super::common::check_batch(&model, &x, &a.input)?;
     let algo = preset.as_ref().map(|p| p.algo.clone());
     let (t1, t2, beta) = a.phases.resolve(preset.as_ref())?;
     let tol = match a.tol {

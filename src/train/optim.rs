@@ -145,8 +145,9 @@ fn trained(c: &OptimConfig, model: &Model) -> Vec<ParamId> {
 pub struct ScheduleConfig {
     /// `cosine` or `constant`.
     pub name: ScheduleKind,
-    /// Cosine period in epochs.
-    pub t_max: usize,
+    /// Cosine period in epochs; absent = the run's `train.epochs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t_max: Option<usize>,
     /// Cosine floor.
     pub lr_min: f64,
 }
@@ -159,16 +160,17 @@ pub enum ScheduleKind {
 }
 
 impl ScheduleConfig {
-    /// `lr_e = lr_min + (lr_0 − lr_min)(1 + cos(π e / T_max)) / 2` (PyTorch's closed form).
-    pub fn lr(&self, lr0: f64, epoch: usize) -> f64 {
+    /// `lr_e = lr_min + (lr_0 − lr_min)(1 + cos(π e / T_max)) / 2` (PyTorch's closed form)
+    /// for epochs `e ≤ T_max`; epochs past the period stay at `lr_min` (a run resumed with
+    /// more epochs than its period continues at the floor instead of climbing back up).
+    pub fn lr(&self, lr0: f64, epoch: usize, t_max: usize) -> f64 {
         match self.name {
             ScheduleKind::Constant => lr0,
             ScheduleKind::Cosine => {
+                let t_max = t_max.max(1);
+                let e = epoch.min(t_max) as f64;
                 self.lr_min
-                    + (lr0 - self.lr_min)
-                        * (1.0
-                            + (std::f64::consts::PI * epoch as f64 / self.t_max.max(1) as f64)
-                                .cos())
+                    + (lr0 - self.lr_min) * (1.0 + (std::f64::consts::PI * e / t_max as f64).cos())
                         / 2.0
             }
         }
@@ -251,11 +253,13 @@ mod tests {
     fn cosine_schedule() {
         let s = ScheduleConfig {
             name: ScheduleKind::Cosine,
-            t_max: 10,
+            t_max: None,
             lr_min: 1e-6,
         };
-        assert_eq!(s.lr(1e-3, 0), 1e-3);
-        assert!((s.lr(1e-3, 5) - (1e-6 + (1e-3 - 1e-6) / 2.0)).abs() < 1e-12);
-        assert!((s.lr(1e-3, 10) - 1e-6).abs() < 1e-12);
+        assert_eq!(s.lr(1e-3, 0, 10), 1e-3);
+        assert!((s.lr(1e-3, 5, 10) - (1e-6 + (1e-3 - 1e-6) / 2.0)).abs() < 1e-12);
+        assert!((s.lr(1e-3, 10, 10) - 1e-6).abs() < 1e-12);
+        // past the period: the floor, not a second half-wave
+        assert_eq!(s.lr(1e-3, 13, 10), s.lr(1e-3, 10, 10));
     }
 }
