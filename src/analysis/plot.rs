@@ -411,11 +411,36 @@ pub(crate) fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
         return thin(one_two_five);
     }
     let all = within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
-    if all.len() >= 2 {
+    if all.len() >= 3 {
         return thin(all);
     }
-    // less than one step of 1..9 (e.g. [0.11, 0.13]): the ends
-    vec![lo, hi]
+    // a narrow axis (e.g. [0.022, 0.034]): evenly spaced round values
+    let linear = linear_ticks(lo, hi, max);
+    if linear.len() >= 2 {
+        linear
+    } else {
+        vec![lo, hi]
+    }
+}
+
+/// Round tick positions (multiples of 1, 2 or 5 × 10ᵏ) in `[lo, hi]`, as many as fit in
+/// `max` and at least two when the axis is not degenerate.
+pub(crate) fn linear_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    let span = hi - lo;
+    if !(span > 0.0 && span.is_finite()) {
+        return vec![];
+    }
+    let mut k = (span.log10().floor() as i32) - 2;
+    loop {
+        for m in [1.0, 2.0, 5.0] {
+            let step = m * 10f64.powi(k);
+            let (a, b) = ((lo / step).ceil() as i64, (hi / step).floor() as i64);
+            if b - a < max.max(2) as i64 {
+                return (a..=b).map(|i| i as f64 * step).collect();
+            }
+        }
+        k += 1;
+    }
 }
 
 /// Integer tick positions on a linear axis `[lo, hi]`, spaced 1, 2, 5, 10, 20, … so that
@@ -565,6 +590,9 @@ mod tests {
         ));
         assert!(close(log_ticks(0.018, 0.11, 8), &[0.02, 0.05, 0.1]));
         assert!(close(log_ticks(1e-6, 1.0, 4), &[1e-6, 1e-4, 1e-2, 1.0]));
+        let narrow = log_ticks(0.0216, 0.0344, 8);
+        let want = [0.022, 0.024, 0.026, 0.028, 0.03, 0.032, 0.034];
+        assert!(close(narrow.clone(), &want), "{narrow:?}");
         assert_eq!(integer_ticks(0.5, 2.5, 8), [1.0, 2.0]);
         assert_eq!(integer_ticks(1.0, 200.0, 8), [50.0, 100.0, 150.0, 200.0]);
         assert_eq!(integer_ticks(1.0, 10.0, 8), [2.0, 4.0, 6.0, 8.0, 10.0]);
