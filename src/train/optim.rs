@@ -143,29 +143,53 @@ fn trained(c: &OptimConfig, model: &Model) -> Vec<ParamId> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
-    /// `cosine` or `constant`.
+    /// `cosine`, `exponential` or `constant`.
     pub name: ScheduleKind,
     /// Cosine period in epochs; absent = the run's `train.epochs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t_max: Option<usize>,
     /// Cosine floor.
     pub lr_min: f64,
+    /// Exponential decay per epoch (`lr_e = lr_0 · γ^e`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
     Cosine,
+    /// PyTorch's `ExponentialLR`.
+    Exponential,
     Constant,
 }
 
 impl ScheduleConfig {
-    /// `lr_e = lr_min + (lr_0 − lr_min)(1 + cos(π e / T_max)) / 2` (PyTorch's closed form)
-    /// for epochs `e ≤ T_max`; epochs past the period stay at `lr_min` (a run resumed with
-    /// more epochs than its period continues at the floor instead of climbing back up).
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.name == ScheduleKind::Exponential {
+            let g = self.gamma.unwrap_or(f64::NAN);
+            anyhow::ensure!(
+                g > 0.0 && g <= 1.0,
+                "schedule.gamma must be in (0, 1] for the exponential schedule (got {})",
+                self.gamma.map_or("nothing".into(), |g| g.to_string())
+            );
+        }
+        anyhow::ensure!(
+            self.t_max != Some(0),
+            "schedule.t_max must be at least 1 (leave it out to follow train.epochs)"
+        );
+        Ok(())
+    }
+
+    /// Cosine: `lr_e = lr_min + (lr_0 − lr_min)(1 + cos(π e / T_max)) / 2` (PyTorch's closed
+    /// form) for epochs `e ≤ T_max`; epochs past the period stay at `lr_min` (a run resumed
+    /// with more epochs than its period continues at the floor instead of climbing back
+    /// up). Exponential: `lr_e = lr_0 · γ^e`.
     pub fn lr(&self, lr0: f64, epoch: usize, t_max: usize) -> f64 {
         match self.name {
             ScheduleKind::Constant => lr0,
+            ScheduleKind::Exponential => lr0 * self.gamma.unwrap_or(1.0).powi(epoch as i32),
             ScheduleKind::Cosine => {
                 let t_max = t_max.max(1);
                 let e = epoch.min(t_max) as f64;
@@ -255,11 +279,21 @@ mod tests {
             name: ScheduleKind::Cosine,
             t_max: None,
             lr_min: 1e-6,
+            gamma: None,
         };
         assert_eq!(s.lr(1e-3, 0, 10), 1e-3);
         assert!((s.lr(1e-3, 5, 10) - (1e-6 + (1e-3 - 1e-6) / 2.0)).abs() < 1e-12);
         assert!((s.lr(1e-3, 10, 10) - 1e-6).abs() < 1e-12);
         // past the period: the floor, not a second half-wave
         assert_eq!(s.lr(1e-3, 13, 10), s.lr(1e-3, 10, 10));
+        let e = ScheduleConfig {
+            name: ScheduleKind::Exponential,
+            gamma: Some(0.99),
+            ..s
+        };
+        assert_eq!(e.lr(0.006, 0, 10), 0.006);
+        assert!((e.lr(0.006, 3, 10) - 0.006 * 0.99f64.powi(3)).abs() < 1e-15);
+        // the exponential decay has no period
+        assert!((e.lr(0.006, 13, 10) - 0.006 * 0.99f64.powi(13)).abs() < 1e-15);
     }
 }

@@ -27,7 +27,7 @@ fn a_flipped_byte_in_a_checkpoint_is_an_error_naming_the_file() {
         step: 12,
         ..Default::default()
     };
-    save_checkpoint(&path, &m, &opt, &state, "seed = 0\n# lr = 0.001\n").unwrap();
+    save_checkpoint(&path, &m, &opt, &state, "seed = 0\n# lr = 0.001\n", None).unwrap();
     let good = std::fs::read(&path).unwrap();
     let load = || {
         let mut m2 = model();
