@@ -3,10 +3,11 @@
 //! `learning_rate` for `lr`).
 
 use super::config::RunConfig;
-use crate::model::presets::preset;
+use crate::model::presets::{preset, NAMES};
 
-/// Keys that a resolved configuration may leave out (so a template lacks them).
-const OPTIONAL: [&str; 9] = [
+/// Keys that a resolved configuration may leave out (so no preset's configuration need
+/// hold them).
+const OPTIONAL: [&str; 16] = [
     "data.dir",
     "data.eval_batch_size",
     "data.train_limit",
@@ -14,7 +15,14 @@ const OPTIONAL: [&str; 9] = [
     "data.test_files",
     "algorithm.tol",
     "schedule.t_max",
+    "schedule.gamma",
+    "model.cost",
     "model.blocks.N.alpha",
+    "model.blocks.N.kind",
+    "model.blocks.N.gain",
+    "model.blocks.N.duplicate",
+    "model.blocks.N.norm",
+    "model.blocks.N.fc",
     "preset",
 ];
 
@@ -73,14 +81,17 @@ fn keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Every valid key, array indices written `N`.
+/// Every valid key, array indices written `N`: the keys of every preset's configuration
+/// and the optional ones.
 fn all_keys() -> Vec<String> {
     let mut all = Vec::new();
-    if let Ok(v) = preset("splitting_small_2block", None)
-        .and_then(|p| RunConfig::from_preset(&p, 0))
-        .and_then(|c| Ok(toml::Value::try_from(c)?))
-    {
-        keys(&v, "", &mut all);
+    for name in NAMES {
+        if let Ok(v) = preset(name, None)
+            .and_then(|p| RunConfig::from_preset(&p, 0))
+            .and_then(|c| Ok(toml::Value::try_from(c)?))
+        {
+            keys(&v, "", &mut all);
+        }
     }
     all.extend(OPTIONAL.map(String::from));
     all.sort();
@@ -162,6 +173,11 @@ mod tests {
             ("schedule.tmax", "schedule.t_max"),
             ("model.blocks.3.alfa", "model.blocks.3.alpha"),
             ("sed", "seed"),
+            ("schedule.gama", "schedule.gamma"),
+            ("model.blocks.0.gian", "model.blocks.0.gain"),
+            ("algorithm.warmstart", "algorithm.warm_start"),
+            ("data.pad_to32", "data.pad_to_32"),
+            ("algorithm.free_ordr", "algorithm.free_order"),
         ] {
             assert_eq!(
                 nearest_key(typo).map(|n| n.0).as_deref(),
