@@ -11,6 +11,7 @@
 
 use super::checkpoint::LoopState;
 use super::config::RunConfig;
+use super::optim::ScheduleKind;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -58,7 +59,10 @@ pub fn resume_changes(
     state: &LoopState,
     dir: &Path,
 ) -> Result<Changes> {
-    if new.schedule.t_max.is_none() && new.train.epochs != old.train.epochs {
+    if new.schedule.name == ScheduleKind::Cosine
+        && new.schedule.t_max.is_none()
+        && new.train.epochs != old.train.epochs
+    {
         new.schedule.t_max = Some(old.t_max());
     }
     let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
@@ -170,6 +174,11 @@ mod tests {
             ("model.blocks.0.alpha=0.1", "model.blocks.0.alpha"),
             ("schedule.t_max=7", "schedule.t_max"),
             ("train.epochs=1", "train.epochs"),
+            ("optim.name=\"sgd\"", "optim.name"),
+            ("algorithm.warm_start=true", "algorithm.warm_start"),
+            ("algorithm.free_order=\"forward\"", "algorithm.free_order"),
+            ("data.normalize=false", "data.normalize"),
+            ("data.eval_batch_size=7", "data.eval_batch_size"),
         ] {
             let mut new = cfg(&["train.epochs=2", set]);
             let e = resume_changes(&old, &mut new, &state, dir)
@@ -189,5 +198,41 @@ mod tests {
         assert!(resume_changes(&old, &mut same, &mid, dir)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn drn_block_settings_are_refused_and_exponential_decay_needs_no_period() {
+        let sets = |extra: &[&str]| -> Vec<String> {
+            ["train.epochs=2", "data.train_limit=64"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let old = RunConfig::resolve(Some("drn_xs"), None, None, &sets(&[]), None).unwrap();
+        let state = LoopState {
+            epoch: 2,
+            ..Default::default()
+        };
+        let dir = Path::new("runs/x");
+        for (set, key) in [
+            ("model.blocks.0.gain=2.0", "model.blocks.0.gain"),
+            ("schedule.gamma=0.5", "schedule.gamma"),
+            ("optim.momentum=0.9", "optim.momentum"),
+        ] {
+            let mut new = RunConfig::resolve(Some("drn_xs"), None, None, &sets(&[set]), None)
+                .unwrap_or_else(|e| panic!("{set}: {e:#}"));
+            let e = resume_changes(&old, &mut new, &state, dir)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{set}: {e}");
+        }
+        // more epochs of an exponential decay: only the epoch count changes
+        let mut new =
+            RunConfig::resolve(Some("drn_xs"), None, None, &sets(&["train.epochs=5"]), None)
+                .unwrap();
+        let ch = resume_changes(&old, &mut new, &state, dir).unwrap();
+        assert_eq!(ch.keys().collect::<Vec<_>>(), ["train.epochs"]);
+        assert_eq!(new.lr(1), old.lr(1));
     }
 }
