@@ -164,6 +164,69 @@ fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A warm-started run (each batch's free phase starts from the previous batch's states)
+/// resumes exactly too: the carried states are part of the checkpoint.
+#[test]
+fn warm_started_runs_resume_exactly() {
+    if common::shared_data().is_none() {
+        return;
+    }
+    let cfg = || {
+        let sets: Vec<String> = [
+            "data.train_limit=48",
+            "data.test_limit=40",
+            "train.epochs=2",
+            "train.log_every=4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = RunConfig::resolve(Some("drn_xs"), None, None, &sets, Some(3)).unwrap();
+        assert!(c.algorithm.warm_start);
+        c
+    };
+    let full = train(
+        cfg(),
+        TrainOptions {
+            run_dir: tmp("warm-full"),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // 12 steps per epoch: stopped in the middle of the first epoch and of the second
+    let dir = tmp("warm-parts");
+    let train_dir = |resume: bool, stop: Option<u64>| {
+        train(
+            cfg(),
+            TrainOptions {
+                run_dir: dir.clone(),
+                resume,
+                quiet: true,
+                stop_after_steps: stop,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    assert!(!train_dir(false, Some(5)).completed);
+    let f = ffebm::io::tensors::read_tensor_file(&dir.join("checkpoint_last.safetensors")).unwrap();
+    assert!(
+        f.tensors.keys().any(|k| k.starts_with("carry.")),
+        "no carried states in the checkpoint"
+    );
+    assert!(!train_dir(true, Some(10)).completed);
+    let done = train_dir(true, None);
+    assert!(done.completed);
+    assert_eq!(
+        done.model, full.model,
+        "weights differ from the uninterrupted run"
+    );
+    same_files_but_wall_clock(&dir, &full.run_dir, "warm start");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&full.run_dir);
+}
+
 #[test]
 fn id_and_sgd_runs_learn_and_divergence_stops_with_a_hint() {
     if common::shared_data().is_none() {
