@@ -311,16 +311,23 @@ pub(crate) fn padded_range(vals: impl IntoIterator<Item = f64>, log: bool) -> (f
     }
 }
 
-/// Tick label for `v` on a linear axis spanning `span`: plain decimals for ordinary
-/// magnitudes, scientific notation for tiny or huge ones.
-pub(crate) fn tick_label(v: f64, span: f64) -> String {
-    let a = v.abs();
-    let ref_mag = a.max(span.abs());
-    if a < 1e-300 || (span > 0.0 && a < span * 1e-9) {
+/// Tick label for `v` on a linear axis `[lo, hi]`, in one format for the whole axis:
+/// decimals (as many as the span needs) when the axis' magnitude is in [0.01, 10⁵),
+/// scientific notation otherwise (with mantissa digits enough to tell the ticks apart);
+/// zero is `0`.
+pub(crate) fn tick_label(v: f64, lo: f64, hi: f64) -> String {
+    let span = (hi - lo).abs();
+    let mag = lo.abs().max(hi.abs());
+    if v.abs() < 1e-300 || (span > 0.0 && v.abs() < span * 1e-9) {
         return "0".into();
     }
-    if !(1e-3..1e5).contains(&ref_mag) {
-        return format!("{v:.1e}");
+    if !(1e-2..1e5).contains(&mag) {
+        let digits = if span > 0.0 {
+            ((mag / span).log10().ceil() as i32).clamp(1, 4) as usize
+        } else {
+            2
+        };
+        return format!("{v:.digits$e}");
     }
     let decimals = if span > 0.0 {
         ((-span.log10()).ceil() as i32 + 1).clamp(0, 5) as usize
@@ -328,6 +335,134 @@ pub(crate) fn tick_label(v: f64, span: f64) -> String {
         2
     };
     format!("{v:.decimals$}")
+}
+
+/// An `f64` axis (linear or logarithmic, `R`) with given tick positions (`None`: the
+/// axis' own), formatted by the chart's label formatter.
+pub(crate) struct Ticked<R: Ranged<ValueType = f64>> {
+    pub inner: R,
+    pub ticks: Option<Vec<f64>>,
+}
+
+impl<R: Ranged<ValueType = f64>> Ticked<R> {
+    pub fn new(inner: impl Into<R>, ticks: Option<Vec<f64>>) -> Self {
+        Ticked {
+            inner: inner.into(),
+            ticks,
+        }
+    }
+}
+
+impl<R: Ranged<ValueType = f64>> Ranged for Ticked<R> {
+    type ValueType = f64;
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        match &self.ticks {
+            Some(t) if hint.weight().allow_light_points() => {
+                let _ = t;
+                Vec::new()
+            }
+            Some(t) => t.clone(),
+            None => self.inner.key_points(hint),
+        }
+    }
+
+    fn axis_pixel_range(&self, limit: (i32, i32)) -> std::ops::Range<i32> {
+        self.inner.axis_pixel_range(limit)
+    }
+}
+
+/// Tick positions on a log axis `[lo, hi]`: powers of ten when the axis spans enough
+/// decades, else the 1-2-5 multiples, else every integer multiple (1…9) of the powers of
+/// ten in range — at least two ticks whenever the axis is not degenerate, at most `max`.
+pub(crate) fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    let (lo, hi) = (lo.min(hi), lo.max(hi));
+    if !(lo > 0.0 && hi.is_finite()) {
+        return vec![];
+    }
+    let within = |mults: &[f64]| -> Vec<f64> {
+        let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        let mut v: Vec<f64> = (e0..=e1)
+            .flat_map(|e| mults.iter().map(move |m| m * 10f64.powi(e)))
+            .filter(|x| *x >= lo * (1.0 - 1e-9) && *x <= hi * (1.0 + 1e-9))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let thin = |v: Vec<f64>| -> Vec<f64> {
+        let step = v.len().div_ceil(max.max(1)).max(1);
+        v.into_iter().step_by(step).collect()
+    };
+    let decades = within(&[1.0]);
+    if decades.len() >= 3 {
+        return thin(decades);
+    }
+    let one_two_five = within(&[1.0, 2.0, 5.0]);
+    if one_two_five.len() >= 3 {
+        return thin(one_two_five);
+    }
+    let all = within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    if all.len() >= 3 {
+        return thin(all);
+    }
+    // a narrow axis (e.g. [0.022, 0.034]): evenly spaced round values
+    let linear = linear_ticks(lo, hi, max);
+    if linear.len() >= 2 {
+        linear
+    } else {
+        vec![lo, hi]
+    }
+}
+
+/// Round tick positions (multiples of 1, 2 or 5 × 10ᵏ) in `[lo, hi]`, as many as fit in
+/// `max` and at least two when the axis is not degenerate.
+pub(crate) fn linear_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    let span = hi - lo;
+    if !(span > 0.0 && span.is_finite()) {
+        return vec![];
+    }
+    let mut k = (span.log10().floor() as i32) - 2;
+    loop {
+        for m in [1.0, 2.0, 5.0] {
+            let step = m * 10f64.powi(k);
+            let (a, b) = ((lo / step).ceil() as i64, (hi / step).floor() as i64);
+            if b - a < max.max(2) as i64 {
+                return (a..=b).map(|i| i as f64 * step).collect();
+            }
+        }
+        k += 1;
+    }
+}
+
+/// Integer tick positions on a linear axis `[lo, hi]`, spaced 1, 2, 5, 10, 20, … so that
+/// there are at most `max`.
+pub(crate) fn integer_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    let (a, b) = (lo.ceil() as i64, hi.floor() as i64);
+    if b < a {
+        return vec![];
+    }
+    let mut step = 1i64;
+    let mut k = 0;
+    while (b - a) / step + 1 > max.max(1) as i64 {
+        step = [1, 2, 5][(k + 1) % 3] * 10i64.pow(((k + 1) / 3) as u32);
+        k += 1;
+    }
+    let first = a.div_euclid(step) * step;
+    let first = if first < a { first + step } else { first };
+    (0..)
+        .map(|i| first + i * step)
+        .take_while(|&v| v <= b)
+        .map(|v| v as f64)
+        .collect()
 }
 
 /// Tick label on a log axis spanning [lo, hi]: decimals if the whole axis lies in
@@ -435,11 +570,32 @@ mod tests {
 
     #[test]
     fn tick_labels() {
-        assert_eq!(tick_label(0.0, 1.0), "0");
-        assert_eq!(tick_label(0.5, 1.0), "0.5");
-        assert_eq!(tick_label(0.002, 0.01), "0.002");
-        assert_eq!(tick_label(2e-5, 1e-4), "2.0e-5");
-        assert_eq!(tick_label(250.0, 1000.0), "250");
+        assert_eq!(tick_label(0.0, 0.0, 1.0), "0");
+        assert_eq!(tick_label(0.5, 0.0, 1.0), "0.5");
+        assert_eq!(tick_label(0.002, 0.0, 0.01), "0.002");
+        assert_eq!(tick_label(2e-5, 0.0, 1e-4), "2.0e-5");
+        assert_eq!(tick_label(250.0, 0.0, 1000.0), "250");
+        // one format per axis: an lr axis from 5e-4 to 1e-3
+        let lr: Vec<String> = [5e-4, 7e-4, 1e-3]
+            .iter()
+            .map(|v| tick_label(*v, 4.8e-4, 1.02e-3))
+            .collect();
+        assert_eq!(lr, ["5.0e-4", "7.0e-4", "1.0e-3"]);
+        let close = |a: Vec<f64>, b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x / y - 1.0).abs() < 1e-9)
+        };
+        assert!(close(
+            log_ticks(0.045, 0.144, 8),
+            &[0.05, 0.06, 0.07, 0.08, 0.09, 0.1]
+        ));
+        assert!(close(log_ticks(0.018, 0.11, 8), &[0.02, 0.05, 0.1]));
+        assert!(close(log_ticks(1e-6, 1.0, 4), &[1e-6, 1e-4, 1e-2, 1.0]));
+        let narrow = log_ticks(0.0216, 0.0344, 8);
+        let want = [0.022, 0.024, 0.026, 0.028, 0.03, 0.032, 0.034];
+        assert!(close(narrow.clone(), &want), "{narrow:?}");
+        assert_eq!(integer_ticks(0.5, 2.5, 8), [1.0, 2.0]);
+        assert_eq!(integer_ticks(1.0, 200.0, 8), [50.0, 100.0, 150.0, 200.0]);
+        assert_eq!(integer_ticks(1.0, 10.0, 8), [2.0, 4.0, 6.0, 8.0, 10.0]);
         assert_eq!(log_tick_label(0.1, 0.05, 2.0), "0.1");
         assert_eq!(log_tick_label(1e-3, 1e-4, 1.0), "1e-3");
         assert_eq!(fit_text("abcdefghijklmnop", 10.0, 40.0), "abcde…");

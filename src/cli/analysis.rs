@@ -1,6 +1,6 @@
 //! `ffebm gdd` (static gradient analysis) and `ffebm plot` (training curves).
 
-use super::common::{Global, ModelArgs, PhaseArgs};
+use super::common::{check_batch, errln, outln, positive, Global, ModelArgs, PhaseArgs};
 use crate::analysis::gdd::{analyse, beta_sweep, t2_sweep, GddConfig, GddReport};
 use crate::analysis::plot::{
     plot_runs, BarSeries, CosineBars, SweepFigure, SweepSeries, TransientBlock, TransientFigure,
@@ -28,12 +28,13 @@ pub struct GddArgs {
     /// Dataset of the default batch (default: the preset's, else cifar10).
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
-    #[arg(long, default_value_t = 2)]
+    /// Size of the default batch.
+    #[arg(long, default_value_t = 2, value_parser = positive)]
     pub batch_size: usize,
     #[command(flatten)]
     pub phases: PhaseArgs,
     /// Tracked coordinates per weight tensor in the transient curves.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = positive)]
     pub coords: usize,
     /// Skip the transient curves (T2+1 truncated ID runs per block).
     #[arg(long)]
@@ -96,6 +97,9 @@ fn write_tables(out: &Path, rep: &GddReport) -> Result<()> {
         )?;
     }
     crate::io::atomic_write(&out.join("gdd.csv"), csv.as_bytes())?;
+    if rep.tensors.iter().all(|t| t.ep.is_empty()) {
+        return Ok(()); // no transients (--no-transients): no table
+    }
     let mut tr = String::from("tensor,coord,t,ep,id_exact,id_reference\n");
     for t in &rep.tensors {
         for (step, ep) in t.ep.iter().enumerate() {
@@ -161,7 +165,7 @@ fn figures(out: &Path, rep: &GddReport, blocks: usize, reference: bool, quiet: b
                     .iter()
                     .filter(|t| t.block == k)
                     .map(|t| TransientLayer {
-                        name: t.name.clone(),
+                        name: t.name.trim_end_matches(".weight").to_string(),
                         id: transpose(if reference {
                             &t.id_reference
                         } else {
@@ -188,7 +192,7 @@ fn figures(out: &Path, rep: &GddReport, blocks: usize, reference: bool, quiet: b
     }
     if !quiet {
         for f in files {
-            println!("wrote {}", f.display());
+            outln!("wrote {}", f.display());
         }
     }
     Ok(())
@@ -224,7 +228,11 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
                 .context("loading the default batch (or pass --input BATCH.safetensors)")?
         }
     };
-    crate::model::check_input(&model, &x)?;
+    let source = a
+        .input
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("(the default batch)"));
+    check_batch(&model, &x, &source)?;
     let algo = a.phases.resolve(preset.as_ref())?;
     algo.validate()?;
     let (t1, t2, beta) = (algo.t1, algo.t2, algo.beta);
@@ -255,7 +263,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
                 b.set_position(done as u64);
             }
             // plain lines when not on a terminal
-            None if !g.quiet && (done == total || done % 10 == 0) => eprintln!(
+            None if !g.quiet && (done == total || done % 10 == 0) => errln!(
                 "transients: {done}/{total} truncated ID runs ({:.0} s)",
                 t.elapsed().as_secs_f64()
             ),
@@ -268,20 +276,27 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
     write_tables(&a.out, &rep)?;
     figures(&a.out, &rep, model.blocks.len(), reference, g.quiet)?;
     if !g.quiet {
-        println!("static gradient analysis of {} samples (beta {beta}, T1 {t1}, T2 {t2}) in {:.1} s; loss {:.4}", y.len(), t.elapsed().as_secs_f64(), rep.loss);
-        println!(
+        outln!("static gradient analysis of {} samples (beta {beta}, T1 {t1}, T2 {t2}) in {:.1} s; loss {:.4}", y.len(), t.elapsed().as_secs_f64(), rep.loss);
+        outln!(
             "{:<40} {:>12} {:>12} {:>12}",
-            "tensor", "cos ID-exact", "cos ID-ref", "rel err"
+            "tensor",
+            "cos ID-exact",
+            "cos ID-ref",
+            "rel err"
         );
         for r in rep.tensors.iter().filter(|r| r.is_weight) {
-            println!(
+            outln!(
                 "{:<40} {:>12.6} {:>12.6} {:>12.3e}",
-                r.name, r.vs_id_exact.cosine, r.vs_id_reference.cosine, r.vs_id_exact.rel_error
+                r.name,
+                r.vs_id_exact.cosine,
+                r.vs_id_reference.cosine,
+                r.vs_id_exact.rel_error
             );
         }
-        println!(
+        outln!(
             "total relative EP-ID error: {:.3e} (exact), {:.3e} (reference)",
-            rep.total_rel_error_exact, rep.total_rel_error_reference
+            rep.total_rel_error_exact,
+            rep.total_rel_error_reference
         );
     }
     if !a.betas.is_empty() {
@@ -300,7 +315,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
             }
             csv.push('\n');
             if !g.quiet {
-                println!("beta {b}: EP-ID relative error {tot:.3e}");
+                outln!("beta {b}: EP-ID relative error {tot:.3e}");
             }
         }
         crate::io::atomic_write(&a.out.join("beta_sweep.csv"), csv.as_bytes())?;
@@ -323,7 +338,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         for (t, e, r) in &rows {
             writeln!(csv, "{t},{e},{r}")?;
             if !g.quiet {
-                println!("T2 {t}: EP-ID relative error {e:.3e} (exact), {r:.3e} (reference)");
+                outln!("T2 {t}: EP-ID relative error {e:.3e} (exact), {r:.3e} (reference)");
             }
         }
         crate::io::atomic_write(&a.out.join("t2_sweep.csv"), csv.as_bytes())?;
@@ -342,7 +357,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         fig.save(&a.out.join("t2_sweep.png"))?;
         fig.save(&a.out.join("t2_sweep.svg"))?;
     }
-    println!("wrote {}", a.out.display());
+    outln!("wrote {}", a.out.display());
     Ok(())
 }
 

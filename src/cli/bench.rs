@@ -14,13 +14,13 @@ pub struct BenchArgs {
     )]
     pub presets: Vec<String>,
     /// Batch sizes of the step timings.
-    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    #[arg(long, value_delimiter = ',', default_value = "16,64", value_parser = super::common::positive)]
     pub batches: Vec<usize>,
     /// Batch size of the conv timings.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::common::positive)]
     pub conv_batch: usize,
     /// Timed repetitions (median reported) after one warm-up.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::common::positive)]
     pub reps: usize,
     /// Only the conv kernels.
     #[arg(long)]

@@ -11,8 +11,63 @@ use std::path::PathBuf;
 /// Global options.
 #[derive(Clone, Debug)]
 pub struct Global {
+    /// The seed to use (`--seed`, default 0).
     pub seed: u64,
+    /// `--seed` when given: an explicit flag overrides a configuration file's seed.
+    pub seed_flag: Option<u64>,
     pub quiet: bool,
+}
+
+/// `println!` that never panics: a closed standard output (e.g. `| head`) drops the line
+/// and the command carries on (for commands whose work outlives their output).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that never panics on a closed standard error.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+pub(crate) use {errln, outln};
+
+/// A count that must be at least 1 (clap value parser).
+pub fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Checks a batch (`x` channels-last, as read from `path`) against the model, reporting
+/// shapes in the NCHW layout the file holds: no empty batch, the model's C, H, W.
+pub fn check_batch(model: &Model, x: &crate::core::Tensor, path: &std::path::Path) -> Result<()> {
+    let [c, h, w] = model.config.input;
+    let s = x.shape();
+    anyhow::ensure!(
+        s.len() == 4,
+        "batch {}: `x` has shape {s:?}, expected [B, C, H, W]",
+        path.display()
+    );
+    let nchw = [s[0], s[3], s[1], s[2]];
+    anyhow::ensure!(
+        nchw[0] >= 1,
+        "batch {}: `x` is empty (shape {nchw:?}); a batch needs at least one sample",
+        path.display()
+    );
+    anyhow::ensure!(
+        nchw[1..] == [c, h, w],
+        "batch {}: `x` has shape {nchw:?} (NCHW), but the model takes [B, {c}, {h}, {w}]",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Selecting a model: a built-in preset or a TOML description.

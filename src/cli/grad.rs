@@ -7,7 +7,7 @@ use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile
 use crate::io::weights::{grad_tensors, model_tensors};
 use crate::model::feedforward::{apply_bn_updates, BnUpdates};
 use crate::model::prepare;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -76,8 +76,7 @@ pub fn read_batch(path: &Path) -> Result<(crate::core::Tensor, Vec<u32>)> {
 pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let (mut model, preset, style) = a.model.build(g.seed)?;
     let (x, y) = read_batch(&a.input)?;
-    crate::model::check_input(&model, &x)
-        .with_context(|| format!("batch {}", a.input.display()))?;
+    super::common::check_batch(&model, &x, &a.input)?;
     let mut gc = a.phases.resolve(preset.as_ref())?;
     gc.name = a.algo;
     match a.tol {

@@ -17,9 +17,10 @@ pub struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
-    /// Seed of every random draw (initialisation, data order, augmentation).
-    #[arg(long, global = true, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of every random draw (initialisation, data order, augmentation); default 0.
+    /// Overrides the seed of a `train --config` file.
+    #[arg(long, global = true)]
+    pub seed: Option<u64>,
     /// Only print errors and final results.
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -45,9 +46,24 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Lets SIGPIPE end the process quietly, as it does Unix tools (`ffebm presets | head`):
+/// Rust ignores it, so a print to a closed pipe would panic instead.
+fn die_quietly_on_closed_pipes() {
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Parses the command line and runs the command.
+///
+/// Output to a closed pipe: `train` and `gdd`, whose work (checkpoints, figures) outlives
+/// their output, keep going and drop it; the other commands stop quietly, like Unix tools.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Train(_) | Command::Gdd(_)) {
+        die_quietly_on_closed_pipes();
+    }
     if let Some(n) = cli.threads {
         anyhow::ensure!(n >= 1, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new()
@@ -55,7 +71,8 @@ pub fn run() -> Result<()> {
             .build_global()?;
     }
     let g = common::Global {
-        seed: cli.seed,
+        seed: cli.seed.unwrap_or(0),
+        seed_flag: cli.seed,
         quiet: cli.quiet,
     };
     match cli.command {

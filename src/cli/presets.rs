@@ -69,7 +69,11 @@ pub fn run(g: &Global, a: PresetsArgs) -> Result<()> {
     println!("{}: {}", p.name, p.summary);
     let (o, sc) = (&p.train.optim, &p.train.schedule);
     let schedule = match sc.name {
-        ScheduleKind::Cosine => format!("cosine to {} over {} epochs", sc.lr_min, sc.t_max),
+        ScheduleKind::Cosine => format!(
+            "cosine to {} over {} epochs",
+            sc.lr_min,
+            sc.t_max.unwrap_or(p.train.epochs)
+        ),
         ScheduleKind::Exponential => format!("exponential, gamma {}", sc.gamma.unwrap_or(1.0)),
         ScheduleKind::Constant => "constant".into(),
     };

@@ -1,29 +1,60 @@
 //! `ffebm train` and `ffebm eval`.
 
-use super::common::Global;
+use super::common::{errln, outln, Global};
 use crate::train::checkpoint::checkpoint_config;
 use crate::train::trainer::LAST;
 use crate::train::{evaluate, train, RunConfig, TrainOptions};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// A flag set by the first Ctrl-C (SIGINT/SIGTERM): the trainer then finishes its current
-/// step, writes `checkpoint_last` and returns. A second Ctrl-C exits at once (the last
-/// complete checkpoint stays valid: checkpoints are written atomically).
-fn interrupt_on_ctrl_c() -> Result<Arc<AtomicBool>> {
+/// Signals arriving this soon after the first interrupt are the same interrupt (GNU
+/// `timeout` and job schedulers signal the process and then its process group).
+const SAME_INTERRUPT: Duration = Duration::from_secs(1);
+
+/// Watches SIGINT, SIGTERM and SIGHUP. The first sets the returned flag: the trainer then
+/// finishes its step, writes `checkpoint_last` and returns; the second value is the signal.
+/// Another Ctrl-C (SIGINT) more than a second later exits at once (the last complete
+/// checkpoint stays valid: checkpoints are written atomically); repeated SIGTERM or SIGHUP,
+/// and anything within the first second, are the same request.
+fn interrupt_on_signals(quiet: bool) -> Result<(Arc<AtomicBool>, Arc<AtomicI32>)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the signal handlers")?;
     let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    ctrlc::set_handler(move || {
-        if f.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: exiting without a new checkpoint");
-            std::process::exit(130);
+    let which = Arc::new(AtomicI32::new(0));
+    let (f, w) = (flag.clone(), which.clone());
+    std::thread::spawn(move || {
+        let mut first: Option<Instant> = None;
+        for sig in signals.forever() {
+            match first {
+                None => {
+                    first = Some(Instant::now());
+                    w.store(sig, Ordering::SeqCst);
+                    f.store(true, Ordering::SeqCst);
+                    if !quiet {
+                        errln!("\n{}: finishing the current step and saving a checkpoint (Ctrl-C again to abort)", signal_name(sig));
+                    }
+                }
+                Some(t) if sig == SIGINT && t.elapsed() >= SAME_INTERRUPT => {
+                    errln!("\ninterrupted again: exiting without a new checkpoint");
+                    std::process::exit(130);
+                }
+                Some(_) => {}
+            }
         }
-        eprintln!("\ninterrupt: finishing the current step and saving a checkpoint (Ctrl-C again to abort)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
-    Ok(flag)
+    });
+    Ok((flag, which))
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGHUP => "SIGHUP",
+        _ => "interrupt",
+    }
 }
 
 /// The preset `ffebm train` runs without arguments.
@@ -34,7 +65,8 @@ pub struct TrainArgs {
     /// Built-in preset (default: cifar10_tiny; see `ffebm presets`).
     #[arg(long)]
     pub preset: Option<String>,
-    /// Run description in TOML, merged over the preset (see README, "Configuration").
+    /// Run description in TOML, merged over the preset (see README, "Presets and
+    /// configuration"). --set and the flags below override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Override any configuration key, e.g. `--set optim.lr=3e-4 --set algorithm.name=id-exact`.
@@ -43,34 +75,35 @@ pub struct TrainArgs {
     /// Readout classes (default: the dataset's).
     #[arg(long)]
     pub classes: Option<usize>,
-    /// Data root (default: $FFEBM_DATA, then the download cache).
+    /// Data root (default: $FFEBM_DATA, then the download cache); stored absolute.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Download the dataset from its official source if it is not found.
     #[arg(long)]
     pub download: bool,
-    /// Number of epochs (shorthand for --set train.epochs=N).
+    /// Number of epochs (overrides train.epochs from the preset, the file and --set).
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Run directory (default: runs/<preset>-<n>).
+    /// Run directory (default: runs/<preset>-NNN, the first free number).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint.
+    /// Continue the run in this directory from its last checkpoint (see README, "Run
+    /// directories": what may change on resume).
     #[arg(long, conflicts_with_all = ["preset", "config", "out"])]
     pub resume: Option<PathBuf>,
 }
 
-fn next_run_dir(name: &str) -> PathBuf {
-    (1..)
-        .map(|i| PathBuf::from("runs").join(format!("{name}-{i:03}")))
-        .find(|p| !p.exists())
-        .expect("a free name")
+/// `key=value` for a string value, quoted as TOML.
+fn set_string(key: &str, value: &Path) -> String {
+    format!("{key}={}", toml::Value::String(value.display().to_string()))
 }
 
-pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
+/// The explicit flags as `--set`s, which come after the user's and so override them.
+fn flag_sets(a: &TrainArgs) -> Result<Vec<String>> {
     let mut sets = a.sets.clone();
     if let Some(d) = &a.data_dir {
-        sets.push(format!("data.dir={:?}", d.display().to_string()));
+        let abs = std::path::absolute(d).with_context(|| format!("--data-dir {}", d.display()))?;
+        sets.push(set_string("data.dir", &abs));
     }
     if a.download {
         sets.push("data.download=true".into());
@@ -78,7 +111,21 @@ pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
     if let Some(e) = a.epochs {
         sets.push(format!("train.epochs={e}"));
     }
-    let (cfg, dir, resume) = match &a.resume {
+    Ok(sets)
+}
+
+/// Makes `data.dir` absolute, so that `eval` and `--resume` work from any directory.
+fn absolute_data_dir(cfg: &mut RunConfig) -> Result<()> {
+    if let Some(d) = &cfg.data.dir {
+        cfg.data.dir =
+            Some(std::path::absolute(d).with_context(|| format!("data.dir {}", d.display()))?);
+    }
+    Ok(())
+}
+
+pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
+    let mut sets = flag_sets(&a)?;
+    let (mut cfg, opts) = match &a.resume {
         Some(dir) => {
             let path = dir.join("config.toml");
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -88,14 +135,14 @@ pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
                     dir.display()
                 )
             })?;
-            anyhow::ensure!(
-                dir.join(LAST).exists(),
-                "{} has no checkpoint to resume from",
-                dir.display()
-            );
-            let cfg = RunConfig::resolve(None, None, Some(&text), &sets, g.seed)
+            let cfg = RunConfig::resolve(None, a.classes, Some(&text), &sets, g.seed_flag)
                 .with_context(|| format!("in {}", path.display()))?;
-            (cfg, dir.clone(), true)
+            let opts = TrainOptions {
+                run_dir: dir.clone(),
+                resume: true,
+                ..Default::default()
+            };
+            (cfg, opts)
         }
         None => {
             let text = a
@@ -117,48 +164,52 @@ pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
             {
                 sets.insert(0, "data.download=true".into());
             }
-            let cfg = RunConfig::resolve(preset, a.classes, text.as_deref(), &sets, g.seed)?;
+            let cfg = RunConfig::resolve(preset, a.classes, text.as_deref(), &sets, g.seed_flag)?;
             let name = cfg.preset.clone().unwrap_or_else(|| "custom".into());
-            (
-                cfg,
-                a.out.clone().unwrap_or_else(|| next_run_dir(&name)),
-                false,
-            )
+            let opts = match &a.out {
+                Some(out) => TrainOptions {
+                    run_dir: out.clone(),
+                    ..Default::default()
+                },
+                None => TrainOptions {
+                    run_dir: PathBuf::from("runs").join(name),
+                    numbered: true,
+                    ..Default::default()
+                },
+            };
+            (cfg, opts)
         }
     };
-    if !g.quiet {
-        eprintln!("run directory: {}", dir.display());
-    }
-    let interrupt = interrupt_on_ctrl_c()?;
+    absolute_data_dir(&mut cfg)?;
+    let (interrupt, signal) = interrupt_on_signals(g.quiet)?;
     let summary = train(
         cfg,
         TrainOptions {
-            run_dir: dir.clone(),
-            resume,
             quiet: g.quiet,
-            stop_after_steps: None,
             interrupt: Some(interrupt),
+            ..opts
         },
     )?;
+    let dir = &summary.run_dir;
     if !summary.completed {
         let done = summary.epochs.last().map_or(0, |e| e.epoch);
-        eprintln!(
+        errln!(
             "interrupted after {done} complete epoch(s); state saved to {}\nresume with: ffebm train --resume {}",
             dir.join(LAST).display(),
             dir.display()
         );
-        std::process::exit(130);
+        std::process::exit(128 + signal.load(Ordering::SeqCst).max(2));
     }
     if let Some(last) = summary.epochs.last() {
-        println!(
-            "finished {} epochs: train top1 {:.2}%, {} top1 {:.2}% (top5 {:.2}%); run directory {}",
+        let name = if last.test_name.is_empty() {
+            "test"
+        } else {
+            &last.test_name
+        };
+        outln!(
+            "finished {} epochs: train top1 {:.2}%, {name} top1 {:.2}% (top5 {:.2}%); run directory {}",
             last.epoch,
             last.train_top1,
-            last.evals
-                .keys()
-                .next()
-                .map(String::as_str)
-                .unwrap_or("test"),
             last.test_top1,
             last.test_top5,
             dir.display()
@@ -175,38 +226,34 @@ pub struct EvalArgs {
     /// Override configuration keys (e.g. data.dir, data.test_files, data.eval_batch_size).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Data root.
+    /// Data root holding the test split (default: the run's data.dir, then $FFEBM_DATA,
+    /// then the download cache).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
 
-pub fn eval(g: &Global, a: EvalArgs) -> Result<()> {
+/// `ffebm eval`: the checkpoint on its run's evaluation sets (test data only, no download).
+pub fn eval(_g: &Global, a: EvalArgs) -> Result<()> {
     let text = checkpoint_config(&a.checkpoint)?;
     let mut sets = a.sets.clone();
     if let Some(d) = &a.data_dir {
-        sets.push(format!("data.dir={:?}", d.display().to_string()));
+        let abs = std::path::absolute(d).with_context(|| format!("--data-dir {}", d.display()))?;
+        sets.push(set_string("data.dir", &abs));
     }
-    let cfg = RunConfig::resolve(None, None, Some(&text), &sets, g.seed)?;
+    let cfg = RunConfig::resolve(None, None, Some(&text), &sets, None)
+        .with_context(|| format!("the configuration of {}", a.checkpoint.display()))?;
     let mut model = crate::model::Model::new(cfg.model.clone(), cfg.seed)?;
     let mut opt = crate::train::optim::Optimizer::new(cfg.optim.clone(), &model);
     let state =
         crate::train::checkpoint::load_checkpoint(Path::new(&a.checkpoint), &mut model, &mut opt)?;
-    let data = crate::train::data::load_run_data(
-        &crate::train::config::DataConfig {
-            val_size: 0,
-            train_limit: Some(1),
-            ..cfg.data.clone()
-        },
-        cfg.seed,
-        g.quiet,
-    )?;
+    let tests = crate::train::data::load_eval_data(&cfg.data)?;
     println!(
         "{} after {} epochs ({} steps)",
         a.checkpoint.display(),
         state.epoch,
         state.step
     );
-    for (name, subset) in &data.tests {
+    for (name, subset) in &tests {
         let m = evaluate(&model, subset, &cfg, None)?;
         println!(
             "{name}: {} images, loss {:.4}, top1 {:.2}%, top5 {:.2}%, free sweeps {:.1}",

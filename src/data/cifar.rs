@@ -153,10 +153,11 @@ pub fn missing(kind: DatasetKind, path: &Path, what: String) -> DataError {
             ));
         }
         alt.push_str(&format!(
-            ". Name the test files explicitly: `--test-files {CIFAR10_TEST_FIRST1000}` for the \
-             exact 1,000, or `--test-files {CIFAR10_TEST_FIRST1000},{CIFAR10_TEST_REST9000_LOSSY}` \
-             for all 10,000 (partly lossy), and report the two accuracies separately \
-             (see `cifar10_test_sets`). Otherwise: "
+            ". Name the test files explicitly: `--set 'data.test_files=[\"{CIFAR10_TEST_FIRST1000}\"]'` \
+             for the exact 1,000, or `--set 'data.test_files=[\"{CIFAR10_TEST_FIRST1000}\", \
+             \"{CIFAR10_TEST_REST9000_LOSSY}\"]'` for all 10,000 (partly lossy), and report the \
+             two accuracies separately (`ffebm train` and `eval` without data.test_files do: see \
+             `cifar10_test_sets`). Otherwise: "
         ));
         advice = alt + &advice;
     }

@@ -68,6 +68,32 @@ pub enum DataError {
 pub type Result<T> = std::result::Result<T, DataError>;
 
 impl DataError {
+    /// The same error with `from` replaced by `to` in its advice (e.g. for a command that
+    /// cannot download, advice without `--download`).
+    pub fn replace_advice(self, from: &str, to: &str) -> DataError {
+        match self {
+            DataError::Missing { path, what, advice } => DataError::Missing {
+                path,
+                what,
+                advice: advice.replace(from, to),
+            },
+            DataError::Invalid {
+                path,
+                format,
+                expected,
+                found,
+                advice,
+            } => DataError::Invalid {
+                path,
+                format,
+                expected,
+                found,
+                advice: advice.replace(from, to),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),

@@ -259,6 +259,16 @@ impl DatasetKind {
         )
     }
 
+    /// Like [`DatasetKind::advice`], for a command that cannot download: only where the
+    /// dataset comes from and that `--data-dir`/FFEBM_DATA must point at it.
+    pub fn offline_advice(self) -> String {
+        format!(
+            "{} comes from {}; point `--data-dir` (or FFEBM_DATA) at a folder holding its files.",
+            self.display_name(),
+            self.source_url()
+        )
+    }
+
     /// Default file names of a split, relative to the dataset folder. For the MNIST family
     /// these are the uncompressed names; a `.gz` sibling is used when present.
     pub fn default_files(self, split: Split) -> Vec<String> {

@@ -1,8 +1,14 @@
 //! Reading and writing named tensors in the safetensors format.
+//!
+//! Every file ffebm writes carries, in its metadata under [`CHECKSUM_KEY`], the SHA-256 of
+//! its contents: each tensor's name, dtype, shape and bytes (in name order) and every other
+//! metadata entry (in key order). [`read_tensor_file`] verifies it when present, so a
+//! flipped byte anywhere in the tensors or the metadata is an error naming the file.
 
 use crate::core::Tensor;
 use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -123,7 +129,43 @@ fn to_i64(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
     }
 }
 
-/// Reads a safetensors file; floating-point tensors become f32, integer ones i64.
+/// Metadata key of the contents checksum (hex SHA-256, see the module docs).
+pub const CHECKSUM_KEY: &str = "sha256";
+
+/// The contents checksum: tensors `(name, dtype, shape, bytes)` in name order, then the
+/// metadata entries other than [`CHECKSUM_KEY`] in key order, each length-prefixed.
+fn contents_digest<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+    metadata: &HashMap<String, String>,
+) -> String {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    let mut tensors: Vec<_> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, dtype, shape, bytes) in tensors {
+        field(name.as_bytes());
+        field(format!("{dtype:?}").as_bytes());
+        let dims: Vec<u8> = shape
+            .iter()
+            .flat_map(|&d| (d as u64).to_le_bytes())
+            .collect();
+        field(&dims);
+        field(bytes);
+    }
+    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != CHECKSUM_KEY).collect();
+    keys.sort();
+    for k in keys {
+        field(k.as_bytes());
+        field(metadata[k].as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a safetensors file; floating-point tensors become f32, integer ones i64. A file
+/// with a contents checksum ([`CHECKSUM_KEY`]) must match it.
 pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -134,6 +176,22 @@ pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
         metadata: meta.metadata().clone().unwrap_or_default(),
         ..Default::default()
     };
+    if let Some(want) = out.metadata.get(CHECKSUM_KEY) {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+        let found = contents_digest(
+            views
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
+            &out.metadata,
+        );
+        anyhow::ensure!(
+            &found == want,
+            "{}: checksum mismatch: the file's contents (tensors and metadata) do not match \
+             the SHA-256 recorded when it was written ({want}, found {found}); the file is \
+             damaged. Use another copy (for a run: its other checkpoint, or a backup)",
+            path.display()
+        );
+    }
     let mut names: Vec<(usize, String)> = Vec::new();
     for (name, view) in st.iter() {
         let shape = view.shape().to_vec();
@@ -156,11 +214,12 @@ pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
     Ok(out)
 }
 
-/// Writes named tensors (f32 and i64) and string metadata atomically.
+/// Writes named tensors (f32 and i64) and string metadata, with the contents checksum,
+/// atomically.
 pub fn write_tensor_file(
     path: &Path,
     tensors: &[(String, Stored)],
-    metadata: HashMap<String, String>,
+    mut metadata: HashMap<String, String>,
 ) -> Result<()> {
     let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
@@ -179,6 +238,15 @@ pub fn write_tensor_file(
             ),
         })
         .collect();
+    metadata.insert(
+        CHECKSUM_KEY.to_string(),
+        contents_digest(
+            bytes
+                .iter()
+                .map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice())),
+            &metadata,
+        ),
+    );
     let views = bytes
         .iter()
         .map(|(n, d, s, b)| {
@@ -189,7 +257,7 @@ pub fn write_tensor_file(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let meta = (!metadata.is_empty()).then_some(metadata);
+    let meta = Some(metadata);
     let buf = safetensors::serialize(views, &meta)
         .map_err(|e| anyhow::anyhow!("cannot serialise tensors for {}: {e:?}", path.display()))?;
     super::atomic_write(path, &buf)

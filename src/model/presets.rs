@@ -113,7 +113,7 @@ fn drn_mnist(
         },
         schedule: ScheduleConfig {
             name: ScheduleKind::Exponential,
-            t_max: epochs,
+            t_max: None,
             lr_min: 0.0,
             gamma: Some(0.99),
         },
@@ -154,7 +154,8 @@ fn train(dataset: &str, batch: usize, lr: f64, epochs: usize, lr_min: f64) -> Tr
         },
         schedule: ScheduleConfig {
             name: ScheduleKind::Cosine,
-            t_max: epochs,
+            // follows train.epochs (also when --epochs changes it)
+            t_max: None,
             lr_min,
             gamma: None,
         },

@@ -2,11 +2,15 @@
 //! moments (`optimizer.m.<name>`, `optimizer.v.<name>`) and, in the metadata, the resolved
 //! run configuration and the loop state. Written atomically. Data order and augmentation are
 //! pure functions of (seed, epoch, position), so the loop state is all a resume needs.
+//! The file's checksum (see [`crate::io::tensors`]) covers tensors and metadata: a damaged
+//! checkpoint is an error naming it, never a silently different run.
 
+use super::divergence::LossWatch;
 use super::optim::Optimizer;
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored};
 use crate::io::weights::{
-    load_model_tensors, model_tensors, KeyStyle, CHECKPOINT_FORMAT, FORMAT_KEY, OPTIMIZER_PREFIX,
+    load_model_tensors, model_tensors, KeyStyle, CARRY_PREFIX, CHECKPOINT_FORMAT, FORMAT_KEY,
+    OPTIMIZER_PREFIX,
 };
 use crate::model::Model;
 use crate::relax::BlockState;
@@ -42,12 +46,13 @@ pub struct LoopState {
     pub accum: EpochAccum,
     /// Wall-clock seconds spent in earlier sessions.
     pub elapsed: f64,
+    /// The divergence check's memory.
+    #[serde(default)]
+    pub loss_watch: LossWatch,
 }
 
 const STATE_KEY: &str = "loop_state";
 const CONFIG_KEY: &str = "run_config";
-
-const CARRY_PREFIX: &str = "carry.";
 
 /// Writes a checkpoint atomically. `carry`: the free states a warm-started run starts its
 /// next batch from (`carry.{block}.{layer}`, channels-last).
@@ -88,6 +93,20 @@ pub fn save_checkpoint(
     write_tensor_file(path, &tensors, meta)
 }
 
+/// Replaces the run configuration stored in the checkpoint at `path` (tensors and loop
+/// state unchanged), atomically.
+pub fn rewrite_checkpoint_config(path: &Path, config_toml: &str) -> Result<()> {
+    let f = read_tensor_file(path)?;
+    let tensors: Vec<(String, Stored)> = f
+        .order
+        .iter()
+        .map(|k| (k.clone(), f.tensors[k].clone()))
+        .collect();
+    let mut meta = f.metadata;
+    meta.insert(CONFIG_KEY.to_string(), config_toml.to_string());
+    write_tensor_file(path, &tensors, meta)
+}
+
 /// The carried free states of a warm-started run (`None` when the checkpoint has none).
 pub fn load_carried_states(path: &Path) -> Result<Option<Vec<BlockState>>> {
     let f = read_tensor_file(path)?;
@@ -117,6 +136,24 @@ pub fn checkpoint_config(path: &Path) -> Result<String> {
             path.display()
         )
     })
+}
+
+/// The run configuration and loop state stored in a checkpoint (without restoring it).
+pub fn checkpoint_meta(path: &Path) -> Result<(String, LoopState)> {
+    let f = read_tensor_file(path)?;
+    let cfg = f.metadata.get(CONFIG_KEY).cloned().with_context(|| {
+        format!(
+            "{} is not an ffebm checkpoint (no run configuration)",
+            path.display()
+        )
+    })?;
+    let state = f
+        .metadata
+        .get(STATE_KEY)
+        .with_context(|| format!("{}: missing loop state", path.display()))?;
+    let state = serde_json::from_str(state)
+        .with_context(|| format!("{}: corrupt loop state", path.display()))?;
+    Ok((cfg, state))
 }
 
 /// Restores model, optimiser and loop state into objects built from the same config.

@@ -1,7 +1,13 @@
 //! The complete description of a training run (written to `config.toml` in the run
-//! directory), built from a preset, an optional TOML file and `--set key=value` overrides.
-//! Unknown keys are rejected with the nearest valid key suggested.
+//! directory). [`RunConfig::resolve`] builds it in order of precedence, each layer
+//! overriding the ones before: the preset, then a TOML file, then `--set key=value`
+//! overrides, then the explicit flags (`--seed`, `--classes`; the command line turns
+//! `--epochs`, `--data-dir` and `--download` into `--set`s that come after the user's).
+//! Unknown keys are rejected with the nearest valid key suggested; values that leave
+//! nothing to do (zero epochs, an empty evaluation set, …) are rejected by
+//! [`RunConfig::validate`] before any work starts.
 
+use super::keys::nearest_key;
 use super::optim::{OptimConfig, ScheduleConfig};
 use crate::data::DatasetKind;
 pub use crate::grad::AlgoConfig;
@@ -65,6 +71,43 @@ pub struct LoopConfig {
     /// Also checkpoint every N steps within an epoch (0 = only at epoch ends).
     #[serde(default)]
     pub checkpoint_every: usize,
+    /// Also checkpoint when this many minutes have passed since the last checkpoint
+    /// (0 = off), so that a killed run loses minutes, not an epoch.
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_minutes: f64,
+    /// Stop when the mean loss of a log interval exceeds this many times the loss of the
+    /// first step (0 = off).
+    #[serde(default = "default_max_loss_ratio")]
+    pub max_loss_ratio: f64,
+    /// Stop when the mean loss of a log interval rose this many intervals in a row while
+    /// above the first step's loss (0 = off).
+    #[serde(default = "default_max_loss_rises")]
+    pub max_loss_rises: usize,
+}
+
+fn default_checkpoint_minutes() -> f64 {
+    10.0
+}
+
+fn default_max_loss_ratio() -> f64 {
+    100.0
+}
+
+fn default_max_loss_rises() -> usize {
+    10
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            epochs: 1,
+            log_every: 20,
+            checkpoint_every: 0,
+            checkpoint_minutes: default_checkpoint_minutes(),
+            max_loss_ratio: default_max_loss_ratio(),
+            max_loss_rises: default_max_loss_rises(),
+        }
+    }
 }
 
 /// A whole run.
@@ -74,6 +117,8 @@ pub struct RunConfig {
     /// The preset the run started from (informational; `model` etc. are complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    /// Seed of every random draw (default 0).
+    #[serde(default)]
     pub seed: u64,
     pub model: ModelConfig,
     pub algorithm: AlgoConfig,
@@ -131,23 +176,26 @@ impl RunConfig {
             schedule: p.train.schedule.clone(),
             train: LoopConfig {
                 epochs: p.train.epochs,
-                log_every: 20,
-                checkpoint_every: 0,
+                ..LoopConfig::default()
             },
         })
     }
 
-    /// Resolves: preset (or `base` file alone) → merged with the TOML `file` → `--set`s.
+    /// Resolves, each step overriding the ones before: the preset (or nothing), the TOML
+    /// `file`, the `--set`s, then the explicit flags `seed` and `classes`.
     pub fn resolve(
         preset_name: Option<&str>,
         classes: Option<usize>,
         file: Option<&str>,
         sets: &[String],
-        seed: u64,
+        seed: Option<u64>,
     ) -> Result<Self> {
+        if preset_name.is_none() && file.is_none() {
+            bail!("nothing to train: give --preset NAME or --config FILE.toml");
+        }
         let mut value = match preset_name {
             Some(name) => {
-                toml::Value::try_from(RunConfig::from_preset(&preset(name, classes)?, seed)?)?
+                toml::Value::try_from(RunConfig::from_preset(&preset(name, classes)?, 0)?)?
             }
             None => toml::Value::Table(Default::default()),
         };
@@ -161,17 +209,26 @@ impl RunConfig {
                 .with_context(|| format!("--set `{s}`: expected key=value"))?;
             set_path(&mut value, key.trim(), parse_value(raw.trim()))?;
         }
-        if preset_name.is_none() && file.is_none() {
-            bail!("nothing to train: give --preset NAME or --config FILE.toml");
+        if let Some(s) = seed {
+            let s = i64::try_from(s).context("--seed must be below 2^63")?;
+            set_path(&mut value, "seed", toml::Value::Integer(s))?;
+        }
+        if let Some(c) = classes {
+            set_path(&mut value, "model.classes", toml::Value::Integer(c as i64))?;
         }
         let cfg: RunConfig = from_value(value)?;
-        if let (Some(c), None) = (classes, preset_name) {
-            let mut cfg = cfg;
-            cfg.model.classes = c;
-            return cfg.validate().map(|_| cfg);
-        }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The cosine period in epochs: `schedule.t_max`, else `train.epochs`.
+    pub fn t_max(&self) -> usize {
+        self.schedule.t_max.unwrap_or(self.train.epochs)
+    }
+
+    /// The learning rate of epoch `epoch` (0-based).
+    pub fn lr(&self, epoch: usize) -> f64 {
+        self.schedule.lr(self.optim.lr, epoch, self.t_max())
     }
 
     /// Reads a resolved `config.toml`.
@@ -186,21 +243,49 @@ impl RunConfig {
         Ok(toml::to_string_pretty(self)?)
     }
 
-    /// Checks values that parse but make no sense.
+    /// Checks values that parse but make no sense (or leave nothing to do), naming the key.
     pub fn validate(&self) -> Result<()> {
+        use anyhow::ensure;
         self.model.layouts().context("model")?;
         self.algorithm.validate()?;
-        anyhow::ensure!(
-            self.data.batch_size >= 1,
-            "data.batch_size must be at least 1"
+        let d = &self.data;
+        ensure!(d.batch_size >= 1, "data.batch_size must be at least 1");
+        ensure!(
+            d.eval_batch_size != Some(0),
+            "data.eval_batch_size must be at least 1 (leave it out to use data.batch_size)"
         );
-        anyhow::ensure!(
+        ensure!(
+            d.train_limit != Some(0),
+            "data.train_limit = 0 leaves no training images (leave it out to use them all)"
+        );
+        ensure!(
+            d.test_limit != Some(0),
+            "data.test_limit = 0 leaves no evaluation images (leave it out to use them all)"
+        );
+        if let Some(n) = d.train_limit {
+            ensure!(
+                d.val_size < n,
+                "data.val_size = {} leaves none of the data.train_limit = {n} training images to train on",
+                d.val_size
+            );
+        }
+        ensure!(
             self.optim.lr > 0.0 && self.optim.lr.is_finite(),
             "optim.lr must be positive"
         );
-        anyhow::ensure!(
-            self.train.log_every >= 1,
-            "train.log_every must be at least 1"
+        let t = &self.train;
+        ensure!(
+            t.epochs >= 1,
+            "train.epochs = 0 trains nothing (--epochs sets it)"
+        );
+        ensure!(t.log_every >= 1, "train.log_every must be at least 1");
+        ensure!(
+            t.checkpoint_minutes >= 0.0 && t.checkpoint_minutes.is_finite(),
+            "train.checkpoint_minutes must be a number of minutes, or 0 for none"
+        );
+        ensure!(
+            t.max_loss_ratio == 0.0 || (t.max_loss_ratio > 1.0 && t.max_loss_ratio.is_finite()),
+            "train.max_loss_ratio must be above 1, or 0 to disable the check"
         );
         self.schedule.validate()?;
         let [c, h, w] = self.model.input;
@@ -224,72 +309,35 @@ impl RunConfig {
 
 /// Deserialises with the path of the offending key and a suggestion for unknown keys.
 fn from_value(v: toml::Value) -> Result<RunConfig> {
-    let template = toml::Value::try_from(RunConfig::from_preset(
-        &preset("splitting_small_2block", None)?,
-        0,
-    )?)?;
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
+        // the toml error's own text spans several lines; its first says what is wrong
         let inner = e.into_inner().to_string();
+        let inner = inner.lines().next().unwrap_or("").trim().to_string();
         if let Some(rest) = inner.strip_prefix("unknown field `") {
             let field = rest.split('`').next().unwrap_or("");
-            let parent = path
-                .rsplit_once('.')
-                .map(|(p, _)| p.to_string())
-                .unwrap_or_default();
-            let full = if parent.is_empty() || path == field {
-                field.to_string()
+            let full = if path.ends_with(field) || path == "." {
+                path.trim_start_matches('.').to_string()
             } else {
-                format!("{parent}.{field}")
+                format!("{path}.{field}")
             };
-            let full = if path.ends_with(field) {
-                path.clone()
+            let full = if full.is_empty() {
+                field.to_string()
             } else {
                 full
             };
-            let near = nearest_key(&template, &full);
-            anyhow::anyhow!("unknown config key `{full}`; did you mean `{near}`? ({inner})")
+            match nearest_key(&full) {
+                Some((near, section_keys)) => anyhow::anyhow!(
+                    "unknown config key `{full}`; did you mean `{near}`? (the keys here: {section_keys})"
+                ),
+                None => anyhow::anyhow!("unknown config key `{full}` ({inner})"),
+            }
+        } else if path == "." || path.is_empty() {
+            anyhow::anyhow!("config: {inner}")
         } else {
             anyhow::anyhow!("config key `{path}`: {inner}")
         }
     })
-}
-
-/// All dotted keys of a TOML tree.
-fn keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
-    if let toml::Value::Table(t) = v {
-        for (k, child) in t {
-            let full = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            out.push(full.clone());
-            if !matches!(child, toml::Value::Array(_)) {
-                keys(child, &full, out);
-            }
-        }
-    }
-}
-
-fn nearest_key(template: &toml::Value, key: &str) -> String {
-    let mut all = Vec::new();
-    keys(template, "", &mut all);
-    all.extend(
-        [
-            "data.dir",
-            "data.eval_batch_size",
-            "data.train_limit",
-            "data.test_limit",
-            "data.test_files",
-            "algorithm.tol",
-            "model.blocks.N.alpha",
-        ]
-        .map(String::from),
-    );
-    all.into_iter()
-        .min_by_key(|k| strsim::levenshtein(k, key))
-        .unwrap_or_default()
 }
 
 /// Deep merge: tables merge key by key, anything else replaces.
@@ -359,7 +407,7 @@ mod tests {
     #[test]
     fn written_floats_read_as_typed_and_round_trip_exactly() {
         let sets = vec!["algorithm.tol=1e-4".to_string()];
-        let c = RunConfig::resolve(Some("cifar10_tiny"), None, None, &sets, 0).unwrap();
+        let c = RunConfig::resolve(Some("cifar10_tiny"), None, None, &sets, None).unwrap();
         let text = toml::to_string(&c).unwrap();
         for line in ["beta = 0.2\n", "tol = 0.0001\n", "init_v = 0.00008351\n"] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
@@ -377,8 +425,14 @@ mod tests {
             "model.blocks.0.alpha=0.25".into(),
             "data.dir=/tmp/x".into(),
         ];
-        let c =
-            RunConfig::resolve(Some("splitting_small_2block"), None, Some(file), &sets, 3).unwrap();
+        let c = RunConfig::resolve(
+            Some("splitting_small_2block"),
+            None,
+            Some(file),
+            &sets,
+            Some(3),
+        )
+        .unwrap();
         assert_eq!(c.optim.lr, 0.01);
         assert_eq!(c.data.val_size, 500);
         assert_eq!(c.algorithm.t1, 7);
@@ -397,7 +451,7 @@ mod tests {
             None,
             None,
             &["optim.lrr=0.1".into()],
-            0,
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -410,7 +464,7 @@ mod tests {
             None,
             Some("[algorithm]\nbetta = 0.1\n"),
             &[],
-            0,
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -423,7 +477,7 @@ mod tests {
             None,
             None,
             &["algorithm.t1=many".into()],
-            0,
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -433,9 +487,79 @@ mod tests {
             None,
             None,
             &["model.input=[1,32,32]".into()],
-            0,
+            None,
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("channels[0]"), "{e:#}");
+    }
+
+    #[test]
+    fn flags_beat_sets_beat_the_file_beats_the_preset() {
+        let file = "seed = 5\n[optim]\nlr = 0.01\n[train]\nepochs = 7\n[model]\nclasses = 15\n";
+        let sets = vec!["train.epochs=3".to_string()];
+        let c =
+            RunConfig::resolve(Some("mnist_mlp"), Some(20), Some(file), &sets, Some(2)).unwrap();
+        assert_eq!((c.seed, c.optim.lr, c.train.epochs), (2, 0.01, 3));
+        assert_eq!(c.model.classes, 20, "--classes beats the file");
+        let sets = vec!["seed=4".to_string()];
+        let c = RunConfig::resolve(Some("mnist_mlp"), None, Some(file), &sets, None).unwrap();
+        assert_eq!((c.seed, c.train.epochs, c.model.classes), (4, 7, 15));
+        let c = RunConfig::resolve(Some("mnist_mlp"), None, Some(file), &[], None).unwrap();
+        assert_eq!(c.seed, 5);
+        // a complete file without a seed: the default 0
+        let full = RunConfig::resolve(Some("mnist_mlp"), None, None, &[], Some(9)).unwrap();
+        let text: String = full
+            .to_toml()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("seed"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = RunConfig::resolve(None, None, Some(&text), &[], None).unwrap();
+        assert_eq!(c.seed, 0);
+        assert_eq!(
+            RunConfig::resolve(None, None, Some(&text), &[], Some(3))
+                .unwrap()
+                .seed,
+            3
+        );
+    }
+
+    #[test]
+    fn sizes_that_leave_nothing_to_do_are_refused_naming_the_key() {
+        for (set, key) in [
+            ("train.epochs=0", "train.epochs"),
+            ("data.train_limit=0", "data.train_limit"),
+            ("data.test_limit=0", "data.test_limit"),
+            ("data.eval_batch_size=0", "data.eval_batch_size"),
+            ("schedule.t_max=0", "schedule.t_max"),
+            ("train.checkpoint_minutes=-1", "train.checkpoint_minutes"),
+            ("train.max_loss_ratio=0.5", "train.max_loss_ratio"),
+        ] {
+            let e = RunConfig::resolve(Some("mnist_mlp"), None, None, &[set.into()], None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{set}: {e}");
+        }
+        let sets = vec![
+            "data.train_limit=100".to_string(),
+            "data.val_size=100".into(),
+        ];
+        let e = RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, None).unwrap_err();
+        assert!(e.to_string().contains("data.val_size"), "{e}");
+    }
+
+    #[test]
+    fn the_cosine_period_follows_the_epochs_unless_set() {
+        let sets = vec!["train.epochs=3".to_string()];
+        let c = RunConfig::resolve(Some("cifar10_tiny"), None, None, &sets, None).unwrap();
+        assert_eq!((c.schedule.t_max, c.t_max()), (None, 3));
+        assert!((c.lr(3) - c.schedule.lr_min).abs() < 1e-15);
+        assert!(!c.to_toml().unwrap().contains("t_max"));
+        let sets = vec!["train.epochs=3".to_string(), "schedule.t_max=6".into()];
+        let c = RunConfig::resolve(Some("cifar10_tiny"), None, None, &sets, None).unwrap();
+        assert_eq!(c.t_max(), 6);
+        // presets checkpoint by time
+        assert!(c.train.checkpoint_minutes > 0.0 && c.train.checkpoint_minutes <= 10.0);
     }
 }

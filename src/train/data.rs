@@ -1,13 +1,24 @@
 //! Finding, downloading and splitting the data of a run.
+//!
+//! The data root is `data.dir` if set (it must exist), else `$FFEBM_DATA` if set (it must
+//! exist: a mistyped variable is an error, never silently replaced by the cache), else the
+//! download cache. `$FFEBM_MIRROR` replaces the official download URL (a local mirror).
+//! Evaluation sets reduced by `data.test_limit` are named for what they hold
+//! (`test-exact256`, `test-first2000-lossy`), and a set identical to an earlier one is
+//! reported once.
 
 use super::config::DataConfig;
 use crate::data::{
-    cifar10_test_sets, data_dir, dataset_dir, default_cache_dir, download, split_validation,
-    DataError, Dataset, DatasetKind, Source, Split, Subset,
+    cifar10_test_sets, dataset_dir, default_cache_dir, download, split_validation, DataError,
+    Dataset, DatasetKind, Source, Split, Subset, DATA_ENV,
 };
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Environment variable with a base URL replacing the official download source.
+pub const MIRROR_ENV: &str = "FFEBM_MIRROR";
 
 /// Training, validation and evaluation subsets of a run.
 pub struct RunData {
@@ -27,48 +38,213 @@ fn limit(s: Subset, n: Option<usize>) -> Result<Subset> {
     }
 }
 
-/// The dataset folder: `data.dir`, else `$FFEBM_DATA`, else the download cache.
-fn resolve_dir(cfg: &DataConfig) -> PathBuf {
-    match data_dir(cfg.dir.as_deref()) {
-        Ok(root) => dataset_dir(&root, cfg.dataset),
-        Err(_) => match &cfg.dir {
-            Some(d) => d.clone(),
-            None => dataset_dir(&default_cache_dir(), cfg.dataset),
-        },
+/// `a, b … z` for a long file list.
+fn file_list(files: &[String]) -> String {
+    match files {
+        [a, .., z] if files.len() > 3 => format!("{a} … {z}"),
+        _ => files.join(", "),
     }
 }
 
-fn load_train(cfg: &DataConfig, dir: &Path, quiet: bool) -> Result<(Dataset, PathBuf)> {
-    match Dataset::load(cfg.dataset, Split::Train, dir, None) {
-        Ok(d) => Ok((d, dir.to_path_buf())),
+/// The folder layout a dataset needs, for messages.
+pub fn layout(kind: DatasetKind) -> String {
+    let train = kind.default_files(Split::Train);
+    let test = kind.default_files(Split::Test);
+    let gz = if kind.is_mnist_family() {
+        " (.gz accepted)"
+    } else {
+        ""
+    };
+    format!(
+        "a folder with a `{}/` subfolder (or the dataset folder itself) holding {} and {}{gz}",
+        kind.name(),
+        file_list(&train),
+        file_list(&test)
+    )
+}
+
+/// Where the data root came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Config,
+    Env,
+    Cache,
+}
+
+/// The data root: `data.dir`, else `$FFEBM_DATA`, else the download cache. A set but
+/// missing `data.dir` or `$FFEBM_DATA` is an error naming it.
+fn data_root(cfg: &DataConfig) -> Result<(PathBuf, Origin)> {
+    if let Some(d) = &cfg.dir {
+        if !d.is_dir() && !cfg.download {
+            bail!(
+                "data.dir = {} does not exist (set by --data-dir, --set data.dir or the run's config.toml); it should be {}",
+                d.display(),
+                layout(cfg.dataset)
+            );
+        }
+        return Ok((d.clone(), Origin::Config));
+    }
+    match std::env::var_os(DATA_ENV) {
+        Some(v) if !v.is_empty() => {
+            let p = PathBuf::from(&v);
+            anyhow::ensure!(
+                p.is_dir(),
+                "{DATA_ENV} = {} is not a directory. Point it at {}, or unset it to use the download cache ({})",
+                p.display(),
+                layout(cfg.dataset),
+                default_cache_dir().display()
+            );
+            Ok((p, Origin::Env))
+        }
+        _ => Ok((default_cache_dir(), Origin::Cache)),
+    }
+}
+
+fn origin_text(o: Origin) -> &'static str {
+    match o {
+        Origin::Config => "data.dir",
+        Origin::Env => DATA_ENV,
+        Origin::Cache => "the download cache",
+    }
+}
+
+/// Writes a progress line to stderr; a closed stderr is ignored.
+fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+fn fetch(kind: DatasetKind, quiet: bool) -> Result<PathBuf> {
+    let cache = default_cache_dir();
+    let source = Source::official(kind).with_context(|| {
+        format!(
+            "{} cannot be downloaded automatically; {}",
+            kind.display_name(),
+            kind.advice()
+        )
+    })?;
+    let source = match std::env::var(MIRROR_ENV) {
+        Ok(m) if !m.is_empty() => source.with_base_url(m),
+        _ => source,
+    };
+    if !quiet {
+        note(&format!(
+            "{} not found; downloading it from {} into {} (checksum-verified)",
+            kind.display_name(),
+            source.base_url,
+            cache.display()
+        ));
+    }
+    let mut last = 0u64;
+    let mut report = |p: &crate::data::Progress| {
+        if !quiet && p.downloaded >= last + (8 << 20) {
+            last = p.downloaded;
+            note(&format!(
+                "  {}: {} MiB{}",
+                p.file,
+                p.downloaded >> 20,
+                p.total
+                    .map(|t| format!(" of {} MiB", t >> 20))
+                    .unwrap_or_default()
+            ));
+        }
+    };
+    download(kind, &source, &cache, Some(&mut report)).with_context(|| {
+        format!(
+            "could not download {}. Without network: copy the dataset to {} and set {DATA_ENV} to it (or pass --data-dir DIR, or --set data.dir=DIR); or retry once the network is back",
+            kind.display_name(),
+            layout(kind)
+        )
+    })
+}
+
+fn load_train(cfg: &DataConfig, quiet: bool) -> Result<(Dataset, PathBuf)> {
+    let (root, origin) = data_root(cfg)?;
+    let dir = dataset_dir(&root, cfg.dataset);
+    match Dataset::load(cfg.dataset, Split::Train, &dir, None) {
+        Ok(d) => Ok((d, dir)),
         Err(DataError::Missing { .. }) if cfg.download => {
-            let cache = default_cache_dir();
-            if !quiet {
-                eprintln!("{} not found in {}; downloading it into {} (official source, checksum-verified)", cfg.dataset.display_name(), dir.display(), cache.display());
-            }
-            let mut last = 0u64;
-            let mut report = |p: &crate::data::Progress| {
-                if !quiet && p.downloaded >= last + (8 << 20) {
-                    last = p.downloaded;
-                    eprintln!("  {}: {} MiB{}", p.file, p.downloaded >> 20, p.total.map(|t| format!(" of {} MiB", t >> 20)).unwrap_or_default());
-                }
-            };
-            let source = Source::official(cfg.dataset).with_context(|| format!("{} cannot be downloaded automatically; {}", cfg.dataset.display_name(), cfg.dataset.advice()))?;
-            let got = download(cfg.dataset, &source, &cache, Some(&mut report))?;
+            let got = fetch(cfg.dataset, quiet)?;
             Ok((Dataset::load(cfg.dataset, Split::Train, &got, None)?, got))
         }
         Err(e) => Err(anyhow::Error::from(e).context(format!(
-            "cannot load the {} training set from {} (set data.dir / FFEBM_DATA, or --set data.download=true to fetch it)",
+            "cannot load the {} training set from {} ({}); point data.dir (--data-dir) or {DATA_ENV} at {}, or add --download to fetch it",
             cfg.dataset.display_name(),
-            dir.display()
+            dir.display(),
+            origin_text(origin),
+            layout(cfg.dataset)
         ))),
     }
+}
+
+/// The evaluation sets of a dataset folder: explicit `data.test_files`, CIFAR-10's exact
+/// and lossy sets, or the official test split.
+fn test_files(cfg: &DataConfig, dir: &Path) -> Result<Vec<(String, Option<Vec<PathBuf>>)>> {
+    Ok(match (&cfg.test_files, cfg.dataset) {
+        (Some(files), _) => vec![(
+            "test".into(),
+            Some(files.iter().map(PathBuf::from).collect()),
+        )],
+        (None, DatasetKind::Cifar10) => {
+            let sets = cifar10_test_sets(dir);
+            anyhow::ensure!(
+                !sets.is_empty(),
+                "no CIFAR-10 test file in {} (expected test_batch.bin or test_batch_first1000.bin)",
+                dir.display()
+            );
+            sets.into_iter().map(|s| (s.name, Some(s.files))).collect()
+        }
+        (None, _) => vec![("test".into(), None)],
+    })
+}
+
+/// The name of set `name` reduced to its first `n` images.
+fn limited_name(name: &str, n: usize) -> String {
+    match name {
+        "test-exact1000" => format!("test-exact{n}"),
+        "test-full10000-lossy" => format!("test-first{n}-lossy"),
+        other => format!("{other}-first{n}"),
+    }
+}
+
+/// Whether two subsets hold the same images and labels in the same order.
+fn same_images(a: &Subset, b: &Subset) -> bool {
+    a.len() == b.len()
+        && a.indices().iter().zip(b.indices()).all(|(&i, &j)| {
+            let (da, db) = (a.dataset(), b.dataset());
+            da.labels[i] == db.labels[j] && da.image(i) == db.image(j)
+        })
+}
+
+/// Loads the evaluation sets from the dataset folder `dir`; `fix` rewrites data errors
+/// (e.g. their advice) before they are reported.
+fn load_tests(
+    cfg: &DataConfig,
+    dir: &Path,
+    fix: &dyn Fn(DataError) -> DataError,
+) -> Result<Vec<(String, Subset)>> {
+    let mut tests: Vec<(String, Subset)> = Vec::new();
+    for (name, files) in test_files(cfg, dir)? {
+        let ds = Dataset::load(cfg.dataset, Split::Test, dir, files.as_deref())
+            .map_err(fix)
+            .with_context(|| format!("evaluation set `{name}`"))?;
+        let total = ds.len();
+        let sub = limit(Subset::all(Arc::new(ds)), cfg.test_limit)?;
+        let name = if sub.len() < total {
+            limited_name(&name, sub.len())
+        } else {
+            name
+        };
+        if !tests.iter().any(|(_, t)| same_images(t, &sub)) {
+            tests.push((name, sub));
+        }
+    }
+    Ok(tests)
 }
 
 /// Loads the training set (downloading it if allowed), holds out the validation split and
 /// loads the evaluation sets.
 pub fn load_run_data(cfg: &DataConfig, seed: u64, quiet: bool) -> Result<RunData> {
-    let (train_ds, dir) = load_train(cfg, &resolve_dir(cfg), quiet)?;
+    let (train_ds, dir) = load_train(cfg, quiet)?;
     let train_ds = Arc::new(train_ds);
     let all = limit(Subset::all(train_ds.clone()), cfg.train_limit)?;
     let (train, val) = if cfg.val_size > 0 {
@@ -100,33 +276,39 @@ pub fn load_run_data(cfg: &DataConfig, seed: u64, quiet: bool) -> Result<RunData
     } else {
         (all, None)
     };
-    let sets: Vec<(String, Option<Vec<PathBuf>>)> = match (&cfg.test_files, cfg.dataset) {
-        (Some(files), _) => vec![(
-            "test".into(),
-            Some(files.iter().map(PathBuf::from).collect()),
-        )],
-        (None, DatasetKind::Cifar10) => {
-            let sets = cifar10_test_sets(&dir);
-            anyhow::ensure!(
-                !sets.is_empty(),
-                "no CIFAR-10 test file in {} (expected test_batch.bin or test_batch_first1000.bin)",
-                dir.display()
-            );
-            sets.into_iter().map(|s| (s.name, Some(s.files))).collect()
-        }
-        (None, _) => vec![("test".into(), None)],
-    };
-    let mut tests = Vec::new();
-    for (name, files) in sets {
-        let ds = Dataset::load(cfg.dataset, Split::Test, &dir, files.as_deref())
-            .with_context(|| format!("evaluation set `{name}`"))?;
-        tests.push((name, limit(Subset::all(Arc::new(ds)), cfg.test_limit)?));
-    }
+    let tests = load_tests(cfg, &dir, &|e| e)?;
     Ok(RunData {
         kind: cfg.dataset,
         dir,
         train,
         val,
         tests,
+    })
+}
+
+/// The evaluation sets alone, for `ffebm eval`: no training set, no download, and advice
+/// that names what `eval` can do (`--data-dir`, `FFEBM_DATA`, `--set`).
+pub fn load_eval_data(cfg: &DataConfig) -> Result<Vec<(String, Subset)>> {
+    let kind = cfg.dataset;
+    let test = kind.default_files(Split::Test);
+    let hint = format!(
+        "eval reads only the test split: point --data-dir (or {DATA_ENV}) at a folder holding {} (or its `{}/` subfolder)",
+        file_list(&test),
+        kind.name()
+    );
+    let cfg = DataConfig {
+        download: false,
+        ..cfg.clone()
+    };
+    let (root, origin) = data_root(&cfg).map_err(|e| anyhow::anyhow!("{e}; {hint}"))?;
+    let dir = dataset_dir(&root, kind);
+    let (from, to) = (kind.advice(), kind.offline_advice());
+    load_tests(&cfg, &dir, &|e| e.replace_advice(&from, &to)).with_context(|| {
+        format!(
+            "cannot load the {} test data from {} ({}); {hint}",
+            kind.display_name(),
+            dir.display(),
+            origin_text(origin)
+        )
     })
 }

@@ -1,5 +1,6 @@
 //! Run metrics: `metrics.jsonl` (one JSON object per line: `"kind": "step"` every N steps,
-//! `"kind": "epoch"` per epoch) and `metrics.csv`, a flat copy of the epoch records.
+//! `"kind": "epoch"` per epoch, `"kind": "config_change"` when a run was resumed with changed
+//! settings) and `metrics.csv`, a flat copy of the epoch records.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,8 @@ pub struct StepRecord {
     pub time: f64,
 }
 
-/// An end-of-epoch record. `test_*` refer to the first evaluation set; all sets are in
-/// `evals`, keyed by name.
+/// An end-of-epoch record. `test_*` refer to the first evaluation set, `test_name`; all
+/// sets are in `evals`, keyed by name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub kind: String,
@@ -51,6 +52,9 @@ pub struct EpochRecord {
     pub val_top1: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_top5: Option<f64>,
+    /// Name of the evaluation set `test_*` refer to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub test_name: String,
     pub test_loss: f64,
     pub test_top1: f64,
     pub test_top5: f64,
@@ -110,6 +114,12 @@ impl MetricsWriter {
         self.append(serde_json::to_string(r)?)
     }
 
+    /// Any other record (e.g. `"kind": "config_change"`); it must carry a `"step"` so that a
+    /// later resume keeps it.
+    pub fn event(&self, r: &serde_json::Value) -> Result<()> {
+        self.append(r.to_string())
+    }
+
     pub fn epoch(&self, r: &EpochRecord) -> Result<()> {
         self.append(serde_json::to_string(r)?)?;
         self.write_csv()
@@ -122,9 +132,11 @@ impl MetricsWriter {
 
     fn write_csv(&self) -> Result<()> {
         let recs = self.epochs()?;
+        // per-set columns, except a set named `test`, whose columns the generic test_* are
         let sets: Vec<String> = recs
             .iter()
             .flat_map(|r| r.evals.keys().cloned())
+            .filter(|s| s != "test")
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();

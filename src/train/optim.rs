@@ -145,8 +145,9 @@ fn trained(c: &OptimConfig, model: &Model) -> Vec<ParamId> {
 pub struct ScheduleConfig {
     /// `cosine`, `exponential` or `constant`.
     pub name: ScheduleKind,
-    /// Cosine period in epochs.
-    pub t_max: usize,
+    /// Cosine period in epochs; absent = the run's `train.epochs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t_max: Option<usize>,
     /// Cosine floor.
     pub lr_min: f64,
     /// Exponential decay per epoch (`lr_e = lr_0 · γ^e`).
@@ -174,21 +175,26 @@ impl ScheduleConfig {
                 self.gamma.map_or("nothing".into(), |g| g.to_string())
             );
         }
+        anyhow::ensure!(
+            self.t_max != Some(0),
+            "schedule.t_max must be at least 1 (leave it out to follow train.epochs)"
+        );
         Ok(())
     }
 
     /// Cosine: `lr_e = lr_min + (lr_0 − lr_min)(1 + cos(π e / T_max)) / 2` (PyTorch's closed
-    /// form); exponential: `lr_e = lr_0 · γ^e`.
-    pub fn lr(&self, lr0: f64, epoch: usize) -> f64 {
+    /// form) for epochs `e ≤ T_max`; epochs past the period stay at `lr_min` (a run resumed
+    /// with more epochs than its period continues at the floor instead of climbing back
+    /// up). Exponential: `lr_e = lr_0 · γ^e`.
+    pub fn lr(&self, lr0: f64, epoch: usize, t_max: usize) -> f64 {
         match self.name {
             ScheduleKind::Constant => lr0,
             ScheduleKind::Exponential => lr0 * self.gamma.unwrap_or(1.0).powi(epoch as i32),
             ScheduleKind::Cosine => {
+                let t_max = t_max.max(1);
+                let e = epoch.min(t_max) as f64;
                 self.lr_min
-                    + (lr0 - self.lr_min)
-                        * (1.0
-                            + (std::f64::consts::PI * epoch as f64 / self.t_max.max(1) as f64)
-                                .cos())
+                    + (lr0 - self.lr_min) * (1.0 + (std::f64::consts::PI * e / t_max as f64).cos())
                         / 2.0
             }
         }
@@ -271,19 +277,23 @@ mod tests {
     fn cosine_schedule() {
         let s = ScheduleConfig {
             name: ScheduleKind::Cosine,
-            t_max: 10,
+            t_max: None,
             lr_min: 1e-6,
             gamma: None,
         };
-        assert_eq!(s.lr(1e-3, 0), 1e-3);
-        assert!((s.lr(1e-3, 5) - (1e-6 + (1e-3 - 1e-6) / 2.0)).abs() < 1e-12);
-        assert!((s.lr(1e-3, 10) - 1e-6).abs() < 1e-12);
+        assert_eq!(s.lr(1e-3, 0, 10), 1e-3);
+        assert!((s.lr(1e-3, 5, 10) - (1e-6 + (1e-3 - 1e-6) / 2.0)).abs() < 1e-12);
+        assert!((s.lr(1e-3, 10, 10) - 1e-6).abs() < 1e-12);
+        // past the period: the floor, not a second half-wave
+        assert_eq!(s.lr(1e-3, 13, 10), s.lr(1e-3, 10, 10));
         let e = ScheduleConfig {
             name: ScheduleKind::Exponential,
             gamma: Some(0.99),
             ..s
         };
-        assert_eq!(e.lr(0.006, 0), 0.006);
-        assert!((e.lr(0.006, 3) - 0.006 * 0.99f64.powi(3)).abs() < 1e-15);
+        assert_eq!(e.lr(0.006, 0, 10), 0.006);
+        assert!((e.lr(0.006, 3, 10) - 0.006 * 0.99f64.powi(3)).abs() < 1e-15);
+        // the exponential decay has no period
+        assert!((e.lr(0.006, 13, 10) - 0.006 * 0.99f64.powi(13)).abs() < 1e-15);
     }
 }

@@ -6,6 +6,7 @@ use super::config::RunConfig;
 use super::data::{load_run_data, RunData};
 use super::metrics::{EpochRecord, EvalMetrics, MetricsWriter, StepRecord};
 use super::optim::Optimizer;
+use super::session::{note, prepare as prepare_session, record_changes, start};
 use crate::core::loss::topk_correct;
 use crate::core::Tensor;
 use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions, Subset};
@@ -14,7 +15,7 @@ use crate::model::feedforward::apply_bn_updates;
 use crate::model::feedforward::BnMode;
 use crate::model::{prepare, Model};
 use crate::relax::BlockState;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -26,8 +27,14 @@ use std::time::Instant;
 /// How to run [`train`].
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
+    /// The run directory (claimed for the run's lifetime: a directory in use by another
+    /// process, or one that already holds a run when not resuming, is refused).
     pub run_dir: PathBuf,
-    /// Continue the run in `run_dir` from its last checkpoint.
+    /// Number the directory: the run goes to the first free `{run_dir}-NNN` (NNN = 001,
+    /// 002, …), created atomically, e.g. `runs/cifar10_tiny-001`.
+    pub numbered: bool,
+    /// Continue the run in `run_dir` from its last checkpoint. Settings that would break
+    /// exact resumption must not differ from the checkpoint's (see [`super::resume`]).
     pub resume: bool,
     pub quiet: bool,
     /// Stop (as if interrupted) after this many optimiser steps in this session.
@@ -159,7 +166,7 @@ impl Bars {
     fn println(&self, msg: String) {
         match &self.batch {
             Some(b) => b.println(msg),
-            None if self.plain => eprintln!("{msg}"),
+            None if self.plain => note(&msg),
             None => {}
         }
     }
@@ -171,31 +178,24 @@ fn mean_sweeps(s: &[usize]) -> f64 {
 
 /// Trains (or resumes) the run described by `cfg` in `opts.run_dir`.
 pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
-    let dir = &opts.run_dir;
-    let cfg_toml = cfg.to_toml()?;
-    if !opts.resume && dir.join(LAST).exists() {
-        anyhow::bail!(
-            "{} already holds a run; continue it with --resume {} or choose another --out",
-            dir.display(),
-            dir.display()
-        );
-    }
-    // data and model first: a run that cannot start leaves no run directory behind
+    let mut cfg = cfg;
+    cfg.validate()?;
+    let prepared = prepare_session(&mut cfg, &opts)?;
+    // data and model before the directory: a run that cannot start leaves none behind
     let data = load_run_data(&cfg.data, cfg.seed, opts.quiet)?;
     let mut model = Model::new(cfg.model.clone(), cfg.seed)?;
-    if !opts.resume {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create run directory {}", dir.display()))?;
-        crate::io::atomic_write(&dir.join("config.toml"), cfg_toml.as_bytes())?;
-    }
+    let cfg_toml = cfg.to_toml()?;
+    let session_dir = start(prepared, &cfg_toml, &opts)?;
+    let dir = &session_dir.lock.dir().to_path_buf();
     let mut opt = Optimizer::new(cfg.optim.clone(), &model);
     let mut state = if opts.resume {
         load_checkpoint(&dir.join(LAST), &mut model, &mut opt)
-            .with_context(|| format!("cannot resume from {}", dir.join(LAST).display()))?
+            .map_err(|e| e.context(format!("cannot resume from {}", dir.join(LAST).display())))?
     } else {
         LoopState::default()
     };
     let metrics = MetricsWriter::open(dir, opts.resume.then_some(state.step))?;
+    record_changes(&session_dir, &metrics, &state, &cfg_toml, opts.quiet)?;
     let bars = Bars::new(opts.quiet);
     if !opts.quiet {
         let what = if opts.resume {
@@ -207,7 +207,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
         } else {
             "starting".into()
         };
-        eprintln!(
+        note(&format!(
             "run {} ({what}): {} on {} ({} train{}, {}), {} parameters",
             dir.display(),
             format!("{:?}", cfg.algorithm.name).to_lowercase(),
@@ -223,10 +223,17 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                 .collect::<Vec<_>>()
                 .join(", "),
             model.num_params()
-        );
+        ));
     }
     let session = Instant::now();
+    let mut last_save = Instant::now();
+    // the last checkpoint of the run: (epoch, step), for messages
+    let mut saved = opts.resume.then_some((state.epoch, state.step));
     let mut session_steps = 0u64;
+    // `at`: (epoch, batch, step) of the step that failed, all counted from 1
+    let stop = |e: anyhow::Error, at: (usize, usize, u64), saved: Option<(usize, u64)>| {
+        stopped(e, at, &cfg, dir, saved)
+    };
     // warm start: the free states of the previous batch (restored with the checkpoint)
     let mut carry = if opts.resume {
         load_carried_states(&dir.join(LAST))?
@@ -235,7 +242,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
     };
     while state.epoch < cfg.train.epochs {
         let epoch = state.epoch;
-        let lr = cfg.schedule.lr(cfg.optim.lr, epoch);
+        let lr = cfg.lr(epoch);
         let mut lo = LoaderOptions::train(data.kind, cfg.data.batch_size, cfg.seed, epoch as u64);
         lo.augment = if cfg.data.augment {
             Augment::STANDARD
@@ -258,24 +265,23 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             let y = batch.y.clone();
             let x = batch_tensor(batch)?;
             let kernels = prepare(&model)?;
+            let at = (epoch + 1, i + 1, state.step + 1);
             let start = carry
                 .as_deref()
                 .filter(|c: &&[BlockState]| c[0].layers[0].dim0() == x.dim0());
             let out = compute_gradients_from(&model, &kernels, &x, &y, &cfg.algorithm, start)
-                .map_err(|e| stopped(e, epoch, i, state.step, dir))?;
+                .map_err(|e| stop(e, at, saved))?;
             if let Some((id, _)) = out
                 .grads
                 .entries
                 .iter()
                 .find(|(_, g)| crate::core::ops::first_non_finite(g).is_some())
             {
-                return Err(stopped(
-                    anyhow::anyhow!("non-finite gradient of `{}`", model.param_name(*id)),
-                    epoch,
-                    i,
-                    state.step,
-                    dir,
-                ));
+                let e = anyhow::anyhow!("non-finite gradient of `{}`", model.param_name(*id));
+                return Err(stop(e, at, saved));
+            }
+            if let Err(why) = state.loss_watch.record(state.step + 1, out.loss as f64) {
+                return Err(stop(anyhow::anyhow!(why), at, saved));
             }
             apply_bn_updates(&mut model, &out.bn_updates);
             opt.step(&mut model, &out.grads, lr);
@@ -320,15 +326,18 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                     time,
                 })?;
                 if bars.plain {
-                    eprintln!("epoch {} batch {}/{nb} step {}: loss {loss:.4} top1 {top1:.2}% top5 {top5:.2}% lr {lr:.3e} {ips:.1} img/s", epoch + 1, state.batch, state.step);
+                    note(&format!("epoch {} batch {}/{nb} step {}: loss {loss:.4} top1 {top1:.2}% top5 {top5:.2}% lr {lr:.3e} {ips:.1} img/s", epoch + 1, state.batch, state.step));
+                }
+                if let Err(why) = state.loss_watch.end_interval(state.step, &cfg.train) {
+                    return Err(stop(anyhow::anyhow!(why), at, saved));
                 }
             }
             let stop_now = opts.should_stop(session_steps);
-            if state.batch < nb
-                && (stop_now
-                    || (cfg.train.checkpoint_every > 0
-                        && state.step % cfg.train.checkpoint_every as u64 == 0))
-            {
+            let t = &cfg.train;
+            let due = (t.checkpoint_every > 0 && state.step % t.checkpoint_every as u64 == 0)
+                || (t.checkpoint_minutes > 0.0
+                    && last_save.elapsed().as_secs_f64() >= 60.0 * t.checkpoint_minutes);
+            if state.batch < nb && (stop_now || due) {
                 let mut s = state.clone();
                 s.elapsed += session.elapsed().as_secs_f64();
                 save_checkpoint(
@@ -339,6 +348,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                     &cfg_toml,
                     carry.as_deref(),
                 )?;
+                saved = Some((state.epoch, state.step));
+                last_save = Instant::now();
             }
             if stop_now && state.batch < nb {
                 return Ok(RunSummary {
@@ -366,7 +377,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             None => None,
         };
         let a = std::mem::take(&mut state.accum);
-        let first = evals.values().next().cloned().unwrap_or_default();
+        let test_name = data
+            .tests
+            .first()
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default();
+        let first = evals.get(&test_name).cloned().unwrap_or_default();
         let rec = EpochRecord {
             kind: "epoch".into(),
             epoch: epoch + 1,
@@ -378,6 +394,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             val_loss: val.as_ref().map(|v| v.loss),
             val_top1: val.as_ref().map(|v| v.top1),
             val_top5: val.as_ref().map(|v| v.top5),
+            test_name,
             test_loss: first.loss,
             test_top1: first.top1,
             test_top5: first.top5,
@@ -416,6 +433,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             &cfg_toml,
             carry.as_deref(),
         )?;
+        saved = Some((state.epoch, state.step));
+        last_save = Instant::now();
         if opts.should_stop(session_steps) && state.epoch < cfg.train.epochs {
             return Ok(RunSummary {
                 run_dir: dir.clone(),
@@ -458,10 +477,31 @@ fn epoch_line(r: &EpochRecord, data: &RunData) -> String {
     s
 }
 
-fn stopped(e: anyhow::Error, epoch: usize, batch: usize, step: u64, dir: &Path) -> anyhow::Error {
-    e.context(format!(
-        "training stopped at epoch {}, batch {batch} (step {step}). Hint: lower optim.lr or algorithm.beta; the last checkpoint is {}",
-        epoch + 1,
-        dir.join(LAST).display()
-    ))
+/// The error of a run stopped by a failed or diverging step: where, why, what to do, and
+/// the last checkpoint that exists (or that none does).
+fn stopped(
+    e: anyhow::Error,
+    (epoch, batch, step): (usize, usize, u64),
+    cfg: &RunConfig,
+    dir: &Path,
+    saved: Option<(usize, u64)>,
+) -> anyhow::Error {
+    let checkpoint = match saved {
+        Some((epoch, step)) => format!(
+            "The last checkpoint, {}, holds the run after step {step} ({epoch} complete epoch(s)).",
+            dir.join(LAST).display()
+        ),
+        None => format!(
+            "There is no checkpoint yet: the run stopped before its first one (written at epoch ends, every train.checkpoint_minutes = {} minutes{}).",
+            cfg.train.checkpoint_minutes,
+            match cfg.train.checkpoint_every {
+                0 => String::new(),
+                n => format!(" and every {n} steps"),
+            }
+        ),
+    };
+    anyhow::anyhow!(
+        "training stopped at epoch {epoch}, batch {batch} (step {step}): {e:#}. Hint: lower optim.lr or algorithm.beta and start a new run from the same settings: ffebm train --config {} --set optim.lr=LOWER --out NEW_DIR. {checkpoint}",
+        dir.join("config.toml").display()
+    )
 }

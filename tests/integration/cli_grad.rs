@@ -186,6 +186,7 @@ fn grad_errors_name_the_problem() {
         p(&out),
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("the model expects [B, 32, 32, 3]"), "{err}");
+    // reported in the NCHW layout the batch file holds (issue 13)
+    assert!(err.contains("the model takes [B, 3, 32, 32]"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }

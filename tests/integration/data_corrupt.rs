@@ -215,7 +215,7 @@ fn missing_files_say_where_data_comes_from() {
         t.path(),
         None,
     ));
-    assert!(!msg.contains("--test-files"), "{msg}");
+    assert!(!msg.contains("data.test_files"), "{msg}");
     std::fs::write(t.join("test_batch_first1000.bin"), b"").unwrap();
     let msg = err_text(Dataset::load(
         DatasetKind::Cifar10,
@@ -227,7 +227,7 @@ fn missing_files_say_where_data_comes_from() {
         &msg,
         &[
             "test_batch.bin: file not found",
-            "--test-files test_batch_first1000.bin",
+            "--set 'data.test_files=[\"test_batch_first1000.bin\"]'",
         ],
     );
     let msg = err_text(Dataset::load(

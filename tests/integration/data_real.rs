@@ -44,7 +44,7 @@ fn cifar10_test_files_are_explicit() {
     let msg = err.to_string();
     assert!(msg.contains("test_batch.bin: file not found"), "{msg}");
     assert!(
-        msg.contains("--test-files test_batch_first1000.bin"),
+        msg.contains("--set 'data.test_files=[\"test_batch_first1000.bin\"]'"),
         "{msg}"
     );
     assert!(msg.contains("test_rest9000_lossy_jpeg.bin"), "{msg}");

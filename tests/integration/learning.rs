@@ -10,7 +10,7 @@ use ffebm::train::{train, RunConfig, RunSummary, TrainOptions};
 
 fn run(preset: &str, sets: &[&str]) -> RunSummary {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let config = RunConfig::resolve(Some(preset), None, None, &sets, 0).unwrap();
+    let config = RunConfig::resolve(Some(preset), None, None, &sets, None).unwrap();
     let run_dir =
         std::env::temp_dir().join(format!("ffebm-learning-{preset}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run_dir);

@@ -3,8 +3,10 @@
 mod common;
 mod data_util;
 
+mod checkpoint_integrity;
 mod cli_analysis;
 mod cli_grad;
+mod cli_robust;
 mod data_corrupt;
 mod data_download;
 mod data_imagenet32;
@@ -17,8 +19,10 @@ mod learning;
 mod plot_figures;
 mod plot_metrics;
 mod plot_save;
+mod plot_ticks;
 mod readme;
 mod reference_fixtures;
 mod relaxation;
+mod runs;
 mod sga;
 mod train;

@@ -221,8 +221,8 @@ fn transient_svg_one_polyline_per_curve() {
     }
     // 10 dashed EP curves (black, width 2), each split into many dashes.
     assert!(polylines_w(&svg, "#000000", "2", 2) > 10 * 5);
-    for (b, l) in [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)] {
-        let title = format!("block {b} · layer {l} (conv{l})");
+    for (b, l) in [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2)] {
+        let title = format!("block {b} · conv{l}");
         assert_eq!(
             texts_containing(&svg, &title),
             1,
@@ -244,7 +244,7 @@ fn transient_nan_and_constant_curves() {
     let w = fig.warnings();
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(
-        w[0].contains("block 1 · layer 2") && w[0].contains("1 non-finite"),
+        w[0].contains("block 0 · conv2") && w[0].contains("1 non-finite"),
         "{w:?}"
     );
     let path = dir.join("t.svg");
@@ -366,6 +366,7 @@ fn training_fixture() -> TrainingCurves {
                     test_top1: Some(0.9 - (-e_ / (4.0 * k)).exp()),
                     test_top5: None,
                     lr: Some(1e-3 * (1.0 - e_ / (n as f64 + 1.0))),
+                    ..Default::default()
                 }
             })
             .collect(),

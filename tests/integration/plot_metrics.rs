@@ -41,6 +41,7 @@ fn reads_epoch_records_in_order() {
             test_top1: Some(0.19),
             test_top5: Some(0.58),
             lr: Some(0.001),
+            ..Default::default()
         }
     );
     assert_eq!(recs[1].epoch, 2.0);

@@ -28,7 +28,7 @@ fn small_mnist(extra: &[&str]) -> RunConfig {
     .map(|s| s.to_string())
     .collect();
     sets.extend(extra.iter().map(|s| s.to_string()));
-    RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, 7).unwrap()
+    RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, Some(7)).unwrap()
 }
 
 /// Everything but wall-clock fields.
@@ -131,6 +131,7 @@ fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
             })
             .collect();
         assert_eq!(steps, vec![3, 6, 9, 12, 15, 18], "{name}");
+        same_files_but_wall_clock(&dir, &full.run_dir, name);
         std::fs::remove_dir_all(&dir).unwrap();
     }
     let dir = full.run_dir.clone();
@@ -161,6 +162,69 @@ fn resumed_runs_end_bit_identical_to_uninterrupted_ones() {
     .unwrap_err();
     assert!(e.to_string().contains("already holds a run"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A warm-started run (each batch's free phase starts from the previous batch's states)
+/// resumes exactly too: the carried states are part of the checkpoint.
+#[test]
+fn warm_started_runs_resume_exactly() {
+    if common::shared_data().is_none() {
+        return;
+    }
+    let cfg = || {
+        let sets: Vec<String> = [
+            "data.train_limit=48",
+            "data.test_limit=40",
+            "train.epochs=2",
+            "train.log_every=4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = RunConfig::resolve(Some("drn_xs"), None, None, &sets, Some(3)).unwrap();
+        assert!(c.algorithm.warm_start);
+        c
+    };
+    let full = train(
+        cfg(),
+        TrainOptions {
+            run_dir: tmp("warm-full"),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // 12 steps per epoch: stopped in the middle of the first epoch and of the second
+    let dir = tmp("warm-parts");
+    let train_dir = |resume: bool, stop: Option<u64>| {
+        train(
+            cfg(),
+            TrainOptions {
+                run_dir: dir.clone(),
+                resume,
+                quiet: true,
+                stop_after_steps: stop,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    assert!(!train_dir(false, Some(5)).completed);
+    let f = ffebm::io::tensors::read_tensor_file(&dir.join("checkpoint_last.safetensors")).unwrap();
+    assert!(
+        f.tensors.keys().any(|k| k.starts_with("carry.")),
+        "no carried states in the checkpoint"
+    );
+    assert!(!train_dir(true, Some(10)).completed);
+    let done = train_dir(true, None);
+    assert!(done.completed);
+    assert_eq!(
+        done.model, full.model,
+        "weights differ from the uninterrupted run"
+    );
+    same_files_but_wall_clock(&dir, &full.run_dir, "warm start");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&full.run_dir);
 }
 
 #[test]
@@ -294,4 +358,162 @@ fn a_run_that_cannot_start_leaves_no_run_directory() {
         "{e:#}"
     );
     assert!(!dir.exists(), "{} was created", dir.display());
+}
+
+/// The files of two runs that should be identical: equal but for wall-clock fields
+/// (`time`, `images_per_s`, `epoch_time` in the metrics; `elapsed` and `accum.seconds` in
+/// the checkpoints' loop state, and the checksum that covers them).
+fn same_files_but_wall_clock(a: &std::path::Path, b: &std::path::Path, name: &str) {
+    use ffebm::io::tensors::read_tensor_file;
+    let read = |d: &std::path::Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+    assert_eq!(read(a, "config.toml"), read(b, "config.toml"), "{name}");
+    const CLOCK: [&str; 3] = ["time", "images_per_s", "epoch_time"];
+    let strip = |text: String| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                for k in CLOCK {
+                    v.as_object_mut().unwrap().remove(k);
+                }
+                v
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(read(a, "metrics.jsonl")),
+        strip(read(b, "metrics.jsonl")),
+        "{name}: metrics.jsonl"
+    );
+    let csv = |text: String| -> Vec<Vec<String>> {
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect();
+        let keep: Vec<bool> = rows[0]
+            .iter()
+            .map(|h| !CLOCK.contains(&h.as_str()))
+            .collect();
+        rows.into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(c, _)| c)
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(
+        csv(read(a, "metrics.csv")),
+        csv(read(b, "metrics.csv")),
+        "{name}: metrics.csv"
+    );
+    for ck in ["checkpoint_last.safetensors", "checkpoint_best.safetensors"] {
+        let (fa, fb) = (
+            read_tensor_file(&a.join(ck)).unwrap(),
+            read_tensor_file(&b.join(ck)).unwrap(),
+        );
+        assert_eq!(fa.tensors, fb.tensors, "{name}: {ck} tensors");
+        assert_eq!(fa.order, fb.order, "{name}: {ck} tensor order");
+        let mut keys: Vec<&String> = fa.metadata.keys().collect();
+        keys.sort();
+        let mut keys_b: Vec<&String> = fb.metadata.keys().collect();
+        keys_b.sort();
+        assert_eq!(keys, keys_b, "{name}: {ck} metadata keys");
+        for k in keys {
+            match k.as_str() {
+                "sha256" => {}
+                "loop_state" => {
+                    let state = |m: &std::collections::HashMap<String, String>| {
+                        let mut v: serde_json::Value = serde_json::from_str(&m[k]).unwrap();
+                        v["elapsed"] = 0.into();
+                        v["accum"]["seconds"] = 0.into();
+                        v
+                    };
+                    assert_eq!(state(&fa.metadata), state(&fb.metadata), "{name}: {ck}");
+                }
+                _ => assert_eq!(fa.metadata[k], fb.metadata[k], "{name}: {ck} `{k}`"),
+            }
+        }
+    }
+}
+
+/// Issue 13, item 6: a loss that explodes (SGD at lr 100: finite but thousands of times the
+/// first step's after a few steps) stops the run before it turns into NaN, with the hint,
+/// and the message names a checkpoint that exists or says that none does.
+#[test]
+fn an_exploding_loss_stops_the_run_before_nan() {
+    if common::shared_data().is_none() {
+        return;
+    }
+    for (extra, has_checkpoint) in [(None, false), (Some("train.checkpoint_every=1"), true)] {
+        let mut sets = vec!["optim.name=sgd", "optim.lr=100"];
+        sets.extend(extra);
+        let dir = tmp("explode");
+        let e = train(
+            small_mnist(&sets),
+            TrainOptions {
+                run_dir: dir.clone(),
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .map(|r| r.epochs.last().map(|e| e.train_loss))
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("training stopped at epoch 1")
+                && msg.contains("diverg")
+                && msg.contains("Hint: lower optim.lr"),
+            "{msg}"
+        );
+        assert!(!msg.contains("non-finite"), "caught only at NaN: {msg}");
+        let last = dir.join("checkpoint_last.safetensors");
+        if has_checkpoint {
+            assert!(
+                msg.contains(&last.display().to_string()) && last.is_file(),
+                "{msg}"
+            );
+        } else {
+            assert!(!last.exists() && msg.contains("no checkpoint"), "{msg}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Issue 13, item 8: limited evaluation sets are named for what they hold, and identical
+/// sets are reported once.
+#[test]
+fn limited_test_sets_are_named_for_what_they_hold() {
+    let Some(root) = common::shared_data() else {
+        return;
+    };
+    for (limit, want) in [
+        (Some(256), vec![("test-exact256", 256)]),
+        (
+            Some(2000),
+            vec![("test-exact1000", 1000), ("test-first2000-lossy", 2000)],
+        ),
+        (
+            None,
+            vec![("test-exact1000", 1000), ("test-full10000-lossy", 10000)],
+        ),
+    ] {
+        let mut text = format!(
+            "dataset = \"cifar10\"\nbatch_size = 64\naugment = false\ntrain_limit = 64\ndir = {:?}\n",
+            root.display().to_string()
+        );
+        if let Some(l) = limit {
+            text.push_str(&format!("test_limit = {l}\n"));
+        }
+        let cfg: ffebm::train::config::DataConfig = toml::from_str(&text).unwrap();
+        let data = ffebm::train::data::load_run_data(&cfg, 0, true).unwrap();
+        let got: Vec<(String, usize)> = data
+            .tests
+            .iter()
+            .map(|(n, s)| (n.clone(), s.len()))
+            .collect();
+        let want: Vec<(String, usize)> = want.iter().map(|(n, k)| (n.to_string(), *k)).collect();
+        assert_eq!(got, want, "test_limit {limit:?}");
+    }
 }

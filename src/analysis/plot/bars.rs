@@ -193,11 +193,21 @@ impl Render for CosineBars {
         } else {
             0.0
         };
-        let y_hi = highest + 0.1 * (highest - y_lo);
         let rotated = self.rotated();
         let label_h = h.saturating_sub(header + 360).max(20) + 10;
         let (aw, _) = area.dim_in_pixel();
         let slot_px = (aw as f64 - 90.0) / n as f64;
+        // value labels ("0.999", 10 px: ~29 px wide) above bars too narrow for them are
+        // drawn vertically, which needs more headroom
+        let bar_px = slot_px * 0.8 / ns as f64 * 0.92;
+        let vertical_values = bar_px < VALUE_LABEL_PX + 4.0;
+        let show_values = bar_px >= 12.0;
+        let headroom = if vertical_values && show_values {
+            0.22
+        } else {
+            0.1
+        };
+        let y_hi = highest + headroom * (highest - y_lo);
         let y_label = if self.y_label.is_empty() {
             "cosine similarity"
         } else {
@@ -255,7 +265,6 @@ impl Render for CosineBars {
             .plot_err()?;
         let group_w = 0.8;
         let bar_w = group_w / ns as f64;
-        let show_values = slot_px / ns as f64 >= 30.0;
         let mut missing = 0;
         for (k, s) in self.series.iter().enumerate() {
             let shade = series_shade(k);
@@ -279,13 +288,17 @@ impl Render for CosineBars {
                 }
             }
             chart.draw_series(bars).plot_err()?;
-            let style = font(10.0).pos(Pos::new(HPos::Center, VPos::Bottom));
+            let style = if vertical_values {
+                font(10.0)
+                    .transform(FontTransform::Rotate270)
+                    .pos(Pos::new(HPos::Left, VPos::Center))
+            } else {
+                font(10.0).pos(Pos::new(HPos::Center, VPos::Bottom))
+            };
             chart
-                .draw_series(
-                    labels
-                        .into_iter()
-                        .map(|(x, y, t)| Text::new(t, (x, y), style.clone())),
-                )
+                .draw_series(labels.into_iter().map(|(x, y, t)| {
+                    EmptyElement::at((x, y)) + Text::new(t, (0, -3), style.clone())
+                }))
                 .plot_err()?;
         }
         self.draw_legend(root)?;
@@ -296,6 +309,9 @@ impl Render for CosineBars {
         Ok(())
     }
 }
+
+/// Width in pixels of a value label (`0.999` at 10 px in DejaVu Sans).
+const VALUE_LABEL_PX: f64 = 29.0;
 
 /// How much series `k`'s bars are mixed with white.
 fn series_shade(k: usize) -> f64 {

@@ -1,11 +1,13 @@
 //! EP–ID discrepancy against β (log-log) or against T2 (lin-log).
 
 use super::{
-    draw_note, draw_title, drawable, fit_text, font, layer_color, log_tick_label, padded_range,
-    save_figure, segments, tick_label, PlotResult, Render,
+    draw_note, draw_title, drawable, fit_text, font, integer_ticks, layer_color, log_tick_label,
+    log_ticks, padded_range, save_figure, segments, tick_label, PlotResult, Render, Ticked,
 };
 use anyhow::{bail, Result};
-use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::combinators::LogCoord;
+use plotters::coord::ranged1d::Ranged;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -56,6 +58,9 @@ pub struct SweepFigure {
     /// Logarithmic y axis.
     #[serde(default)]
     pub y_log: bool,
+    /// The x values are counts (e.g. T2): integer ticks.
+    #[serde(default)]
+    pub x_integer: bool,
     /// Optional reference slope.
     #[serde(default)]
     pub reference: Option<ReferenceSlope>,
@@ -75,6 +80,7 @@ impl SweepFigure {
             series,
             x_log: true,
             y_log: true,
+            x_integer: false,
             reference: Some(ReferenceSlope {
                 exponent: 2.0,
                 label: "∝ β²".into(),
@@ -93,6 +99,7 @@ impl SweepFigure {
             series,
             x_log: false,
             y_log: true,
+            x_integer: true,
             reference: None,
             size: None,
         }
@@ -173,34 +180,34 @@ impl SweepFigure {
         Some(pts)
     }
 
-    fn draw_chart<DB, XR, YR>(
+    fn draw_chart<DB, X, Y>(
         &self,
         area: &DrawingArea<DB, Shift>,
-        x_range: XR,
-        y_range: YR,
+        x_range: Ticked<X>,
+        y_range: Ticked<Y>,
         (x_lo, x_hi): (f64, f64),
         (y_lo, y_hi): (f64, f64),
     ) -> Result<()>
     where
         DB: DrawingBackend,
-        XR: AsRangedCoord<Value = f64>,
-        YR: AsRangedCoord<Value = f64>,
-        XR::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
-        YR::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+        X: Ranged<ValueType = f64>,
+        Y: Ranged<ValueType = f64>,
     {
-        let (x_log, y_log) = (self.x_log, self.y_log);
+        let (x_log, y_log, x_int) = (self.x_log, self.y_log, self.x_integer);
         let x_fmt = |v: &f64| {
             if x_log {
                 log_tick_label(*v, x_lo, x_hi)
+            } else if x_int {
+                format!("{v:.0}")
             } else {
-                tick_label(*v, x_hi - x_lo)
+                tick_label(*v, x_lo, x_hi)
             }
         };
         let y_fmt = |v: &f64| {
             if y_log {
                 log_tick_label(*v, y_lo, y_hi)
             } else {
-                tick_label(*v, y_hi - y_lo)
+                tick_label(*v, y_lo, y_hi)
             }
         };
         let mut chart = ChartBuilder::on(area)
@@ -331,18 +338,47 @@ impl Render for SweepFigure {
                 .map(|(&y, _)| y)
         });
         let yr = padded_range(ys, self.y_log);
+        // the axes' ticks: 1-2-5 (or 1…9) multiples on short log axes, integers for counts
+        let ticks = |(lo, hi): (f64, f64), log: bool, int: bool| {
+            if log {
+                Some(log_ticks(lo, hi, 8))
+            } else if int {
+                Some(integer_ticks(lo, hi, 8))
+            } else {
+                None
+            }
+        };
+        let (xt, yt) = (
+            ticks(xr, self.x_log, self.x_integer),
+            ticks(yr, self.y_log, false),
+        );
+        type Lin = Ticked<RangedCoordf64>;
         match (self.x_log, self.y_log) {
-            (false, false) => self.draw_chart(&body, xr.0..xr.1, yr.0..yr.1, xr, yr)?,
-            (true, false) => {
-                self.draw_chart(&body, (xr.0..xr.1).log_scale(), yr.0..yr.1, xr, yr)?
-            }
-            (false, true) => {
-                self.draw_chart(&body, xr.0..xr.1, (yr.0..yr.1).log_scale(), xr, yr)?
-            }
+            (false, false) => self.draw_chart(
+                &body,
+                Lin::new(xr.0..xr.1, xt),
+                Lin::new(yr.0..yr.1, yt),
+                xr,
+                yr,
+            )?,
+            (true, false) => self.draw_chart(
+                &body,
+                Ticked::<LogCoord<f64>>::new((xr.0..xr.1).log_scale(), xt),
+                Lin::new(yr.0..yr.1, yt),
+                xr,
+                yr,
+            )?,
+            (false, true) => self.draw_chart(
+                &body,
+                Lin::new(xr.0..xr.1, xt),
+                Ticked::<LogCoord<f64>>::new((yr.0..yr.1).log_scale(), yt),
+                xr,
+                yr,
+            )?,
             (true, true) => self.draw_chart(
                 &body,
-                (xr.0..xr.1).log_scale(),
-                (yr.0..yr.1).log_scale(),
+                Ticked::<LogCoord<f64>>::new((xr.0..xr.1).log_scale(), xt),
+                Ticked::<LogCoord<f64>>::new((yr.0..yr.1).log_scale(), yt),
                 xr,
                 yr,
             )?,

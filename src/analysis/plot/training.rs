@@ -1,23 +1,38 @@
 //! Training curves (loss, top-1, top-5, learning rate against epoch) for one or several
-//! runs, and the reader for a run's `metrics.jsonl`.
+//! runs, and the reader for a run's `metrics.jsonl`. Every evaluation set of a run is
+//! drawn, each with its own dash pattern; integer epochs get integer ticks.
 
 use super::{
-    draw_note, draw_title, font, padded_range, run_color, save_figure, segments, tick_label,
-    PlotResult, Render,
+    draw_note, draw_title, font, integer_ticks, padded_range, run_color, save_figure, segments,
+    tick_label, PlotResult, Render, Ticked,
 };
 use anyhow::{bail, Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Default panel size in pixels.
 const PANEL: (u32, u32) = (420, 300);
 
+/// Loss and accuracies on one evaluation set (an entry of an epoch record's `evals`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SetMetrics {
+    #[serde(default)]
+    pub loss: Option<f64>,
+    #[serde(default)]
+    pub top1: Option<f64>,
+    #[serde(default)]
+    pub top5: Option<f64>,
+}
+
 /// One epoch's metrics (the `"kind": "epoch"` records of `metrics.jsonl`; `test_*` is the
-/// run's first evaluation set). Every metric is optional.
+/// run's first evaluation set, `test_name`, and `evals` holds every set). Every metric is
+/// optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// Epoch number (x axis).
@@ -43,6 +58,34 @@ pub struct EpochRecord {
     /// Learning rate used during the epoch.
     #[serde(default)]
     pub lr: Option<f64>,
+    /// Name of the set `test_*` refer to.
+    #[serde(default)]
+    pub test_name: Option<String>,
+    /// Every evaluation set by name (empty: only `test_*`).
+    #[serde(default)]
+    pub evals: BTreeMap<String, SetMetrics>,
+}
+
+impl EpochRecord {
+    /// Metric `m` (0 loss, 1 top-1, 2 top-5) on evaluation set `set` ([`TEST`]: `test_*`).
+    fn test_value(&self, set: &str, m: usize) -> Option<f64> {
+        match self.evals.get(set) {
+            Some(e) => [e.loss, e.top1, e.top5][m],
+            // records without `evals` carry their one set as `test_*`
+            None if set == TEST && self.evals.is_empty() => {
+                [self.test_loss, self.test_top1, self.test_top5][m]
+            }
+            None => None,
+        }
+    }
+}
+
+/// The set name of runs whose records carry only `test_*`.
+const TEST: &str = "test";
+
+/// Dash (length, gap) of the `k`-th evaluation set's curves.
+fn dash(k: usize) -> (u32, u32) {
+    [(6, 4), (2, 3), (12, 4), (4, 2)][k % 4]
 }
 
 /// One run's epoch records (sorted by epoch) and its legend name.
@@ -125,8 +168,8 @@ pub fn plot_runs(run_dirs: &[PathBuf], out: &Path) -> Result<Vec<String>> {
 }
 
 /// Training curves: a 2×2 grid of panels (loss, top-1, top-5, learning rate) against
-/// epoch, one colour per run (legend = run name); training series are solid lines,
-/// test/validation series dashed.
+/// epoch, one colour per run (legend = run name); training series are solid lines, each
+/// evaluation set has its own dash pattern (legend = set name).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingCurves {
     /// Figure title (may be empty).
@@ -134,7 +177,7 @@ pub struct TrainingCurves {
     pub title: String,
     /// Runs to overlay.
     pub runs: Vec<RunCurves>,
-    /// Name of the held-out split in the legend; empty means "test".
+    /// Legend name of records' `test_*` when they name no set; empty means "test".
     #[serde(default)]
     pub test_label: String,
     /// Total size in pixels; default 2×2 panels of 420×300 plus the header.
@@ -142,14 +185,21 @@ pub struct TrainingCurves {
     pub size: Option<(u32, u32)>,
 }
 
-/// The four panels: title, train metric, test metric.
+/// The four panels: title, train metric, metric index of the evaluation sets (0 loss,
+/// 1 top-1, 2 top-5; none for the learning rate).
 type Getter = fn(&EpochRecord) -> Option<f64>;
-const PANELS: [(&str, Getter, Option<Getter>); 4] = [
-    ("loss", |r| r.train_loss, Some(|r| r.test_loss)),
-    ("top-1 accuracy", |r| r.train_top1, Some(|r| r.test_top1)),
-    ("top-5 accuracy", |r| r.train_top5, Some(|r| r.test_top5)),
+const PANELS: [(&str, Getter, Option<usize>); 4] = [
+    ("loss", |r| r.train_loss, Some(0)),
+    ("top-1 accuracy", |r| r.train_top1, Some(1)),
+    ("top-5 accuracy", |r| r.train_top5, Some(2)),
     ("learning rate", |r| r.lr, None),
 ];
+
+/// A line's dash (length, gap); none = solid.
+type Dash = Option<(u32, u32)>;
+
+/// A legend entry: label, colour, dash, width in px.
+type Entry = (String, RGBColor, Dash, i32);
 
 impl TrainingCurves {
     /// A figure overlaying `runs` with default layout.
@@ -178,24 +228,47 @@ impl TrainingCurves {
         save_figure(self, path)
     }
 
-    fn test_label(&self) -> &str {
-        if self.test_label.is_empty() {
-            "test"
-        } else {
+    /// The evaluation sets of all runs, in order of appearance (each run's `test_name`
+    /// first): their legend labels and record keys.
+    fn sets(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.runs {
+            let first = r.epochs.iter().rev().find_map(|e| e.test_name.clone());
+            let mut names: Vec<String> = first.into_iter().collect();
+            for e in &r.epochs {
+                names.extend(e.evals.keys().cloned());
+                if e.evals.is_empty() {
+                    names.push(TEST.into());
+                }
+            }
+            for n in names {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    fn set_label<'a>(&'a self, set: &'a str) -> &'a str {
+        if set == TEST && !self.test_label.is_empty() {
             &self.test_label
+        } else {
+            set
         }
     }
 
-    /// Legend entries: (label, colour or None for black, dashed?, width in px).
-    fn legend_entries(&self) -> Vec<(String, RGBColor, bool, i32)> {
-        let mut e: Vec<(String, RGBColor, bool)> = self
+    fn legend_entries(&self) -> Vec<Entry> {
+        let mut e: Vec<(String, RGBColor, Dash)> = self
             .runs
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.name.clone(), run_color(i), false))
+            .map(|(i, r)| (r.name.clone(), run_color(i), None))
             .collect();
-        e.push(("train".into(), BLACK, false));
-        e.push((self.test_label().to_string(), BLACK, true));
+        e.push(("train".into(), BLACK, None));
+        for (k, set) in self.sets().iter().enumerate() {
+            e.push((self.set_label(set).to_string(), BLACK, Some(dash(k))));
+        }
         e.into_iter()
             .map(|(s, c, d)| {
                 let w = 44 + (7.5 * s.chars().count() as f64) as i32;
@@ -230,6 +303,7 @@ impl Render for TrainingCurves {
         if self.runs.iter().all(|r| r.epochs.is_empty()) {
             bail!("training curves: no epoch records in any run");
         }
+        let sets = self.sets();
         let mut warnings = vec![];
         for r in &self.runs {
             if r.epochs.is_empty() {
@@ -239,10 +313,14 @@ impl Render for TrainingCurves {
                 .epochs
                 .iter()
                 .flat_map(|e| {
-                    let panels = PANELS.iter();
-                    panels.flat_map(move |(_, tr, te)| [Some(tr(e)), te.map(|g| g(e))])
+                    let sets = &sets;
+                    PANELS.iter().flat_map(move |(_, tr, m)| {
+                        let tests = m
+                            .iter()
+                            .flat_map(move |&m| sets.iter().map(move |s| e.test_value(s, m)));
+                        std::iter::once(tr(e)).chain(tests)
+                    })
                 })
-                .flatten()
                 .flatten()
                 .filter(|v| !v.is_finite())
                 .count()
@@ -270,12 +348,13 @@ impl Render for TrainingCurves {
             let mut x = (w as i32 - total) / 2;
             let y = top + 11 + 22 * k as i32;
             for &i in row {
-                let (label, c, dashed, ew) = &entries[i];
+                let (label, c, dashes, ew) = &entries[i];
                 let pts = vec![(x, y), (x + 32, y)];
-                if *dashed {
-                    root.draw(&DashedPathElement::new(pts, 6, 4, c.stroke_width(2)))
-                } else {
-                    root.draw(&PathElement::new(pts, c.stroke_width(2)))
+                match dashes {
+                    Some((d, g)) => {
+                        root.draw(&DashedPathElement::new(pts, *d, *g, c.stroke_width(2)))
+                    }
+                    None => root.draw(&PathElement::new(pts, c.stroke_width(2))),
                 }
                 .plot_err()?;
                 root.draw_text(label, &style, (x + 38, y)).plot_err()?;
@@ -289,8 +368,9 @@ impl Render for TrainingCurves {
             .iter()
             .flat_map(|r| r.epochs.iter().map(|e| e.epoch));
         let (x_lo, x_hi) = epoch_range(x_vals);
+        let sets = self.sets();
         for (area, panel) in grid.split_evenly((2, 2)).iter().zip(PANELS.iter()) {
-            self.draw_panel(area, panel, (x_lo, x_hi))?;
+            self.draw_panel(area, panel, &sets, (x_lo, x_hi))?;
         }
         Ok(())
     }
@@ -316,22 +396,37 @@ impl TrainingCurves {
     fn draw_panel<DB: DrawingBackend>(
         &self,
         area: &DrawingArea<DB, Shift>,
-        (title, train, test): &(&str, Getter, Option<Getter>),
+        (title, train, metric): &(&str, Getter, Option<usize>),
+        sets: &[String],
         (x_lo, x_hi): (f64, f64),
     ) -> Result<()> {
-        let series = |g: Getter| {
-            self.runs.iter().map(move |r| {
-                let xs: Vec<f64> = r.epochs.iter().map(|e| e.epoch).collect();
-                let ys: Vec<f64> = r.epochs.iter().map(|e| g(e).unwrap_or(f64::NAN)).collect();
-                (xs, ys)
-            })
+        // (run, dash, xs, ys, non-finite values) of every curve of the panel; an absent
+        // metric is NaN in `ys` but not counted as skipped
+        type Curve = (usize, Dash, Vec<f64>, Vec<f64>, usize);
+        let curve = |i: usize, d, r: &RunCurves, g: &dyn Fn(&EpochRecord) -> Option<f64>| {
+            let xs: Vec<f64> = r.epochs.iter().map(|e| e.epoch).collect();
+            let vals: Vec<Option<f64>> = r.epochs.iter().map(g).collect();
+            let bad = vals
+                .iter()
+                .zip(&xs)
+                .filter(|(v, x)| v.is_some_and(|v| !v.is_finite()) || !x.is_finite());
+            let bad = bad.count();
+            let ys = vals.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+            (i, d, xs, ys, bad)
         };
-        let all_y = series(*train)
-            .chain(test.iter().flat_map(|g| series(*g)))
-            .flat_map(|(_, ys)| ys);
-        let (lo, hi) = padded_range(all_y.clone(), false);
-        let span = hi - lo;
-        let y_fmt = |v: &f64| tick_label(*v, span);
+        let mut curves: Vec<Curve> = Vec::new();
+        for (i, r) in self.runs.iter().enumerate() {
+            curves.push(curve(i, None, r, &|e| train(e)));
+            for (k, set) in sets.iter().enumerate() {
+                let Some(m) = metric else { break };
+                let c = curve(i, Some(dash(k)), r, &|e| e.test_value(set, *m));
+                if c.3.iter().any(|v| !v.is_nan()) || c.4 > 0 {
+                    curves.push(c);
+                }
+            }
+        }
+        let (lo, hi) = padded_range(curves.iter().flat_map(|c| c.3.iter().copied()), false);
+        let y_fmt = |v: &f64| tick_label(*v, lo, hi);
         let integer_epochs = self
             .runs
             .iter()
@@ -341,16 +436,20 @@ impl TrainingCurves {
             if integer_epochs {
                 format!("{v:.0}")
             } else {
-                tick_label(*v, x_hi - x_lo)
+                tick_label(*v, x_lo, x_hi)
             }
         };
+        let x_axis: Ticked<RangedCoordf64> = Ticked::new(
+            x_lo..x_hi,
+            integer_epochs.then(|| integer_ticks(x_lo, x_hi, 8)),
+        );
         let mut chart = ChartBuilder::on(area)
             .caption(*title, font(15.0))
             .margin(8)
             .margin_right(16)
             .x_label_area_size(38)
             .y_label_area_size(62)
-            .build_cartesian_2d(x_lo..x_hi, lo..hi)
+            .build_cartesian_2d(x_axis, lo..hi)
             .plot_err()?;
         chart
             .configure_mesh()
@@ -367,29 +466,21 @@ impl TrainingCurves {
             .plot_err()?;
         let mut skipped = 0;
         let mut drawn = 0;
-        for (dashed, getter) in [(false, Some(*train)), (true, *test)] {
-            let Some(g) = getter else { continue };
-            for (i, (xs, ys)) in series(g).enumerate() {
-                let c = run_color(i);
-                let (segs, _) = segments(xs.iter().copied(), &ys, false, false);
-                // Only count real non-finite values, not absent metrics.
-                skipped += self.runs[i]
-                    .epochs
-                    .iter()
-                    .filter(|e| g(e).is_some_and(|v| !v.is_finite()) || !e.epoch.is_finite())
-                    .count();
-                for seg in segs {
-                    drawn += seg.len();
-                    if seg.len() == 1 {
-                        let marker = Circle::new(seg[0], 4, c.filled());
-                        chart.draw_series(std::iter::once(marker)).plot_err()?;
-                    } else if dashed {
-                        let line = DashedLineSeries::new(seg, 6, 4, c.stroke_width(2));
-                        chart.draw_series(line).plot_err()?;
-                    } else {
-                        let line = LineSeries::new(seg, c.stroke_width(2));
-                        chart.draw_series(line).plot_err()?;
-                    }
+        for (i, dashes, xs, ys, bad) in &curves {
+            let c = run_color(*i);
+            let (segs, _) = segments(xs.iter().copied(), ys, false, false);
+            skipped += bad;
+            for seg in segs {
+                drawn += seg.len();
+                if seg.len() == 1 {
+                    let marker = Circle::new(seg[0], 4, c.filled());
+                    chart.draw_series(std::iter::once(marker)).plot_err()?;
+                } else if let Some((d, g)) = dashes {
+                    let line = DashedLineSeries::new(seg, *d, *g, c.stroke_width(2));
+                    chart.draw_series(line).plot_err()?;
+                } else {
+                    let line = LineSeries::new(seg, c.stroke_width(2));
+                    chart.draw_series(line).plot_err()?;
                 }
             }
         }

@@ -137,11 +137,16 @@ impl TransientFigure {
     }
 }
 
+/// A panel's title, numbered from 0 as tensor names are: a tensor name that says its block
+/// (gdd's `blocks.0.synapses.1`) as it is, another name after its block
+/// (`block 0 · conv1`), no name as `block 0 · layer 1`.
 fn panel_title(block: usize, layer: usize, name: &str) -> String {
     if name.is_empty() {
         format!("block {block} · layer {layer}")
+    } else if name.starts_with(&format!("blocks.{block}.")) {
+        name.to_string()
     } else {
-        format!("block {block} · layer {layer} ({name})")
+        format!("block {block} · {name}")
     }
 }
 
@@ -158,7 +163,7 @@ impl Render for TransientFigure {
         let mut warnings = vec![];
         for (b, block) in self.blocks.iter().enumerate() {
             for (l, layer) in block.layers.iter().enumerate() {
-                let title = panel_title(b + 1, l + 1, &layer.name);
+                let title = panel_title(b, l, &layer.name);
                 let curves = layer.id.iter().chain(&layer.ep);
                 any |= curves.clone().any(|c| !c.is_empty());
                 let bad = count_bad(&layer.id) + count_bad(&layer.ep);
@@ -199,7 +204,7 @@ impl Render for TransientFigure {
             for (l, layer) in block.layers.iter().enumerate() {
                 let (x0, y0, cw, ch) = self.cell_rect(l, col);
                 let area = root.clone().shrink((x0, y0), (cw, ch));
-                let title = panel_title(b + 1, l + 1, &layer.name);
+                let title = panel_title(b, l, &layer.name);
                 draw_panel(&area, &title, layer, layer_color(global, n))?;
                 global += 1;
             }
@@ -245,8 +250,7 @@ fn draw_panel<DB: DrawingBackend>(
     let t_len = curves.clone().map(|c| c.len()).max().unwrap_or(0);
     let t_max = (t_len.saturating_sub(1)).max(1) as f64;
     let (lo, hi) = padded_range(curves.flatten().copied(), false);
-    let span = hi - lo;
-    let fmt = |v: &f64| tick_label(*v, span);
+    let fmt = |v: &f64| tick_label(*v, lo, hi);
     let mut chart = ChartBuilder::on(area)
         .caption(fit_text(title, 14.0, pw as f64 - 10.0), font(14.0))
         .margin(8)
