@@ -2,7 +2,7 @@
 
 use crate::grad::AlgoConfig;
 use crate::io::tensors::read_tensor_file;
-use crate::io::weights::{load_model_tensors, KeyStyle};
+use crate::io::weights::{load_weights, Naming};
 use crate::model::presets::{preset, Preset};
 use crate::model::{Model, ModelConfig};
 use anyhow::{Context, Result};
@@ -82,7 +82,8 @@ pub struct ModelArgs {
     /// Number of classes of the readout (default: the preset's dataset).
     #[arg(long)]
     pub classes: Option<usize>,
-    /// Weights: a reference `state_dict` saved as safetensors, or an ffebm checkpoint.
+    /// Weights: a reference `state_dict` saved as safetensors, an ffebm checkpoint, or (deep
+    /// resistive networks) energy-based-learning's parameters (`DenseWeight_0`, `Bias_1`, …).
     /// Without it the model is initialised from --seed.
     #[arg(long, visible_alias = "checkpoint")]
     pub weights: Option<PathBuf>,
@@ -179,13 +180,13 @@ impl ModelArgs {
     }
 
     /// The model (initialised from `seed`, then `--weights` loaded over it), its preset,
-    /// and the key names the weights file used.
-    pub fn build(&self, seed: u64) -> Result<(Model, Option<Preset>, KeyStyle)> {
+    /// and the names the weights file used.
+    pub fn build(&self, seed: u64) -> Result<(Model, Option<Preset>, Naming)> {
         let (cfg, preset) = self.resolve()?;
         let mut model = Model::new(cfg, seed)?;
         let style = match &self.weights {
-            Some(path) => load_model_tensors(&mut model, &read_tensor_file(path)?, path)?,
-            None => KeyStyle::default(),
+            Some(path) => load_weights(&mut model, &read_tensor_file(path)?, path)?,
+            None => Naming::default(),
         };
         Ok((model, preset, style))
     }

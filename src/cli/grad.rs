@@ -4,7 +4,6 @@ use super::common::{Global, ModelArgs, PhaseArgs};
 use crate::core::tensor::nchw_to_nhwc;
 use crate::grad::{compute_gradients, Algorithm};
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
-use crate::io::weights::{grad_tensors, model_tensors};
 use crate::model::feedforward::{apply_bn_updates, BnUpdates};
 use crate::model::prepare;
 use anyhow::{bail, ensure, Result};
@@ -15,7 +14,8 @@ use std::path::{Path, PathBuf};
 pub struct GradArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Batch file (safetensors): `x` [B,C,H,W] float32 (normalised), `y` [B] int.
+    /// Batch file (safetensors): `x` [B,C,H,W] float32 as the preset's data pipeline gives it
+    /// (normalised; raw pixels in [0,1] for the MNIST DRN presets), `y` [B] int.
     #[arg(long)]
     pub input: PathBuf,
     /// Gradient estimator.
@@ -77,6 +77,21 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let (mut model, preset, style) = a.model.build(g.seed)?;
     let (x, y) = read_batch(&a.input)?;
     super::common::check_batch(&model, &x, &a.input)?;
+    if let Some(p) = preset.as_ref().filter(|p| !p.train.normalize) {
+        let (lo, hi) = x
+            .data()
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| {
+                (l.min(*v), h.max(*v))
+            });
+        if lo < 0.0 || hi > 1.0 {
+            eprintln!(
+                "warning: {}: `x` spans [{lo}, {hi}], but preset {} trains on raw pixels in [0, 1] (no normalisation); gradients of a normalised batch are not the ones of a training step",
+                a.input.display(),
+                p.name
+            );
+        }
+    }
     let mut gc = a.phases.resolve(preset.as_ref())?;
     gc.name = a.algo;
     match a.tol {
@@ -94,10 +109,10 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let out = compute_gradients(&model, &kernels, &x, &y, &gc)?;
     let secs = t.elapsed().as_secs_f64();
     apply_bn_updates(&mut model, &out.bn_updates);
-    let mut tensors = grad_tensors(&model, &out.grads, &style);
+    let mut tensors = style.grad_tensors(&model, &out.grads)?;
     tensors.push(("loss".into(), Stored::scalar(out.loss)));
     tensors.push(("logits".into(), Stored::F32(out.free.logits.clone())));
-    for (name, t) in model_tensors(&model, &style) {
+    for (name, t) in style.model_tensors(&model)? {
         if name.contains("running_") || name.ends_with("num_batches_tracked") {
             tensors.push((format!("state_after.{name}"), t));
         }

@@ -230,6 +230,18 @@ pub fn nhwc_to_nchw(x: &Tensor) -> Result<Tensor, ShapeError> {
     Tensor::from_vec(&[b, c, h, w], out)
 }
 
+/// The transpose `[Q, P]` of a rank-2 tensor `[P, Q]`.
+pub fn transpose2(x: &Tensor) -> Result<Tensor, ShapeError> {
+    let [p, q] = dims2("transpose2", "input", x)?;
+    let mut out = vec![0.0f32; x.len()];
+    for (i, row) in x.data().chunks(q.max(1)).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * p + i] = v;
+        }
+    }
+    Tensor::from_vec(&[q, p], out)
+}
+
 /// The four dimensions of a rank-4 tensor, or an error naming `op` and `operand`.
 pub fn dims4(
     op: &'static str,
@@ -269,6 +281,16 @@ mod tests {
             x.data()[((3 + 2) * 2 + 1) * 5 + 3]
         );
         assert_eq!(nhwc_to_nchw(&y).unwrap(), x);
+    }
+
+    #[test]
+    fn transpose2_swaps_indices() {
+        let x = Tensor::from_vec(&[2, 3], (0..6).map(|v| v as f32).collect()).unwrap();
+        let t = transpose2(&x).unwrap();
+        assert_eq!(t.shape(), &[3, 2]);
+        assert_eq!(t.data(), &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(transpose2(&t).unwrap(), x);
+        assert!(transpose2(&Tensor::zeros(&[2, 2, 2])).is_err());
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Files: safetensors tensors (reference interop, gradients, checkpoints) and atomic writes.
+//! Files: safetensors tensors (reference and energy-based-learning interop, gradients,
+//! checkpoints) and atomic writes.
 
+pub mod ebl;
 pub mod tensors;
 pub mod weights;
 

@@ -2,7 +2,11 @@
 //! (SPEC §5): `blocks.{k}.synapses.{i}.weight|bias` (synapse 0, the feedforward conv, is
 //! also aliased as `blocks.{k}.feedforward.0.*`), BN at `blocks.{k}.feedforward.{2|1}.*`
 //! with `running_mean`, `running_var`, `num_batches_tracked`, and `readout.1.weight|bias`.
+//! Deep resistive networks can also be read and written under energy-based-learning's names
+//! ([`super::ebl`]); [`load_weights`] tells the two apart. Conductances must be `≥ 0` in
+//! every file.
 
+use super::ebl::{check_conductances, ebl_tensors, first_ebl_key, load_ebl_tensors};
 use super::tensors::{Stored, TensorFile};
 use crate::model::{BufferId, Grads, Model, ParamId};
 use anyhow::{bail, Result};
@@ -33,6 +37,49 @@ impl Default for KeyStyle {
     }
 }
 
+/// The names a weights file used: the reference's (with the aliases of [`KeyStyle`]) or
+/// energy-based-learning's (`DenseWeight_{j}`, `Bias_{j+1}`; see [`super::ebl`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Naming {
+    Reference(KeyStyle),
+    Ebl,
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Naming::Reference(KeyStyle::default())
+    }
+}
+
+impl Naming {
+    /// One gradient per parameter under these names (ebl: ebl's shapes too).
+    pub fn grad_tensors(&self, model: &Model, grads: &Grads) -> Result<Vec<(String, Stored)>> {
+        match self {
+            Naming::Reference(style) => Ok(grad_tensors(model, grads, style)),
+            Naming::Ebl => ebl_tensors(model, |id| grads.get(id)),
+        }
+    }
+
+    /// Every parameter and buffer of `model` under these names.
+    pub fn model_tensors(&self, model: &Model) -> Result<Vec<(String, Stored)>> {
+        match self {
+            Naming::Reference(style) => Ok(model_tensors(model, style)),
+            Naming::Ebl => ebl_tensors(model, |id| model.param(id)),
+        }
+    }
+}
+
+/// Loads `model`'s parameters (and buffers) from `file` under whichever names it uses: ebl's
+/// when any key is an ebl parameter name, the reference's (or ffebm's) otherwise.
+pub fn load_weights(model: &mut Model, file: &TensorFile, path: &Path) -> Result<Naming> {
+    if first_ebl_key(file).is_some() {
+        load_ebl_tensors(model, file, path)?;
+        Ok(Naming::Ebl)
+    } else {
+        load_model_tensors(model, file, path).map(Naming::Reference)
+    }
+}
+
 fn alias(name: &str) -> Option<String> {
     // blocks.{k}.synapses.0.{weight|bias} -> blocks.{k}.feedforward.0.{...}
     let rest = name.strip_prefix("blocks.")?;
@@ -58,10 +105,18 @@ fn expected_keys(model: &Model) -> Vec<String> {
 }
 
 /// Loads every parameter and buffer of `model` from `file` (reference or ffebm keys).
-/// Missing keys, unknown keys and shape mismatches are errors naming the key.
+/// Missing keys, unknown keys, shape mismatches and negative conductances are errors naming
+/// the key; a file with energy-based-learning's names is refused ([`load_weights`] reads it).
 pub fn load_model_tensors(model: &mut Model, file: &TensorFile, path: &Path) -> Result<KeyStyle> {
+    if let Some(key) = first_ebl_key(file) {
+        bail!(
+            "{}: `{key}` is an energy-based-learning parameter name; read this file with `load_weights` (as `--weights` does)",
+            path.display()
+        );
+    }
     let is_checkpoint =
         file.metadata.get(FORMAT_KEY).map(String::as_str) == Some(CHECKPOINT_FORMAT);
+    let conductances = model.non_negative_params();
     let mut used: BTreeSet<String> = BTreeSet::new();
     let mut style = KeyStyle {
         synapse0: false,
@@ -114,7 +169,7 @@ pub fn load_model_tensors(model: &mut Model, file: &TensorFile, path: &Path) -> 
                 path.display()
             )
         };
-        let dst = model.param_mut(id);
+        let dst = model.param(id);
         if t.shape() != dst.shape() {
             bail!(
                 "{}: `{key}` has shape {:?}, but the model expects {:?}",
@@ -123,7 +178,10 @@ pub fn load_model_tensors(model: &mut Model, file: &TensorFile, path: &Path) -> 
                 dst.shape()
             );
         }
-        dst.data_mut().copy_from_slice(t.data());
+        if conductances.contains(&id) {
+            check_conductances(t, &key, path)?;
+        }
+        model.param_mut(id).data_mut().copy_from_slice(t.data());
     }
     for id in model.buffer_ids() {
         let name = model.buffer_name(id);

@@ -2,6 +2,7 @@
 //! errors naming the key, and agreement with the library.
 
 use crate::common;
+use crate::common::{ffebm, path_str as p};
 use common::*;
 use ffebm::core::tensor::nhwc_to_nchw;
 use ffebm::grad::{compute_gradients, AlgoConfig, Algorithm};
@@ -9,25 +10,11 @@ use ffebm::io::tensors::{read_tensor_file, write_tensor_file, Stored};
 use ffebm::io::weights::{model_tensors, KeyStyle};
 use ffebm::model::{prepare, Model};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 const MODEL: &str = TINY_MODEL_TOML;
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ffebm-cli-grad-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn ffebm(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ffebm"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn p(p: &Path) -> &str {
-    p.to_str().unwrap()
+    crate::common::temp_dir("cli-grad", name)
 }
 
 #[test]

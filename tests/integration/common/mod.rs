@@ -124,3 +124,23 @@ pub fn shared_data() -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// A fresh folder `ffebm-{tag}-{name}-{pid}` in the system's temporary folder.
+pub fn temp_dir(tag: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ffebm-{tag}-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the `ffebm` binary with `args`.
+pub fn ffebm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ffebm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A path as a command-line argument.
+pub fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
