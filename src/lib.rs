@@ -8,6 +8,7 @@ pub mod cli;
 pub mod core;
 pub mod data;
 pub mod grad;
+pub mod hooks;
 pub mod io;
 pub mod model;
 pub mod relax;

@@ -392,6 +392,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             save_checkpoint(&dir.join(BEST), &model, &opt, &s, &cfg_toml)?;
         }
         save_checkpoint(&dir.join(LAST), &model, &opt, &s, &cfg_toml)?;
+        crate::hooks::epoch_finished(&rec)?;
         if opts.should_stop(session_steps) && state.epoch < cfg.train.epochs {
             return Ok(RunSummary {
                 run_dir: dir.clone(),

@@ -1,0 +1,434 @@
+//! `ffebm._ffebm`: the native part of the `ffebm` Python package. A thin layer: argument
+//! conversion ([`arrays`]), one call into the library ([`engine`]), results back as NumPy
+//! arrays and dicts. Long calls run on a worker thread with the GIL released while the
+//! calling thread polls for signals, so Ctrl-C cancels them (KeyboardInterrupt) within one
+//! relaxation sweep. The Python-facing API (signatures, defaults, docs) is `ffebm/__init__.py`.
+
+mod arrays;
+mod engine;
+mod run;
+
+use engine::{GradRequest, Net, PhaseArgs, TrainRequest};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyFloatingPointError, PyKeyboardInterrupt, PyOSError, PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// An anyhow error from the library as the Python exception of its kind, with the message
+/// the command line prints.
+pub(crate) fn py_err(e: anyhow::Error) -> PyErr {
+    let msg = format!("{e:#}");
+    match engine::classify(&e) {
+        engine::ErrorKind::Cancelled => PyKeyboardInterrupt::new_err(msg),
+        engine::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
+        engine::ErrorKind::Io => PyOSError::new_err(msg),
+        engine::ErrorKind::NonFinite => PyFloatingPointError::new_err(msg),
+        engine::ErrorKind::Invalid => PyValueError::new_err(msg),
+    }
+}
+
+/// The shortest decimal that reads back as `v` in f32, as an f64.
+fn short(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
+fn tensors_dict<'py>(
+    py: Python<'py>,
+    items: Vec<(String, engine::Value)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, v) in items {
+        d.set_item(name, arrays::value_to_numpy(py, v)?)?;
+    }
+    Ok(d)
+}
+
+fn tensors_of(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, engine::Value)>> {
+    d.iter()
+        .map(|(k, v)| {
+            let name: String = k
+                .extract()
+                .map_err(|_| PyValueError::new_err(format!("state dict key {k} is not a str")))?;
+            let value = arrays::value(&v, &name)?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// The native model: an ff-EBM with packed kernels. Use `ffebm.Model`.
+#[pyclass(module = "ffebm._ffebm", name = "Net")]
+struct PyNet {
+    net: Net,
+}
+
+fn wrap(net: Net) -> PyNet {
+    PyNet { net }
+}
+
+#[pymethods]
+impl PyNet {
+    #[staticmethod]
+    fn from_preset(name: &str, classes: Option<usize>, seed: u64) -> PyResult<Self> {
+        Net::from_preset(name, classes, seed).map(wrap).map_err(py_err)
+    }
+
+    #[staticmethod]
+    fn from_toml(text: &str, classes: Option<usize>, seed: u64) -> PyResult<Self> {
+        Net::from_toml(text, classes, seed).map(wrap).map_err(py_err)
+    }
+
+    #[staticmethod]
+    fn from_json(json: &str, classes: Option<usize>, seed: u64) -> PyResult<Self> {
+        Net::from_json(json, classes, seed).map(wrap).map_err(py_err)
+    }
+
+    #[staticmethod]
+    fn load(path: PathBuf, seed: u64) -> PyResult<Self> {
+        Net::load(&path, seed).map(wrap).map_err(py_err)
+    }
+
+    fn copy(&self) -> Self {
+        wrap(self.net.clone())
+    }
+
+    fn load_weights(&mut self, path: PathBuf) -> PyResult<()> {
+        self.net.load_weights(&path).map_err(py_err)
+    }
+
+    fn set_tensors(&mut self, tensors: &Bound<'_, PyDict>, strict: bool) -> PyResult<()> {
+        let items = tensors_of(tensors)?;
+        self.net.set_tensors(items, strict).map_err(py_err)
+    }
+
+    fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        tensors_dict(py, self.net.tensors())
+    }
+
+    fn save(&self, path: PathBuf) -> PyResult<()> {
+        self.net.save(&path).map_err(py_err)
+    }
+
+    fn config_toml(&self) -> PyResult<String> {
+        self.net.config_toml().map_err(py_err)
+    }
+
+    fn config_json(&self) -> PyResult<String> {
+        self.net.config_json().map_err(py_err)
+    }
+
+    /// `(t1, t2, beta, tol)` defaults of the preset or run, or None (β and tol as the
+    /// shortest decimals of their f32 values: 0.2, not 0.20000000298023224).
+    fn defaults(&self) -> Option<(usize, usize, f64, Option<f64>)> {
+        self.net
+            .defaults()
+            .map(|p| (p.t1, p.t2, short(p.beta), p.tol.map(short)))
+    }
+
+    /// The phase settings a call with these options would use.
+    fn phases(
+        &self,
+        t1: Option<usize>,
+        t2: Option<usize>,
+        beta: Option<f32>,
+        tol: Option<f32>,
+    ) -> PyResult<(usize, usize, f32, Option<f32>)> {
+        let p = self
+            .net
+            .phases(PhaseArgs { t1, t2, beta, tol })
+            .map_err(py_err)?;
+        Ok((p.t1, p.t2, p.beta, p.tol))
+    }
+
+    #[getter]
+    fn origin(&self) -> String {
+        self.net.origin().to_string()
+    }
+
+    #[getter]
+    fn input_shape(&self) -> (usize, usize, usize) {
+        let [c, h, w] = self.net.input_shape();
+        (c, h, w)
+    }
+
+    #[getter]
+    fn classes(&self) -> usize {
+        self.net.classes()
+    }
+
+    #[getter]
+    fn num_blocks(&self) -> usize {
+        self.net.num_blocks()
+    }
+
+    #[getter]
+    fn num_params(&self) -> usize {
+        self.net.num_params()
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        self.net.param_names()
+    }
+
+    fn prepare(&mut self, py: Python<'_>) -> PyResult<()> {
+        let net = &mut self.net;
+        run::detached(py, move || net.prepare())
+    }
+
+    fn free_phase<'py>(
+        &mut self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        eval: bool,
+        t1: Option<usize>,
+        tol: Option<f32>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let batch = arrays::batch(x, "x")?;
+        let p = self
+            .net
+            .phases(PhaseArgs {
+                t1,
+                t2: Some(0),
+                beta: Some(0.0),
+                tol,
+            })
+            .map_err(py_err)?;
+        let net = &mut self.net;
+        let out = run::detached(py, move || engine::free(net, batch, eval, p.t1, p.tol))?;
+        let d = PyDict::new(py);
+        let states = PyList::empty(py);
+        for block in out.states {
+            let layers = PyList::empty(py);
+            for s in block {
+                layers.append(arrays::to_numpy(py, s)?)?;
+            }
+            states.append(layers)?;
+        }
+        d.set_item("states", states)?;
+        d.set_item("logits", arrays::to_numpy(py, out.logits)?)?;
+        d.set_item("sweeps", out.sweeps)?;
+        Ok(d)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gradients<'py>(
+        &mut self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        y: &Bound<'py, PyAny>,
+        algo: &str,
+        t1: Option<usize>,
+        t2: Option<usize>,
+        beta: Option<f32>,
+        tol: Option<f32>,
+        bn_compat: bool,
+        update_bn: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let batch = arrays::batch(x, "x")?;
+        let labels = arrays::labels(y, "y", batch.nchw[0])?;
+        let phases = self
+            .net
+            .phases(PhaseArgs { t1, t2, beta, tol })
+            .map_err(py_err)?;
+        let net = &mut self.net;
+        let req = GradRequest {
+            algo,
+            phases,
+            bn_compat,
+            update_bn,
+        };
+        let out = run::detached(py, move || engine::gradients(net, batch, &labels, req))?;
+        let d = PyDict::new(py);
+        let grads = PyDict::new(py);
+        for (name, g) in out.grads {
+            grads.set_item(name, arrays::to_numpy(py, g)?)?;
+        }
+        d.set_item("grads", grads)?;
+        d.set_item("loss", out.loss)?;
+        d.set_item("logits", arrays::to_numpy(py, out.logits)?)?;
+        d.set_item("sweeps", out.sweeps)?;
+        d.set_item("bn_after", tensors_dict(py, out.bn_after)?)?;
+        Ok(d)
+    }
+
+    /// Seconds that `compute_gradients` (EP) alone takes on this batch, measured in Rust.
+    fn time_gradients(
+        &mut self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        y: &Bound<'_, PyAny>,
+        t1: Option<usize>,
+        t2: Option<usize>,
+        beta: Option<f32>,
+    ) -> PyResult<f64> {
+        let batch = arrays::batch(x, "x")?;
+        let labels = arrays::labels(y, "y", batch.nchw[0])?;
+        let phases = self
+            .net
+            .phases(PhaseArgs {
+                t1,
+                t2,
+                beta,
+                tol: None,
+            })
+            .map_err(py_err)?;
+        let net = &mut self.net;
+        run::detached(py, move || {
+            engine::time_gradients(net, batch, &labels, phases)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gdd(
+        &mut self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        y: &Bound<'_, PyAny>,
+        t1: Option<usize>,
+        t2: Option<usize>,
+        beta: Option<f32>,
+        coords: usize,
+        seed: u64,
+        transients: bool,
+    ) -> PyResult<String> {
+        let batch = arrays::batch(x, "x")?;
+        let labels = arrays::labels(y, "y", batch.nchw[0])?;
+        let phases = self
+            .net
+            .phases(PhaseArgs {
+                t1,
+                t2,
+                beta,
+                tol: None,
+            })
+            .map_err(py_err)?;
+        let net = &mut self.net;
+        run::detached(py, move || {
+            engine::gdd(net, batch, &labels, phases, coords, seed, transients)
+        })
+    }
+}
+
+#[pyfunction]
+fn presets() -> Vec<&'static str> {
+    engine::preset_names()
+}
+
+#[pyfunction]
+#[pyo3(signature = (name, classes=None))]
+fn preset_json(name: &str, classes: Option<usize>) -> PyResult<String> {
+    engine::preset_json(name, classes).map_err(py_err)
+}
+
+#[pyfunction]
+fn toml_literal(json: &str) -> PyResult<String> {
+    engine::toml_literal(json).map_err(py_err)
+}
+
+#[pyfunction]
+fn run_toml_of_json(json: &str) -> PyResult<String> {
+    engine::run_toml_of_json(json).map_err(py_err)
+}
+
+#[pyfunction]
+fn set_threads(n: usize) -> PyResult<()> {
+    engine::set_threads(n).map_err(py_err)
+}
+
+#[pyfunction]
+fn threads() -> usize {
+    engine::threads()
+}
+
+#[pyfunction]
+fn read_tensors<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+) -> PyResult<(Bound<'py, PyDict>, HashMap<String, String>)> {
+    let (items, meta) = engine::read_tensors(&path).map_err(py_err)?;
+    Ok((tensors_dict(py, items)?, meta))
+}
+
+#[pyfunction]
+fn write_tensors(
+    path: PathBuf,
+    tensors: &Bound<'_, PyDict>,
+    metadata: HashMap<String, String>,
+) -> PyResult<()> {
+    let items = tensors_of(tensors)?;
+    engine::write_tensors(&path, items, metadata).map_err(py_err)
+}
+
+#[pyfunction]
+#[pyo3(signature = (checkpoint, sets, data_dir, seed, quiet))]
+fn evaluate(
+    py: Python<'_>,
+    checkpoint: PathBuf,
+    sets: Vec<String>,
+    data_dir: Option<PathBuf>,
+    seed: u64,
+    quiet: bool,
+) -> PyResult<String> {
+    run::detached(py, move || {
+        engine::evaluate_checkpoint(&checkpoint, &sets, data_dir.as_deref(), seed, quiet)
+    })
+}
+
+/// Trains; returns `(run_dir, completed, epochs JSON, model)`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (out, preset, config_toml, sets, classes, epochs, data_dir, download, resume, seed, quiet, callback))]
+fn train(
+    py: Python<'_>,
+    out: PathBuf,
+    preset: Option<String>,
+    config_toml: Option<String>,
+    sets: Vec<String>,
+    classes: Option<usize>,
+    epochs: Option<usize>,
+    data_dir: Option<PathBuf>,
+    download: bool,
+    resume: bool,
+    seed: u64,
+    quiet: bool,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<(String, bool, String, PyNet)> {
+    let req = TrainRequest {
+        preset,
+        config_toml,
+        sets,
+        classes,
+        epochs,
+        data_dir,
+        download,
+        out,
+        resume,
+        seed,
+        quiet,
+    };
+    let o = run::training(py, req, callback)?;
+    Ok((
+        o.run_dir.display().to_string(),
+        o.completed,
+        o.epochs_json,
+        wrap(o.model),
+    ))
+}
+
+#[pymodule]
+fn _ffebm(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyNet>()?;
+    m.add_function(wrap_pyfunction!(presets, m)?)?;
+    m.add_function(wrap_pyfunction!(preset_json, m)?)?;
+    m.add_function(wrap_pyfunction!(toml_literal, m)?)?;
+    m.add_function(wrap_pyfunction!(run_toml_of_json, m)?)?;
+    m.add_function(wrap_pyfunction!(set_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(threads, m)?)?;
+    m.add_function(wrap_pyfunction!(read_tensors, m)?)?;
+    m.add_function(wrap_pyfunction!(write_tensors, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(train, m)?)?;
+    Ok(())
+}
