@@ -228,6 +228,11 @@ impl PyNet {
     ) -> PyResult<Bound<'py, PyDict>> {
         let batch = arrays::batch(x, "x")?;
         let labels = arrays::labels(y, "y", batch.nchw[0])?;
+        // β only matters to EP: ID needs none when the model has no default
+        let beta = match (beta, algo, self.net.defaults()) {
+            (None, "id-exact" | "id-reference", None) => Some(0.0),
+            _ => beta,
+        };
         let phases = self
             .net
             .phases(PhaseArgs { t1, t2, beta, tol })
