@@ -58,18 +58,19 @@ fn f32_array(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<usize>, Vec<f3
 /// An image batch `[B, C, H, W]` float32, copied once into NHWC order.
 pub fn batch(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Batch> {
     let a = ndarray(obj, name)?;
+    if !a.dtype().is_equiv_to(&numpy::dtype::<f32>(obj.py())) {
+        return Err(value_error(format!(
+            "`{name}` has dtype {}, expected float32 (convert with .astype(numpy.float32))",
+            dtype_name(&a)
+        )));
+    }
     if a.ndim() != 4 {
         return Err(value_error(format!(
             "`{name}` has shape {:?}, expected [B, C, H, W] (NCHW)",
             a.shape()
         )));
     }
-    let arr = a.cast::<PyArray4<f32>>().map_err(|_| {
-        value_error(format!(
-            "`{name}` has dtype {}, expected float32 (convert with .astype(numpy.float32))",
-            dtype_name(&a)
-        ))
-    })?;
+    let arr = a.cast::<PyArray4<f32>>()?;
     let ro = arr
         .try_readonly()
         .map_err(|e| value_error(format!("`{name}`: {e}")))?;

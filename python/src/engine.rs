@@ -160,10 +160,21 @@ pub fn preset_json(name: &str, classes: Option<usize>) -> Result<String> {
         "name": p.name,
         "summary": p.summary,
         "model": p.model,
-        "algorithm": p.algo,
+        "algorithm": {
+            "t1": p.algo.t1,
+            "t2": p.algo.t2,
+            "beta": short(p.algo.beta),
+            "tol": p.algo.tol.map(short),
+        },
         "train": p.train,
     })
     .to_string())
+}
+
+/// The shortest decimal that reads back as `v` in f32, as an f64 (0.2, not
+/// 0.20000000298023224).
+pub fn short(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
 }
 
 /// Relaxation lengths and nudging strength of one call.

@@ -30,11 +30,6 @@ pub(crate) fn py_err(e: anyhow::Error) -> PyErr {
     }
 }
 
-/// The shortest decimal that reads back as `v` in f32, as an f64.
-fn short(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(v as f64)
-}
-
 fn tensors_dict<'py>(
     py: Python<'py>,
     items: Vec<(String, engine::Value)>,
@@ -124,7 +119,7 @@ impl PyNet {
     fn defaults(&self) -> Option<(usize, usize, f64, Option<f64>)> {
         self.net
             .defaults()
-            .map(|p| (p.t1, p.t2, short(p.beta), p.tol.map(short)))
+            .map(|p| (p.t1, p.t2, engine::short(p.beta), p.tol.map(engine::short)))
     }
 
     /// The phase settings a call with these options would use.

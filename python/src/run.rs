@@ -193,10 +193,14 @@ pub fn training(
                     out_dir.display().to_string()
                 )))
             }
-            Err(_) => Err(PyKeyboardInterrupt::new_err(format!(
+            Err(_) if last.exists() => Err(PyKeyboardInterrupt::new_err(format!(
                 "training aborted by a second interrupt; the last complete checkpoint ({}) is intact; resume with ffebm.train(out_dir={:?}, resume=True)",
                 last.display(),
                 out_dir.display().to_string()
+            ))),
+            Err(_) => Err(PyKeyboardInterrupt::new_err(format!(
+                "training aborted by a second interrupt before its first checkpoint: nothing to resume in {}",
+                out_dir.display()
             ))),
         };
     }
