@@ -17,7 +17,19 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Union,
+    cast,
+)
 
 from . import _ffebm
 from ._convert import PathLike, config_text, tensors_to_numpy
@@ -51,7 +63,7 @@ def presets() -> List[str]:
 def preset(name: str, classes: Optional[int] = None) -> Dict[str, Any]:
     """A preset as a dict: ``summary``, ``model`` (the model description), ``algorithm``
     (``t1``, ``t2``, ``beta``, ``tol``) and ``train`` hyper-parameters."""
-    return json.loads(_ffebm.preset_json(name, classes))
+    return cast(Dict[str, Any], json.loads(_ffebm.preset_json(name, classes)))
 
 
 def set_threads(n: int) -> None:
@@ -65,7 +77,9 @@ def threads() -> int:
     return _ffebm.threads()
 
 
-def load_tensors(path: PathLike, *, with_metadata: bool = False):
+def load_tensors(
+    path: PathLike, *, with_metadata: bool = False
+) -> Union[Dict[str, Any], Tuple[Dict[str, Any], Dict[str, str]]]:
     """Named tensors of a safetensors file as NumPy arrays (floating point as float32,
     integers as int64), in file order; with ``with_metadata`` also the string metadata."""
     tensors, meta = _ffebm.read_tensors(os.fspath(path))
@@ -154,7 +168,7 @@ def evaluate(
 ) -> Dict[str, Any]:
     """Evaluates a checkpoint on its run's test set(s) as ``ffebm eval`` does: a dict with
     ``epoch``, ``step`` and ``sets`` = ``{name: {loss, top1, top5, samples, sweeps}}``."""
-    return json.loads(
+    return cast(Dict[str, Any], json.loads(
         _ffebm.evaluate(
             os.fspath(checkpoint),
             _overrides(overrides),
@@ -162,4 +176,4 @@ def evaluate(
             seed,
             quiet,
         )
-    )
+    ))

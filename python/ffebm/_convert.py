@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Dict, Iterable, List, Mapping, Union
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def to_numpy(a: Any) -> Any:
     return np.asarray(a)
 
 
-def tensors_to_numpy(tensors: Mapping[str, Any]) -> dict:
+def tensors_to_numpy(tensors: Mapping[str, Any]) -> Dict[str, Any]:
     if not isinstance(tensors, Mapping):
         raise ValueError(
             f"expected a dict of arrays (e.g. a PyTorch state_dict), got {type(tensors).__name__}"
@@ -36,7 +36,7 @@ def tensors_to_numpy(tensors: Mapping[str, Any]) -> dict:
     return {str(k): to_numpy(v) for k, v in tensors.items()}
 
 
-def overrides(sets: Union[Mapping[str, Any], Iterable[str], None]) -> list:
+def overrides(sets: Union[Mapping[str, Any], Iterable[str], None]) -> List[str]:
     """`--set` strings from a dict ``{"optim.lr": 3e-4}`` or an iterable ``["optim.lr=3e-4"]``."""
     if sets is None:
         return []
@@ -63,6 +63,6 @@ def config_text(config: Union[PathLike, Mapping[str, Any], None]) -> Union[str, 
     if config is None:
         return None
     if isinstance(config, Mapping):
-        return _ffebm.run_toml_of_json(json.dumps(config))
+        return _ffebm.run_toml_of_json(json.dumps(dict(config)))
     with open(os.fspath(config), encoding="utf-8") as f:
         return f.read()

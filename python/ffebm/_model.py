@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union, cast
 
 import numpy as np
 
@@ -146,7 +146,7 @@ class Model:
     @property
     def config(self) -> Dict[str, Any]:
         """The model description as a dict (the TOML description's keys)."""
-        return json.loads(self._net.config_json())
+        return cast(Dict[str, Any], json.loads(self._net.config_json()))
 
     @property
     def config_toml(self) -> str:
@@ -161,7 +161,7 @@ class Model:
         return dict(zip(("t1", "t2", "beta", "tol"), d))
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Tuple[int, int, int]:
         """``(C, H, W)`` of one input image."""
         return self._net.input_shape
 
@@ -249,8 +249,11 @@ class Model:
         per tensor EP against ID-exact and ID-reference, and with ``transients`` the EP
         estimate after t nudged sweeps against ID truncated to t sweeps for ``coords``
         coordinates per tensor (chosen with ``seed``)."""
-        return json.loads(
-            self._net.gdd(to_numpy(x), to_numpy(y), t1, t2, beta, coords, seed, transients)
+        return cast(
+            Dict[str, Any],
+            json.loads(
+                self._net.gdd(to_numpy(x), to_numpy(y), t1, t2, beta, coords, seed, transients)
+            ),
         )
 
     def gdd(
@@ -262,13 +265,13 @@ class Model:
         t1: Optional[int] = None,
         t2: Optional[int] = None,
         as_frame: Optional[bool] = None,
-    ) -> Union[Dict[str, list], Any]:
+    ) -> Union[Dict[str, List[Any]], Any]:
         """EP against ID per parameter tensor for one batch (the table of ``ffebm gdd``'s
         gdd.csv: cosine, relative error, norm ratio and sign agreement against ID-exact and
         ID-reference). A pandas DataFrame when pandas is installed (or ``as_frame=True``),
         else a dict of columns (``as_frame=False`` forces the dict)."""
         rep = self.gdd_report(x, y, beta=beta, t1=t1, t2=t2, coords=0, transients=False)
-        cols: Dict[str, list] = {c: [] for c in GDD_COLUMNS}
+        cols: Dict[str, List[Any]] = {c: [] for c in GDD_COLUMNS}
         for t in rep["tensors"]:
             cols["tensor"].append(t["name"])
             cols["block"].append(t["block"])
@@ -281,7 +284,7 @@ class Model:
         if as_frame is False:
             return cols
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped, unused-ignore]
         except ImportError:
             if as_frame:
                 raise
