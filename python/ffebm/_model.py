@@ -51,6 +51,8 @@ class Gradients(NamedTuple):
     sweeps: List[int]
     #: BatchNorm running statistics after the step (``state_after.*`` of ``ffebm grad``).
     bn_after: Dict[str, np.ndarray]
+    #: Wall time of the computation inside the core, without the binding's conversions.
+    seconds: float
 
 
 class Model:
@@ -231,7 +233,9 @@ class Model:
         d = self._net.gradients(
             to_numpy(x), to_numpy(y), algo, t1, t2, beta, tol, bn_compat, update_bn
         )
-        return Gradients(d["grads"], d["loss"], d["logits"], d["sweeps"], d["bn_after"])
+        return Gradients(
+            d["grads"], d["loss"], d["logits"], d["sweeps"], d["bn_after"], d["seconds"]
+        )
 
     def gdd_report(
         self,

@@ -15,7 +15,7 @@ use ffebm::io::weights::{
 };
 use ffebm::model::feedforward::BnMode;
 use ffebm::model::presets::{preset, NAMES};
-use ffebm::model::{prepare, Model, ModelConfig, ParamId, PreparedBlock};
+use ffebm::model::{prepare, BufferId, Model, ModelConfig, ParamId, PreparedBlock};
 use ffebm::relax::Schedule;
 use ffebm::train::checkpoint::{checkpoint_config, load_checkpoint};
 use ffebm::train::trainer::{eval_schedule, LAST};
@@ -529,6 +529,28 @@ pub fn free(net: &mut Net, x: Batch, eval: bool, t1: usize, tol: Option<f32>) ->
     })
 }
 
+/// The BN running statistics and batch counts of `model` under their reference names.
+fn bn_buffers(model: &Model) -> Vec<(String, Value)> {
+    model
+        .buffer_ids()
+        .into_iter()
+        .filter_map(|id| {
+            let (BufferId::RunningMean(k) | BufferId::RunningVar(k) | BufferId::NumBatchesTracked(k)) =
+                id;
+            let bn = model.blocks[k].bn.as_ref()?;
+            let v = match id {
+                BufferId::RunningMean(_) => Value::F32(Array::plain(bn.running_mean.clone())),
+                BufferId::RunningVar(_) => Value::F32(Array::plain(bn.running_var.clone())),
+                BufferId::NumBatchesTracked(_) => Value::I64 {
+                    shape: vec![],
+                    data: vec![bn.num_batches_tracked],
+                },
+            };
+            Some((model.buffer_name(id), v))
+        })
+        .collect()
+}
+
 /// Gradients of one batch, as `ffebm grad` computes them.
 pub struct GradOut {
     /// `+∂L/∂θ` under the names the weights were given with (both, if both were).
@@ -539,6 +561,8 @@ pub struct GradOut {
     /// BN running statistics after the step (`running_mean`, `running_var`,
     /// `num_batches_tracked`), applied to the model when asked.
     pub bn_after: Vec<(String, Value)>,
+    /// Wall time of the computation in the core (`compute_gradients`).
+    pub seconds: f64,
 }
 
 pub struct GradRequest<'a> {
@@ -566,7 +590,9 @@ pub fn gradients(net: &mut Net, x: Batch, y: &[i64], req: GradRequest<'_>) -> Re
         },
     };
     let (model, kernels) = net.parts()?;
+    let start = std::time::Instant::now();
     let out = compute_gradients(model, kernels, &x, &y, algo, &gc)?;
+    let seconds = start.elapsed().as_secs_f64();
     let names: Vec<(ParamId, String)> = out
         .grads
         .entries
@@ -576,11 +602,7 @@ pub fn gradients(net: &mut Net, x: Batch, y: &[i64], req: GradRequest<'_>) -> Re
     // BN statistics after the step: applied, read, and restored unless asked to keep them
     let saved: Vec<_> = net.model.blocks.iter().map(|b| b.bn.clone()).collect();
     apply_bn_updates(&mut net.model, &out.bn_updates);
-    let bn_after = model_tensors(&net.model, &net.style)
-        .into_iter()
-        .filter(|(n, _)| n.contains("running_") || n.ends_with("num_batches_tracked"))
-        .map(|(n, s)| (n, value_of(s)))
-        .collect();
+    let bn_after = bn_buffers(&net.model);
     if !req.update_bn {
         for (b, bn) in net.model.blocks.iter_mut().zip(saved) {
             b.bn = bn;
@@ -608,6 +630,7 @@ pub fn gradients(net: &mut Net, x: Batch, y: &[i64], req: GradRequest<'_>) -> Re
         logits: Array::plain(out.free.logits),
         sweeps: out.free.sweeps,
         bn_after,
+        seconds,
     })
 }
 

@@ -250,6 +250,7 @@ impl PyNet {
         d.set_item("logits", arrays::to_numpy(py, out.logits)?)?;
         d.set_item("sweeps", out.sweeps)?;
         d.set_item("bn_after", tensors_dict(py, out.bn_after)?)?;
+        d.set_item("seconds", out.seconds)?;
         Ok(d)
     }
 
