@@ -67,17 +67,23 @@ fn wrap(net: Net) -> PyNet {
 impl PyNet {
     #[staticmethod]
     fn from_preset(name: &str, classes: Option<usize>, seed: u64) -> PyResult<Self> {
-        Net::from_preset(name, classes, seed).map(wrap).map_err(py_err)
+        Net::from_preset(name, classes, seed)
+            .map(wrap)
+            .map_err(py_err)
     }
 
     #[staticmethod]
     fn from_toml(text: &str, classes: Option<usize>, seed: u64) -> PyResult<Self> {
-        Net::from_toml(text, classes, seed).map(wrap).map_err(py_err)
+        Net::from_toml(text, classes, seed)
+            .map(wrap)
+            .map_err(py_err)
     }
 
     #[staticmethod]
     fn from_json(json: &str, classes: Option<usize>, seed: u64) -> PyResult<Self> {
-        Net::from_json(json, classes, seed).map(wrap).map_err(py_err)
+        Net::from_json(json, classes, seed)
+            .map(wrap)
+            .map_err(py_err)
     }
 
     #[staticmethod]

@@ -95,7 +95,8 @@ fn write_stderr(py: Python<'_>, msg: &str) {
 fn call_back(py: Python<'_>, callback: &Py<PyAny>, json: &str) -> PyResult<bool> {
     let record = py.import("json")?.call_method1("loads", (json,))?;
     let r = callback.bind(py).call1((record,))?;
-    Ok(!(r.is_instance_of::<pyo3::types::PyBool>() && !r.extract::<bool>()?))
+    // anything but `False` continues
+    Ok(!r.is_instance_of::<pyo3::types::PyBool>() || r.extract::<bool>()?)
 }
 
 /// Trains with the GIL released, calling `callback` between epochs. First Ctrl-C: the
