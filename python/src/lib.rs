@@ -63,6 +63,21 @@ fn wrap(net: Net) -> PyNet {
     PyNet { net }
 }
 
+impl PyNet {
+    /// The batch, its labels and the phase settings of a one-batch call.
+    fn one_batch(
+        &self,
+        x: &Bound<'_, PyAny>,
+        y: &Bound<'_, PyAny>,
+        phases: PhaseArgs,
+    ) -> PyResult<(engine::Batch, Vec<i64>, engine::Phases)> {
+        let batch = arrays::batch(x, "x")?;
+        let labels = arrays::labels(y, "y", batch.nchw[0])?;
+        let phases = self.net.phases(phases).map_err(py_err)?;
+        Ok((batch, labels, phases))
+    }
+}
+
 #[pymethods]
 impl PyNet {
     #[staticmethod]
@@ -227,17 +242,12 @@ impl PyNet {
         bn_compat: bool,
         update_bn: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let batch = arrays::batch(x, "x")?;
-        let labels = arrays::labels(y, "y", batch.nchw[0])?;
         // β only matters to EP: ID needs none when the model has no default
         let beta = match (beta, algo, self.net.defaults()) {
             (None, "id-exact" | "id-reference", None) => Some(0.0),
             _ => beta,
         };
-        let phases = self
-            .net
-            .phases(PhaseArgs { t1, t2, beta, tol })
-            .map_err(py_err)?;
+        let (batch, labels, phases) = self.one_batch(x, y, PhaseArgs { t1, t2, beta, tol })?;
         let net = &mut self.net;
         let req = GradRequest {
             algo,
@@ -270,17 +280,8 @@ impl PyNet {
         t2: Option<usize>,
         beta: Option<f32>,
     ) -> PyResult<f64> {
-        let batch = arrays::batch(x, "x")?;
-        let labels = arrays::labels(y, "y", batch.nchw[0])?;
-        let phases = self
-            .net
-            .phases(PhaseArgs {
-                t1,
-                t2,
-                beta,
-                tol: None,
-            })
-            .map_err(py_err)?;
+        let tol = None;
+        let (batch, labels, phases) = self.one_batch(x, y, PhaseArgs { t1, t2, beta, tol })?;
         let net = &mut self.net;
         run::detached(py, move || {
             engine::time_gradients(net, batch, &labels, phases)
@@ -300,17 +301,8 @@ impl PyNet {
         seed: u64,
         transients: bool,
     ) -> PyResult<String> {
-        let batch = arrays::batch(x, "x")?;
-        let labels = arrays::labels(y, "y", batch.nchw[0])?;
-        let phases = self
-            .net
-            .phases(PhaseArgs {
-                t1,
-                t2,
-                beta,
-                tol: None,
-            })
-            .map_err(py_err)?;
+        let tol = None;
+        let (batch, labels, phases) = self.one_batch(x, y, PhaseArgs { t1, t2, beta, tol })?;
         let net = &mut self.net;
         run::detached(py, move || {
             engine::gdd(net, batch, &labels, phases, coords, seed, transients)

@@ -19,15 +19,27 @@ def say(*a):
     print(*a, flush=True)
 
 
-def small_run(**kw):
-    return ffebm.train(
-        preset="mnist_mlp",
-        quiet=True,
-        seed=3,
-        overrides=["data.train_limit=1600", "data.test_limit=100", "data.batch_size=32",
-                   "algorithm.t1=6", "algorithm.t2=4", "train.epochs=2", "train.log_every=5"],
-        **kw,
-    )
+MNIST = ["data.test_limit=100", "data.batch_size=32", "algorithm.t1=6", "algorithm.t2=4",
+         "train.epochs=2"]
+
+
+def interrupted_then_resumed(sets, callback=None):
+    """Runs, reports how the interrupt ended the run and its checkpoint, resumes it, and
+    reports whether the result equals an uninterrupted run's."""
+    def run(out_dir, **kw):
+        return ffebm.train(preset="mnist_mlp", quiet=True, seed=3, overrides=sets,
+                           out_dir=out_dir, **kw)
+
+    try:
+        run(work / "run", callback=callback)
+        say("not interrupted")
+    except KeyboardInterrupt as e:
+        say("interrupted", json.dumps(str(e)))
+    ckpt = work / "run" / "checkpoint_last.safetensors"
+    say("checkpoint", ffebm.load_tensors(ckpt, with_metadata=True)[1]["loop_state"])
+    ffebm.train(out_dir=work / "run", resume=True, quiet=True)
+    run(work / "full")
+    say("resumed-equal", records(work / "run") == records(work / "full"))
 
 
 def records(d):
@@ -60,33 +72,15 @@ if mode in ("gradients", "gdd", "free_phase"):
     g = m.gradients(x, y, t1=2, t2=2)  # still usable
     say("usable", np.isfinite(g.loss))
 elif mode == "train":
+    # 50 steps per epoch: the parent interrupts 0.3 s into epoch 2
     def ready(rec):
         if rec["epoch"] == 1:
             say("ready")
 
-    try:
-        small_run(out_dir=work / "run", callback=ready)
-        say("not interrupted")
-    except KeyboardInterrupt as e:
-        say("interrupted", json.dumps(str(e)))
-    ckpt = work / "run" / "checkpoint_last.safetensors"
-    say("checkpoint", ffebm.load_tensors(ckpt, with_metadata=True)[1]["loop_state"])
-    ffebm.train(out_dir=work / "run", resume=True, quiet=True)
-    small_run(out_dir=work / "full")
-    say("resumed-equal", records(work / "run") == records(work / "full"))
+    interrupted_then_resumed(MNIST + ["data.train_limit=1600", "train.log_every=5"], ready)
 elif mode == "train-abort":
     # one step per epoch and a long evaluation: the parent interrupts twice during the
     # evaluation of epoch 2 (after the step record of step 2 appears)
-    sets = ["data.train_limit=32", "data.test_limit=4000", "data.batch_size=32",
-            "algorithm.t1=6", "algorithm.t2=4", "train.epochs=2", "train.log_every=1"]
     say("ready")
-    try:
-        ffebm.train(preset="mnist_mlp", quiet=True, seed=3, overrides=sets, out_dir=work / "run")
-        say("not interrupted")
-    except KeyboardInterrupt as e:
-        say("interrupted", json.dumps(str(e)))
-    ckpt = work / "run" / "checkpoint_last.safetensors"
-    say("checkpoint", ffebm.load_tensors(ckpt, with_metadata=True)[1]["loop_state"])
-    ffebm.train(out_dir=work / "run", resume=True, quiet=True)
-    ffebm.train(preset="mnist_mlp", quiet=True, seed=3, overrides=sets, out_dir=work / "full")
-    say("resumed-equal", records(work / "run") == records(work / "full"))
+    interrupted_then_resumed(MNIST + ["data.train_limit=32", "data.test_limit=4000",
+                                      "train.log_every=1"])
