@@ -4,12 +4,13 @@ documented zero-copy paths do not copy, models round-trip through files and dict
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
 
 import ffebm
-from conftest import CASES, FIXTURES, bits, case_batch, case_model
+from conftest import CASES, FIXTURES, bits, case_batch, case_model, need
 
 CASE = "two_block_bn_pool"
 _, T1, T2, BETA = CASES[CASE]
@@ -231,3 +232,19 @@ def test_eval_mode_free_phase_uses_running_statistics(model, batch):
     ev = model.free_phase(x, t1=T1, mode="eval")
     assert not np.array_equal(train.logits, ev.logits)
     assert train.sweeps == ev.sweeps == [T1, T1]
+
+
+def test_gdd_table_is_a_dataframe_with_pandas_and_a_dict_without(model, batch, monkeypatch):
+    pd = need("pandas")
+    x, y = batch
+    cols = model.gdd(x, y, t1=T1, t2=T2, beta=BETA, as_frame=False)
+    df = model.gdd(x, y, t1=T1, t2=T2, beta=BETA)
+    assert isinstance(df, pd.DataFrame) and tuple(df.columns) == ffebm.GDD_COLUMNS
+    for c in ffebm.GDD_COLUMNS:
+        assert list(df[c]) == cols[c], c
+    # EP agrees with ID-exact on these weights (tests/fixtures/reference README: cos >= 0.999998)
+    assert min(cols["cos_id_exact"]) > 0.9999
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    assert model.gdd(x, y, t1=T1, t2=T2, beta=BETA) == cols
+    with pytest.raises(ImportError):
+        model.gdd(x, y, t1=T1, t2=T2, beta=BETA, as_frame=True)
