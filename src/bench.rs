@@ -4,7 +4,7 @@
 use crate::core::conv::{conv2d, conv2d_transposed, conv2d_weight_grad};
 use crate::core::testutil::random_tensor;
 use crate::core::{ConvGeom, PackedConv, Tensor};
-use crate::grad::{compute_gradients, free_phase, Algorithm, BnUpdates, GradConfig};
+use crate::grad::{compute_gradients, free_phase, AlgoConfig, Algorithm};
 use crate::model::cost::{block_costs, ep_step_macs, free_phase_macs, id_step_macs};
 use crate::model::feedforward::BnMode;
 use crate::model::presets::preset;
@@ -108,13 +108,9 @@ pub fn bench_steps(preset_name: &str, b: usize, reps: usize, seed: u64) -> Resul
     let [c, h, w] = p.model.input;
     let x = random_tensor(&[b, h, w, c], seed + 1);
     let y: Vec<u32> = (0..b).map(|i| (i % p.model.classes) as u32).collect();
-    let cfg = GradConfig {
-        t1: p.algo.t1,
-        t2: p.algo.t2,
-        beta: p.algo.beta,
+    let cfg = AlgoConfig {
         tol: None,
-        per_sample_tol: false,
-        bn_updates: BnUpdates::OncePerBatch,
+        ..p.algo.clone()
     };
     let costs = block_costs(&p.model)?;
     let t1 = vec![cfg.t1; costs.len()];
@@ -122,10 +118,10 @@ pub fn bench_steps(preset_name: &str, b: usize, reps: usize, seed: u64) -> Resul
         free_phase(&model, &kernels, &x, BnMode::Train, Schedule::fixed(cfg.t1))
     })?;
     let ep = time(reps, || {
-        compute_gradients(&model, &kernels, &x, &y, Algorithm::Ep, &cfg)
+        compute_gradients(&model, &kernels, &x, &y, &cfg.with(Algorithm::Ep))
     })?;
     let id = time(reps, || {
-        compute_gradients(&model, &kernels, &x, &y, Algorithm::IdReference, &cfg)
+        compute_gradients(&model, &kernels, &x, &y, &cfg.with(Algorithm::IdReference))
     })?;
     let gf = |macs: u64, s: f64| 2.0 * macs as f64 / s / 1e9;
     Ok(StepResult {

@@ -4,13 +4,10 @@
 //! sweeps, block by block from the output.
 
 use crate::core::Tensor;
-use crate::grad::ep::{ep_gradients, ep_gradients_and_currents, feedforward_backward};
-use crate::grad::id::id_from_block;
-use crate::grad::{free_phase, FreePhase};
+use crate::grad::ep::Ep;
+use crate::grad::{free_phase_with, AlgoConfig, Chain, FreePhase, GradientEstimator, Id};
 use crate::model::feedforward::BnMode;
-use crate::model::readout::accumulate_readout_grads;
 use crate::model::{Grads, Model, ParamId, PreparedBlock};
-use crate::relax::{Nudge, Order, Relaxation, Schedule};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -97,9 +94,8 @@ pub struct GddReport {
 /// Settings of [`analyse`].
 #[derive(Clone, Debug)]
 pub struct GddConfig {
-    pub t1: usize,
-    pub t2: usize,
-    pub beta: f32,
+    /// T1, T2, β, the EP variant and the update orders.
+    pub algo: AlgoConfig,
     /// Coordinates tracked per tensor in the transient curves.
     pub coords: usize,
     pub seed: u64,
@@ -115,78 +111,25 @@ fn owner(id: ParamId, kk: usize) -> (usize, Option<usize>, bool) {
     }
 }
 
-/// EP gradients of the parameters of block `k` (and the readout for the last block) after
-/// each of `t = 0..=t2` nudged sweeps, given the error current `delta` from above.
-fn ep_transient(
-    (model, kernels, free, labels): (&Model, &[PreparedBlock], &FreePhase, &[u32]),
-    k: usize,
-    cfg: &GddConfig,
-    delta: Option<&Tensor>,
-) -> Result<Vec<Grads>> {
-    let (beta, t2) = (cfg.beta, cfg.t2);
-    let b = labels.len() as f32;
-    let c = 1.0 / (2.0 * beta * b);
-    let block = &model.blocks[k];
-    let last = k + 1 == model.blocks.len();
-    let mut traj: [Vec<crate::relax::BlockState>; 2] = [Vec::new(), Vec::new()];
-    for (si, sign) in [1.0f32, -1.0].into_iter().enumerate() {
-        let nudge = Nudge::for_block(delta, sign * beta, &model.readout, labels);
-        let mut r = Relaxation::new(
-            block,
-            &kernels[k],
-            &free.drives[k],
-            free.states[k].clone(),
-            "nudged phase",
-        );
-        traj[si].push(r.state.clone());
-        for _ in 0..t2 {
-            r.sweep(Order::OddFirst, Some(&nudge), None, None)?;
-            traj[si].push(r.state.clone());
-        }
+/// The free phase of `algo` in training mode (as in a training step).
+fn free(chain: &Chain<'_>, x: &Tensor, algo: &AlgoConfig) -> Result<FreePhase> {
+    free_phase_with(
+        chain,
+        x,
+        BnMode::Train,
+        algo.free_schedule(),
+        algo.free_order,
+        None,
+    )
+}
+
+/// ID with `algo`'s T2 and order.
+fn id(algo: &AlgoConfig, exact: bool) -> Id {
+    Id {
+        t2: algo.t2,
+        exact,
+        order: algo.free_order,
     }
-    let mut out = Vec::with_capacity(t2 + 1);
-    for t in 0..=t2 {
-        let mut g = model.zero_grads();
-        let mut rp = Relaxation::new(
-            block,
-            &kernels[k],
-            &free.drives[k],
-            traj[0][t].clone(),
-            "nudged phase",
-        );
-        let mut rm = Relaxation::new(
-            block,
-            &kernels[k],
-            &free.drives[k],
-            traj[1][t].clone(),
-            "nudged phase",
-        );
-        crate::grad::phi::accumulate_coupling_contrast(
-            k,
-            &block.layout.couplings,
-            &mut rm,
-            Some(&mut rp),
-            c,
-            &mut g,
-        )?;
-        if last {
-            let (gw, gb) = crate::grad::ep::readout_grads(&mut g);
-            for s in &traj {
-                accumulate_readout_grads(&model.readout, s[t].last(), labels, 0.5 / b, gw, gb)?;
-            }
-        }
-        let mut g_u = Tensor::default();
-        crate::core::ops::lin_comb(
-            &mut g_u,
-            c,
-            &traj[1][t].layers[0],
-            -c,
-            &traj[0][t].layers[0],
-        )?;
-        feedforward_backward(model, kernels, k, &free.ff[k], &g_u, &mut g)?;
-        out.push(g);
-    }
-    Ok(out)
 }
 
 /// Runs the analysis on one batch (BN in training mode, as in a training step).
@@ -200,12 +143,15 @@ pub fn analyse(
     cfg: &GddConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<GddReport> {
-    let free = free_phase(model, kernels, x, BnMode::Train, Schedule::fixed(cfg.t1))?;
+    let algo = &cfg.algo;
+    let chain = Chain::new(model, kernels);
+    let free = free(&chain, x, algo)?;
     let kk = model.blocks.len();
-    let (ep, deltas) = ep_gradients_and_currents(model, kernels, &free, labels, cfg.beta, cfg.t2)?;
-    let sweeps = vec![cfg.t2; kk];
-    let id_exact = id_from_block(model, kernels, &free, labels, 0, &sweeps, true)?;
-    let id_ref = id_from_block(model, kernels, &free, labels, 0, &sweeps, false)?;
+    let ep_est = Ep::from_config(algo);
+    let (id_exact, id_ref) = (id(algo, true), id(algo, false));
+    let ep = ep_est.gradients(&chain, &free, labels)?.grads;
+    let exact = id_exact.gradients(&chain, &free, labels)?.grads;
+    let reference = id_ref.gradients(&chain, &free, labels)?.grads;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut tensors: Vec<TensorReport> = ep
         .entries
@@ -220,8 +166,8 @@ pub fn analyse(
                 block,
                 synapse,
                 is_weight,
-                vs_id_exact: agreement(g, id_exact.grads.get(*id)),
-                vs_id_reference: agreement(g, id_ref.grads.get(*id)),
+                vs_id_exact: agreement(g, exact.get(*id)),
+                vs_id_reference: agreement(g, reference.get(*id)),
                 coords,
                 ep: Vec::new(),
                 id_exact: Vec::new(),
@@ -230,40 +176,45 @@ pub fn analyse(
         })
         .collect();
     if cfg.transients {
-        for k in (0..kk).rev() {
-            let ep_t = ep_transient((model, kernels, &free, labels), k, cfg, deltas[k].as_ref())?;
-            let mut id_t: [Vec<Grads>; 2] = [Vec::new(), Vec::new()];
-            for t in 0..=cfg.t2 {
-                let mut s = sweeps.clone();
-                s[k] = t;
-                id_t[0].push(id_from_block(model, kernels, &free, labels, k, &s, true)?.grads);
-                id_t[1].push(id_from_block(model, kernels, &free, labels, k, &s, false)?.grads);
-                progress((kk - 1 - k) * (cfg.t2 + 1) + t + 1, kk * (cfg.t2 + 1));
-            }
-            for (tr, (id, _)) in tensors.iter_mut().zip(&ep.entries) {
-                if tr.block != k {
-                    continue;
-                }
-                let pick = |g: &Grads| {
-                    tr.coords
+        let ids: Vec<ParamId> = ep.entries.iter().map(|(id, _)| *id).collect();
+        // the truncated ID runs are the costly part: progress counts (exact, reference) pairs
+        let total = kk * (algo.t2 + 1);
+        let mut visits = 0usize;
+        let estimators: [(&dyn GradientEstimator, usize); 3] =
+            [(&ep_est, 0), (&id_exact, 1), (&id_ref, 2)];
+        for (est, which) in estimators {
+            est.transients(&chain, &free, labels, &mut |k, _t, g: &Grads| {
+                for (tr, id) in tensors.iter_mut().zip(&ids) {
+                    if tr.block != k {
+                        continue;
+                    }
+                    let picked = tr
+                        .coords
                         .iter()
                         .map(|&c| g.get(*id).data()[c] as f64)
-                        .collect::<Vec<f64>>()
-                };
-                tr.ep = ep_t.iter().map(pick).collect();
-                tr.id_exact = id_t[0].iter().map(pick).collect();
-                tr.id_reference = id_t[1].iter().map(pick).collect();
-            }
+                        .collect();
+                    match which {
+                        0 => tr.ep.push(picked),
+                        1 => tr.id_exact.push(picked),
+                        _ => tr.id_reference.push(picked),
+                    }
+                }
+                if which > 0 {
+                    visits += 1;
+                    progress(visits.div_ceil(2), total);
+                }
+                Ok(())
+            })?;
         }
     }
     Ok(GddReport {
-        beta: cfg.beta,
-        t1: cfg.t1,
-        t2: cfg.t2,
+        beta: algo.beta,
+        t1: algo.t1,
+        t2: algo.t2,
         batch: labels.len(),
         loss: free.loss(labels)?.mean(),
-        total_rel_error_exact: total_rel_error(&ep, &id_exact.grads),
-        total_rel_error_reference: total_rel_error(&ep, &id_ref.grads),
+        total_rel_error_exact: total_rel_error(&ep, &exact),
+        total_rel_error_reference: total_rel_error(&ep, &reference),
         tensors,
     })
 }
@@ -283,24 +234,19 @@ pub fn beta_sweep(
     kernels: &[PreparedBlock],
     x: &Tensor,
     labels: &[u32],
-    t1: usize,
-    t2: usize,
+    algo: &AlgoConfig,
     betas: &[f32],
 ) -> Result<Vec<BetaRow>> {
-    let free = free_phase(model, kernels, x, BnMode::Train, Schedule::fixed(t1))?;
-    let id = id_from_block(
-        model,
-        kernels,
-        &free,
-        labels,
-        0,
-        &vec![t2; model.blocks.len()],
-        true,
-    )?
-    .grads;
+    let chain = Chain::new(model, kernels);
+    let free = free(&chain, x, algo)?;
+    let id = id(algo, true).gradients(&chain, &free, labels)?.grads;
     let mut out = Vec::new();
     for &beta in betas {
-        let ep = ep_gradients(model, kernels, &free, labels, beta, t2)?;
+        let ep_est = Ep {
+            beta,
+            ..Ep::from_config(algo)
+        };
+        let ep = ep_est.gradients(&chain, &free, labels)?.grads;
         let per = ep
             .entries
             .iter()
@@ -322,23 +268,17 @@ pub fn t2_sweep(
     kernels: &[PreparedBlock],
     x: &Tensor,
     labels: &[u32],
-    t1: usize,
-    beta: f32,
+    algo: &AlgoConfig,
     t2s: &[usize],
 ) -> Result<Vec<(usize, f64, f64)>> {
-    let free = free_phase(model, kernels, x, BnMode::Train, Schedule::fixed(t1))?;
+    let chain = Chain::new(model, kernels);
+    let free = free(&chain, x, algo)?;
     let mut out = Vec::new();
     for &t2 in t2s {
-        let ep = ep_gradients(model, kernels, &free, labels, beta, t2)?;
-        let sweeps = vec![t2; model.blocks.len()];
-        let e = total_rel_error(
-            &ep,
-            &id_from_block(model, kernels, &free, labels, 0, &sweeps, true)?.grads,
-        );
-        let r = total_rel_error(
-            &ep,
-            &id_from_block(model, kernels, &free, labels, 0, &sweeps, false)?.grads,
-        );
+        let a = AlgoConfig { t2, ..algo.clone() };
+        let ep = Ep::from_config(&a).gradients(&chain, &free, labels)?.grads;
+        let e = total_rel_error(&ep, &id(&a, true).gradients(&chain, &free, labels)?.grads);
+        let r = total_rel_error(&ep, &id(&a, false).gradients(&chain, &free, labels)?.grads);
         out.push((t2, e, r));
     }
     Ok(out)

@@ -225,7 +225,9 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         }
     };
     crate::model::check_input(&model, &x)?;
-    let (t1, t2, beta) = a.phases.resolve(preset.as_ref())?;
+    let algo = a.phases.resolve(preset.as_ref())?;
+    algo.validate()?;
+    let (t1, t2, beta) = (algo.t1, algo.t2, algo.beta);
     let reference = match a.id_variant.as_str() {
         "exact" => false,
         "reference" => true,
@@ -242,9 +244,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         &x,
         &y,
         &GddConfig {
-            t1,
-            t2,
-            beta,
+            algo: algo.clone(),
             coords: a.coords,
             seed: g.seed,
             transients: !a.no_transients,
@@ -285,7 +285,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         );
     }
     if !a.betas.is_empty() {
-        let rows = beta_sweep(&model, &kernels, &x, &y, t1, t2, &a.betas)?;
+        let rows = beta_sweep(&model, &kernels, &x, &y, &algo, &a.betas)?;
         let mut csv = String::from("beta,total_rel_error");
         let names: Vec<String> = rows[0].per_weight.iter().map(|(n, _)| n.clone()).collect();
         for n in &names {
@@ -318,7 +318,7 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         fig.save(&a.out.join("beta_sweep.svg"))?;
     }
     if !a.t2s.is_empty() {
-        let rows = t2_sweep(&model, &kernels, &x, &y, t1, beta, &a.t2s)?;
+        let rows = t2_sweep(&model, &kernels, &x, &y, &algo, &a.t2s)?;
         let mut csv = String::from("t2,rel_error_id_exact,rel_error_id_reference\n");
         for (t, e, r) in &rows {
             writeln!(csv, "{t},{e},{r}")?;

@@ -1,5 +1,6 @@
 //! Options and helpers shared by the commands.
 
+use crate::grad::AlgoConfig;
 use crate::io::tensors::read_tensor_file;
 use crate::io::weights::{load_model_tensors, KeyStyle};
 use crate::model::presets::{preset, Preset};
@@ -47,17 +48,28 @@ pub struct PhaseArgs {
 }
 
 impl PhaseArgs {
-    /// `(T1, T2, β)`: the options given, else the preset's (required with --model).
-    pub fn resolve(&self, preset: Option<&Preset>) -> Result<(usize, usize, f32)> {
-        let algo = preset.map(|p| &p.algo);
+    /// The preset's settings (or, for a `--model` description, EP settings that must all be
+    /// given) with the options given here applied over them.
+    pub fn resolve(&self, preset: Option<&Preset>) -> Result<AlgoConfig> {
         let need = |name: &str| format!("--{name} is required with --model (no preset defaults)");
-        Ok((
-            self.t1.or(algo.map(|p| p.t1)).with_context(|| need("t1"))?,
-            self.t2.or(algo.map(|p| p.t2)).with_context(|| need("t2"))?,
-            self.beta
-                .or(algo.map(|p| p.beta))
-                .with_context(|| need("beta"))?,
-        ))
+        let mut cfg = match preset {
+            Some(p) => p.algo.clone(),
+            None => AlgoConfig::ep(
+                self.t1.with_context(|| need("t1"))?,
+                self.t2.with_context(|| need("t2"))?,
+                self.beta.with_context(|| need("beta"))?,
+            ),
+        };
+        if let Some(t1) = self.t1 {
+            cfg.t1 = t1;
+        }
+        if let Some(t2) = self.t2 {
+            cfg.t2 = t2;
+        }
+        if let Some(beta) = self.beta {
+            cfg.beta = beta;
+        }
+        Ok(cfg)
     }
 }
 

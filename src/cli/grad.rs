@@ -2,9 +2,10 @@
 
 use super::common::{Global, ModelArgs, PhaseArgs};
 use crate::core::tensor::nchw_to_nhwc;
-use crate::grad::{apply_bn_updates, compute_gradients, Algorithm, BnUpdates, GradConfig};
+use crate::grad::{compute_gradients, Algorithm};
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
 use crate::io::weights::{grad_tensors, model_tensors};
+use crate::model::feedforward::{apply_bn_updates, BnUpdates};
 use crate::model::prepare;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
@@ -31,16 +32,6 @@ pub struct GradArgs {
     /// Output file (safetensors).
     #[arg(long)]
     pub out: PathBuf,
-}
-
-impl std::fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Algorithm::Ep => "ep",
-            Algorithm::IdExact => "id-exact",
-            Algorithm::IdReference => "id-reference",
-        })
-    }
 }
 
 /// Reads `x` (NCHW float) and `y` (integers) from a batch file.
@@ -87,28 +78,21 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let (x, y) = read_batch(&a.input)?;
     crate::model::check_input(&model, &x)
         .with_context(|| format!("batch {}", a.input.display()))?;
-    let algo = preset.as_ref().map(|p| p.algo.clone());
-    let (t1, t2, beta) = a.phases.resolve(preset.as_ref())?;
-    let tol = match a.tol {
-        Some(t) if t > 0.0 => Some(t),
-        Some(_) => None,
-        None => algo.as_ref().and_then(|p| p.tol),
-    };
-    let gc = GradConfig {
-        t1,
-        t2,
-        beta,
-        tol,
-        per_sample_tol: false,
-        bn_updates: if a.bn_compat {
-            BnUpdates::ReferenceCompat
-        } else {
-            BnUpdates::OncePerBatch
-        },
-    };
+    let mut gc = a.phases.resolve(preset.as_ref())?;
+    gc.name = a.algo;
+    match a.tol {
+        Some(t) if t > 0.0 => gc.tol = Some(t),
+        Some(_) => gc.tol = None,
+        None => {}
+    }
+    if a.bn_compat {
+        gc.bn_updates = BnUpdates::ReferenceCompat;
+    }
+    gc.validate()?;
+    let (t1, t2, beta) = (gc.t1, gc.t2, gc.beta);
     let kernels = prepare(&model)?;
     let t = std::time::Instant::now();
-    let out = compute_gradients(&model, &kernels, &x, &y, a.algo, &gc)?;
+    let out = compute_gradients(&model, &kernels, &x, &y, &gc)?;
     let secs = t.elapsed().as_secs_f64();
     apply_bn_updates(&mut model, &out.bn_updates);
     let mut tensors = grad_tensors(&model, &out.grads, &style);

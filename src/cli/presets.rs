@@ -1,10 +1,11 @@
 //! `ffebm presets [NAME]`.
 
 use super::common::{si, Global};
-use crate::model::config::{CouplingKind, LayerShape};
+use crate::model::config::{BlockKind, CouplingKind, LayerShape};
 use crate::model::cost::{block_costs, ep_step_macs, free_phase_macs};
 use crate::model::presets::{preset, NAMES};
 use crate::model::{Model, Norm};
+use crate::train::optim::{OptimKind, ScheduleKind};
 use anyhow::Result;
 
 #[derive(clap::Args, Debug)]
@@ -42,19 +43,40 @@ pub fn run(_g: &Global, a: PresetsArgs) -> Result<()> {
     let p = preset(&name, a.classes)?;
     let layouts = p.model.layouts()?;
     println!("{}: {}", p.name, p.summary);
+    let (o, sc) = (&p.train.optim, &p.train.schedule);
+    let schedule = match sc.name {
+        ScheduleKind::Cosine => format!("cosine to {} over {} epochs", sc.lr_min, sc.t_max),
+        ScheduleKind::Exponential => format!("exponential, gamma {}", sc.gamma.unwrap_or(1.0)),
+        ScheduleKind::Constant => "constant".into(),
+    };
     println!(
-        "dataset {}, batch {}, Adam lr {} (cosine to {} over {} epochs), T1 {}{}, T2 {}, beta {}, alpha {}, V {}",
+        "dataset {}{}, batch {}, {} lr {} ({schedule}), {} epochs; {} T1 {}{}, T2 {}, beta {}{}",
         p.train.dataset,
+        if p.train.normalize {
+            ""
+        } else {
+            " (not normalised)"
+        },
         p.train.batch_size,
-        p.train.lr,
-        p.train.lr_min,
-        p.train.t_max,
+        match o.name {
+            OptimKind::Adam => "Adam".to_string(),
+            OptimKind::Sgd => format!("SGD (momentum {})", o.momentum),
+        },
+        o.lr,
+        p.train.epochs,
+        p.algo.name,
         p.algo.t1,
-        p.algo.tol.map(|t| format!(" (tol {t})")).unwrap_or_default(),
+        p.algo
+            .tol
+            .map(|t| format!(" (tol {t})"))
+            .unwrap_or_default(),
         p.algo.t2,
         p.algo.beta,
-        p.model.alpha,
-        p.model.init_v
+        if p.model.blocks.iter().any(|b| b.kind == BlockKind::Hopfield) {
+            format!(", alpha {}, V {}", p.model.alpha, p.model.init_v)
+        } else {
+            String::new()
+        }
     );
     let costs = block_costs(&p.model)?;
     for (k, (l, c)) in layouts.iter().zip(&costs).enumerate() {
@@ -63,19 +85,38 @@ pub fn run(_g: &Global, a: PresetsArgs) -> Result<()> {
             (_, true) => "conv, BN, pool",
             _ => "conv, pool, BN",
         };
+        let front = if l.ff_conv {
+            format!(
+                "feedforward conv {}->{}{} ({norm})",
+                l.ff_cin,
+                l.ff_cout,
+                if l.ff_pool { " +pool" } else { "" }
+            )
+        } else {
+            "no feedforward conv (fed directly)".into()
+        };
+        let what = match l.kind {
+            BlockKind::Hopfield => format!(
+                "hopfield{}",
+                if l.clamp_last {
+                    ", last layer clamped"
+                } else {
+                    ""
+                }
+            ),
+            BlockKind::Resistive => format!(
+                "resistive, input voltages {}·{}",
+                l.gain,
+                if l.duplicate { "[u, −u]" } else { "u" }
+            ),
+        };
         println!(
-            "block {k}: feedforward conv {}->{}{} ({norm}){}  [{} MMAC/sample per sweep]",
-            l.ff_cin,
-            l.ff_cout,
-            if l.ff_pool { " +pool" } else { "" },
-            if l.clamp_last {
-                ", last layer clamped"
-            } else {
-                ""
-            },
-            2 * c.coupling_pass / 1_000_000
+            "block {k} ({what}): {front}  [{} kMAC/sample per sweep]",
+            2 * c.coupling_pass / 1_000
         );
-        println!("  layer 0: {}", shape(&l.layers[0]));
+        if l.kind == BlockKind::Hopfield {
+            println!("  layer 0: {}", shape(&l.layers[0]));
+        }
         for (i, cp) in l.couplings.iter().enumerate() {
             let desc = match cp {
                 CouplingKind::Conv {
@@ -89,18 +130,33 @@ pub fn run(_g: &Global, a: PresetsArgs) -> Result<()> {
                     if *pool { " +pool" } else { "" }
                 ),
                 CouplingKind::Dense { fin, fout } => format!("dense {fin}->{fout}"),
+                CouplingKind::Resistive { fin, fout } => format!("conductances {fin}->{fout}"),
             };
-            println!("  layer {}: {}  via {desc}", i + 1, shape(&l.layers[i + 1]));
+            let (layer, of) = match l.kind {
+                BlockKind::Resistive => (i, if i == 0 { " (input voltages)" } else { "" }),
+                BlockKind::Hopfield => (i + 1, ""),
+            };
+            println!(
+                "  layer {layer}: {}  via {desc}{of}",
+                shape(&l.layers[layer])
+            );
         }
     }
     let model = Model::new(p.model.clone(), 0)?;
     let t1 = vec![p.algo.t1; layouts.len()];
-    println!(
-        "readout {}->{}; {} parameters",
-        p.model.readout_inputs()?,
-        p.model.classes,
-        model.num_params()
-    );
+    match p.model.cost {
+        crate::model::CostKind::CrossEntropy => println!(
+            "readout {}->{}, cross-entropy; {} parameters",
+            p.model.readout_inputs()?,
+            p.model.classes,
+            model.num_params()
+        ),
+        crate::model::CostKind::SquaredError => println!(
+            "squared-error cost on the last layer ({} classes); {} parameters",
+            p.model.classes,
+            model.num_params()
+        ),
+    }
     println!(
         "per sample: free phase {}MAC, EP step {}MAC (SPEC §7 cost model{})",
         si(free_phase_macs(&costs, &t1, 1) as f64),

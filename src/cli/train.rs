@@ -2,7 +2,7 @@
 
 use super::common::Global;
 use crate::train::checkpoint::checkpoint_config;
-use crate::train::trainer::{eval_schedule, LAST};
+use crate::train::trainer::LAST;
 use crate::train::{evaluate, train, RunConfig, TrainOptions};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -207,13 +207,7 @@ pub fn eval(g: &Global, a: EvalArgs) -> Result<()> {
         state.step
     );
     for (name, subset) in &data.tests {
-        let m = evaluate(
-            &model,
-            subset,
-            cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size),
-            eval_schedule(&cfg),
-            None,
-        )?;
+        let m = evaluate(&model, subset, &cfg, None)?;
         println!(
             "{name}: {} images, loss {:.4}, top1 {:.2}%, top5 {:.2}%, free sweeps {:.1}",
             m.samples, m.loss, m.top1, m.top5, m.sweeps

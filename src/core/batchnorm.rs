@@ -11,7 +11,7 @@
 use super::tensor::{ShapeError, Tensor};
 
 /// Batch statistics of one training-mode forward pass (needed by the backward pass).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct BnBatchStats {
     pub mean: Vec<f32>,
     /// Biased batch variance.

@@ -66,6 +66,59 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> anyhow::Result<
     Ok(CrossEntropy { losses, probs })
 }
 
+/// Per-sample losses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Losses {
+    pub losses: Vec<f32>,
+}
+
+impl Losses {
+    /// Mean loss over the batch.
+    pub fn mean(&self) -> f32 {
+        (self.losses.iter().map(|&l| l as f64).sum::<f64>() / self.losses.len().max(1) as f64)
+            as f32
+    }
+}
+
+/// `ℓ_b = ½‖o_b − onehot(y_b)‖²` of `outputs: [B, C]`.
+pub fn squared_error(outputs: &Tensor, labels: &[u32]) -> anyhow::Result<Losses> {
+    let [b, c] = dims2("squared_error", "outputs", outputs)?;
+    anyhow::ensure!(
+        labels.len() == b,
+        "squared_error: {} labels for a batch of {b}",
+        labels.len()
+    );
+    let mut losses = Vec::with_capacity(b);
+    for (n, row) in outputs.data().chunks(c).enumerate() {
+        let y = labels[n] as usize;
+        if y >= c {
+            return Err(LabelError {
+                sample: n,
+                label: labels[n],
+                classes: c,
+            }
+            .into());
+        }
+        let l: f64 = row
+            .iter()
+            .enumerate()
+            .map(|(j, &v)| (v as f64 - if j == y { 1.0 } else { 0.0 }).powi(2))
+            .sum();
+        losses.push((0.5 * l) as f32);
+    }
+    Ok(Losses { losses })
+}
+
+/// `out = scale · (o − onehot(y))`: the gradient of `scale · Σ_b ½‖o_b − onehot(y_b)‖²`.
+pub fn squared_error_grad(outputs: &Tensor, labels: &[u32], scale: f32, out: &mut Tensor) {
+    out.assign(outputs);
+    let c = outputs.row_len().max(1);
+    for (n, row) in out.data_mut().chunks_mut(c).enumerate() {
+        row[labels[n] as usize] -= 1.0;
+        row.iter_mut().for_each(|v| *v *= scale);
+    }
+}
+
 /// `out = scale · (softmax − onehot)`: the gradient of `scale · Σ_b ℓ_b` w.r.t. the logits.
 pub fn cross_entropy_grad(ce: &CrossEntropy, labels: &[u32], scale: f32, out: &mut Tensor) {
     out.assign(&ce.probs);

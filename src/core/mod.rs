@@ -16,6 +16,8 @@ pub mod ops;
 mod packed;
 mod pixels;
 pub mod pool;
+pub mod quadratic;
+pub mod resistive;
 mod scratch;
 mod smallmap;
 mod taps;

@@ -54,6 +54,11 @@ pub fn lin_comb(
     Ok(())
 }
 
+/// `x ← max(x, lo)` element-wise.
+pub fn clamp_min(x: &mut Tensor, lo: f32) {
+    x.data_mut().iter_mut().for_each(|v| *v = v.max(lo));
+}
+
 /// `Σ x²` in f64.
 pub fn sum_sq(x: &Tensor) -> f64 {
     x.data().iter().map(|&v| (v as f64) * (v as f64)).sum()
@@ -83,34 +88,40 @@ pub struct UpdateStats {
     pub per_sample: Vec<(f64, f64)>,
 }
 
-/// The layer activation of SPEC §1.2, applied to `pre = bottom_up + top_down`:
-/// `s ← clamp(α·pre, 0, 1)` when `clamped`, else `s ← pre`. Also stores `α·pre` (or `pre`)
-/// in `v` when given (for backpropagation) and returns the change statistics. Samples with
-/// `frozen[b]` keep their old state.
+/// The layer activation of SPEC §1.2, applied to `pre = terms[0] + terms[1] + …` (summed in
+/// that order, e.g. bottom-up then top-down): `s ← clamp(α·pre, 0, 1)` when `clamped`, else
+/// `s ← pre`. Also stores `α·pre` (or `pre`) in `v` when given (for backpropagation) and
+/// returns the change statistics. Samples with `frozen[b]` keep their old state.
 pub fn activate(
-    bottom_up: &Tensor,
-    top_down: Option<&Tensor>,
+    terms: &[&Tensor],
     alpha: f32,
     clamped: bool,
     s: &mut Tensor,
     mut v: Option<&mut Tensor>,
     frozen: Option<&[bool]>,
 ) -> Result<UpdateStats, ShapeError> {
-    same("activate", s, bottom_up)?;
-    if let Some(td) = top_down {
-        same("activate", bottom_up, td)?;
+    let Some((first, rest)) = terms.split_first() else {
+        return Err(ShapeError::new(
+            "activate",
+            "terms",
+            &[0],
+            "at least one term",
+        ));
+    };
+    same("activate", s, first)?;
+    for t in rest {
+        same("activate", first, t)?;
     }
     if let Some(v) = v.as_deref_mut() {
         v.ensure_shape(s.shape());
     }
     let per = s.row_len().max(1);
     let b = s.dim0();
-    let bu = bottom_up.data();
-    let td = top_down.map(|t| t.data());
+    let data: Vec<&[f32]> = terms.iter().map(|t| t.data()).collect();
     let row = |n: usize, srow: &mut [f32], vrow: Option<&mut [f32]>| {
         activate_row(
-            &bu[n * per..(n + 1) * per],
-            td.map(|t| &t[n * per..(n + 1) * per]),
+            &data,
+            n * per,
             alpha,
             clamped,
             srow,
@@ -148,8 +159,8 @@ pub fn activate(
 /// One sample of [`activate`]: 16-lane chunks (vectorised), partial sums in f32 lanes
 /// folded into f64 per chunk. Returns `(Σ(new−old)², Σ old²)`.
 fn activate_row(
-    bu: &[f32],
-    td: Option<&[f32]>,
+    terms: &[&[f32]],
+    offset: usize,
     alpha: f32,
     clamped: bool,
     s: &mut [f32],
@@ -163,9 +174,10 @@ fn activate_row(
     while start < per {
         let n = L.min(per - start);
         let mut pre = [0.0f32; L];
-        pre[..n].copy_from_slice(&bu[start..start + n]);
-        if let Some(td) = td {
-            for (p, t) in pre.iter_mut().zip(&td[start..start + n]) {
+        let at = offset + start;
+        pre[..n].copy_from_slice(&terms[0][at..at + n]);
+        for t in &terms[1..] {
+            for (p, t) in pre.iter_mut().zip(&t[at..at + n]) {
                 *p += t;
             }
         }
@@ -256,6 +268,23 @@ pub fn unflatten_chw(flat: &Tensor, shape: [usize; 4], out: &mut Tensor) -> Resu
     Ok(())
 }
 
+/// `out[b] += scale · ⟨x_b, y_b⟩` per sample, in f64.
+pub fn sample_dots(x: &Tensor, y: &Tensor, scale: f64, out: &mut [f64]) -> Result<(), ShapeError> {
+    same("sample_dots", x, y)?;
+    let per = x.row_len().max(1);
+    for (o, (a, b)) in out
+        .iter_mut()
+        .zip(x.data().chunks(per).zip(y.data().chunks(per)))
+    {
+        *o += scale
+            * a.iter()
+                .zip(b)
+                .map(|(p, q)| *p as f64 * *q as f64)
+                .sum::<f64>();
+    }
+    Ok(())
+}
+
 /// Per-sample sums over everything but the leading axis.
 pub fn sample_sums(x: &Tensor) -> Vec<f64> {
     let per = x.row_len().max(1);
@@ -277,8 +306,7 @@ mod tests {
         let mut s = Tensor::from_vec(&[2, 2], vec![0.0, 0.0, 1.0, 1.0]).unwrap();
         let mut v = Tensor::zeros(&[0]);
         let st = activate(
-            &bu,
-            Some(&td),
+            &[&bu, &td],
             0.5,
             true,
             &mut s,
@@ -294,7 +322,7 @@ mod tests {
         activate_backward(&v, 0.5, true, &Tensor::full(&[2, 2], 2.0), &mut g).unwrap();
         assert_eq!(g.data(), &[0.0, 1.0, 0.0, 1.0]);
         let mut s2 = Tensor::zeros(&[2, 2]);
-        activate(&bu, None, 0.5, false, &mut s2, None, None).unwrap();
+        activate(&[&bu], 0.5, false, &mut s2, None, None).unwrap();
         assert_eq!(s2, bu);
     }
 

@@ -140,6 +140,9 @@ pub struct LoaderOptions {
     pub layout: Layout,
     /// Batches the background thread may prepare ahead ([`Loader::spawn`]); at least 1.
     pub prefetch: usize,
+    /// Feed images at their stored size (28x28 for the MNIST family) instead of padded to
+    /// the dataset's network input size.
+    pub native_size: bool,
 }
 
 impl LoaderOptions {
@@ -155,6 +158,7 @@ impl LoaderOptions {
             normalization: None,
             layout: Layout::Nchw,
             prefetch: 2,
+            native_size: false,
         }
     }
 
@@ -209,7 +213,11 @@ impl Loader {
             return Err(DataError::Config("batch size must be positive".into()));
         }
         let ds = subset.dataset();
-        let out_shape = ds.kind.input_shape();
+        let out_shape = if opts.native_size {
+            ds.kind.stored_shape()
+        } else {
+            ds.kind.input_shape()
+        };
         let norm = opts
             .normalization
             .clone()

@@ -1,200 +1,219 @@
-//! Equilibrium propagation chained with backprop (SPEC §2.2): for k = K…1, two nudged
-//! relaxations of block k from its free state (±β, T2 sweeps, odd-first), then
+//! Equilibrium propagation chained with backprop (SPEC §2.2). For k = K…1, two equilibria of
+//! block k contrasted: the variant's nudged phases `s^{β_a}`, `s^{β_b}` (each relaxed from the
+//! free state for T2 sweeps under the cost term `β·C`; a strength of 0 is the free state
+//! itself), then with `c = 1 / ((β_a − β_b)·B)`:
 //!
 //! ```text
-//! g_θ = (1/2β) · mean_b [∂_θΦ(u, s^{−β}) − ∂_θΦ(u, s^{+β})]          (couplings)
-//! g_ro = ½ · mean_b [∂ℓ(s^{+β}) + ∂ℓ(s^{−β})]                         (readout, k = K)
-//! g_ω = VJP_F( (s_0^{−β} − s_0^{+β}) / (2βB) )                        (feedforward)
-//! δ_k = J_Fᵀ (s_0^{+β} − s_0^{−β}) / (2β)                             (error current)
+//! g_θ  = c · Σ_b [∂E/∂θ(s^{β_a}) − ∂E/∂θ(s^{β_b})]          (every interaction of the block)
+//! g_ro = ½ · mean_b [∂ℓ(s^{β_a}) + ∂ℓ(s^{β_b})]               (readout, k = K)
+//! g_u  = c · [∂E/∂u(s^{β_a}) − ∂E/∂u(s^{β_b})]                (cotangent on the block input)
+//! g_ω  = VJP_F(g_u),   δ_k = −B · J_Fᵀ g_u                     (feedforward, error current)
 //! ```
 //!
-//! and block k−1 is nudged by `+β δ_k` on its last layer.
+//! and block k−1 is nudged by the error current: `C = −⟨δ_k, s_n⟩`. For the centered variant
+//! `β_a = β, β_b = −β`.
 
-use super::phi::accumulate_coupling_contrast;
-use super::{with_block, FreePhase};
-use crate::core::ops::{lin_comb, scale};
+use super::chain::{with_block, Chain, FreePhase};
+use super::settings::{AlgoConfig, EpVariant};
+use super::StepVisitor;
+use crate::core::ops::scale;
 use crate::core::Tensor;
-use crate::model::feedforward::{ff_vjp, FfCache, FfGrads};
-use crate::model::readout::accumulate_readout_grads;
-use crate::model::{Grads, Model, ParamId, PreparedBlock};
-use crate::relax::{relax, Nudge, Order, Relaxation, Schedule, Tape};
+use crate::energy::{Nudge, Probe};
+use crate::model::feedforward::TransformEvals;
+use crate::model::Grads;
+use crate::relax::{relax, Order, Relaxation, Schedule};
 use anyhow::{ensure, Result};
 
-/// Relaxes block `k` from its free state under `nudge` for `t2` sweeps (odd layers first).
-pub fn relax_nudged<'a>(
-    model: &'a Model,
-    kernels: &'a [PreparedBlock],
+/// EP settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ep {
+    pub beta: f32,
+    pub t2: usize,
+    pub variant: EpVariant,
+    pub order: Order,
+}
+
+impl Ep {
+    pub fn from_config(cfg: &AlgoConfig) -> Self {
+        Ep {
+            beta: cfg.beta,
+            t2: cfg.t2,
+            variant: cfg.variant,
+            order: cfg.nudged_order,
+        }
+    }
+}
+
+/// EP gradients, the error current that nudged each block (`None` for the last block, nudged
+/// by the loss) and the transform evaluations (as the reference counts them).
+pub struct EpOutput {
+    pub grads: Grads,
+    pub currents: Vec<Option<Tensor>>,
+    pub transform_evals: Vec<TransformEvals>,
+}
+
+/// A relaxation of block `k` from its free state: `t2` sweeps under `nudge`, or none when
+/// `nudge` is `None` (the free state itself).
+fn phase<'a>(
+    chain: &'a Chain<'a>,
     free: &'a FreePhase,
     k: usize,
-    nudge: &Nudge<'_>,
-    t2: usize,
-    tape: Option<&mut Tape>,
+    nudge: Option<&Nudge<'_>>,
+    ep: &Ep,
+    sweeps: usize,
 ) -> Result<Relaxation<'a>> {
     let mut r = Relaxation::new(
-        &model.blocks[k],
-        &kernels[k],
+        &chain.blocks[k],
         &free.drives[k],
         free.states[k].clone(),
         "nudged phase",
     );
-    relax(
-        &mut r,
-        Order::OddFirst,
-        Some(nudge),
-        Schedule::fixed(t2),
-        tape,
-    )
-    .map_err(|e| with_block(e, k))?;
+    if let Some(n) = nudge {
+        relax(&mut r, ep.order, Some(n), Schedule::fixed(sweeps), None)
+            .map_err(|e| with_block(e, k))?;
+    }
     Ok(r)
 }
 
-/// Feedforward gradients of block `k` for the cotangent `g_u` on its drive (forward pass
-/// cached in `cache`); returns the input cotangent `J_Fᵀ g_u` when `k > 0`.
-pub fn feedforward_backward(
-    model: &Model,
-    kernels: &[PreparedBlock],
+/// The contrast of block `k` between the present states of `ra` and `rb` into `grads`
+/// (interactions, and the readout for the last block); returns the cotangent `g_u`.
+fn block_contrast(
+    chain: &Chain<'_>,
     k: usize,
-    cache: &FfCache,
-    g_u: &Tensor,
+    ra: &mut Relaxation<'_>,
+    rb: &mut Relaxation<'_>,
+    c: f32,
+    labels: &[u32],
     grads: &mut Grads,
-) -> Result<Option<Tensor>> {
-    let block = &model.blocks[k];
-    let ids = (
-        ParamId::Synapse {
-            block: k,
-            index: 0,
-            bias: false,
-        },
-        ParamId::Synapse {
-            block: k,
-            index: 0,
-            bias: true,
-        },
-        ParamId::Bn {
-            block: k,
-            bias: false,
-        },
-        ParamId::Bn {
-            block: k,
-            bias: true,
-        },
-    );
-    // take the tensors out to hand out several &mut at once
-    let mut w = std::mem::take(grads.get_mut(ids.0));
-    let mut b = block
-        .ff
-        .bias
-        .as_ref()
-        .map(|_| std::mem::take(grads.get_mut(ids.1)));
-    let mut gamma = block
-        .bn
-        .as_ref()
-        .map(|_| std::mem::take(grads.get_mut(ids.2)));
-    let mut beta = block
-        .bn
-        .as_ref()
-        .map(|_| std::mem::take(grads.get_mut(ids.3)));
-    let dx = ff_vjp(
-        block,
-        &kernels[k].ff,
-        cache,
-        g_u,
-        k > 0,
-        Some(FfGrads {
-            weight: &mut w,
-            bias: b.as_mut(),
-            bn_gamma: gamma.as_mut(),
-            bn_beta: beta.as_mut(),
-        }),
-    )?;
-    *grads.get_mut(ids.0) = w;
-    if let Some(b) = b {
-        *grads.get_mut(ids.1) = b;
+) -> Result<Tensor> {
+    let block = &chain.blocks[k];
+    for (t, term) in block.terms.iter().enumerate() {
+        let (a, b): (Probe, Probe) = (ra.probe(t), rb.probe(t));
+        term.param_contrast(a, b, c, grads)?;
     }
-    if let (Some(g), Some(bt)) = (gamma, beta) {
-        *grads.get_mut(ids.2) = g;
-        *grads.get_mut(ids.3) = bt;
+    if k + 1 == chain.len() {
+        let n = labels.len() as f32;
+        for r in [&*ra, &*rb] {
+            chain.accumulate_readout(r.state.last(), labels, 0.5 / n, grads)?;
+        }
     }
-    Ok(dx)
+    let mut g_u = Tensor::default();
+    for term in &block.terms {
+        term.input_contrast(&ra.view(), &rb.view(), c, &mut g_u)?;
+    }
+    Ok(g_u)
 }
 
-/// EP gradient estimates of every parameter (mean loss over the batch).
-pub fn ep_gradients(
-    model: &Model,
-    kernels: &[PreparedBlock],
-    free: &FreePhase,
-    labels: &[u32],
-    beta: f32,
-    t2: usize,
-) -> Result<Grads> {
-    Ok(ep_gradients_and_currents(model, kernels, free, labels, beta, t2)?.0)
-}
-
-/// EP gradients and, per block, the error current `δ_{k+1}` that nudged it (`None` for the
-/// last block, nudged by the loss).
-pub fn ep_gradients_and_currents(
-    model: &Model,
-    kernels: &[PreparedBlock],
-    free: &FreePhase,
-    labels: &[u32],
-    beta: f32,
-    t2: usize,
-) -> Result<(Grads, Vec<Option<Tensor>>)> {
+fn check(ep: &Ep) -> Result<()> {
     ensure!(
-        beta != 0.0 && beta.is_finite(),
-        "EP needs a non-zero, finite β (got {beta})"
+        ep.beta != 0.0 && ep.beta.is_finite(),
+        "EP needs a non-zero, finite β (got {})",
+        ep.beta
     );
+    Ok(())
+}
+
+/// Runs EP block by block from the last; `visit(k, t, grads)` (when given) receives the
+/// estimate of block k's parameters (and the readout's) after each `t = 0..=T2` nudged
+/// sweeps, the per-step detail the static gradient analysis plots.
+fn run(
+    chain: &Chain<'_>,
+    free: &FreePhase,
+    labels: &[u32],
+    ep: &Ep,
+    mut visit: Option<&mut StepVisitor<'_>>,
+) -> Result<EpOutput> {
+    check(ep)?;
+    let model = chain.model;
     let mut grads = model.zero_grads();
-    let b = labels.len() as f32;
-    let kk = model.blocks.len();
-    let c = 1.0 / (2.0 * beta * b);
+    let n = labels.len() as f32;
+    let kk = chain.len();
+    let (beta_a, beta_b) = ep.variant.betas(ep.beta);
+    let c = 1.0 / ((beta_a - beta_b) * n);
     let mut currents = vec![None; kk];
     let mut delta: Option<Tensor> = None;
     for k in (0..kk).rev() {
-        let nudge =
-            |sign: f32| Nudge::for_block(delta.as_ref(), sign * beta, &model.readout, labels);
-        let mut rp = relax_nudged(model, kernels, free, k, &nudge(1.0), t2, None)?;
-        let mut rm = relax_nudged(model, kernels, free, k, &nudge(-1.0), t2, None)?;
-        // g = c · (∂Φ(s^−β) − ∂Φ(s^+β))
-        accumulate_coupling_contrast(
-            k,
-            &model.blocks[k].layout.couplings,
-            &mut rm,
-            Some(&mut rp),
-            c,
-            &mut grads,
-        )?;
-        let ends = [rp.into_state(), rm.into_state()];
-        if k + 1 == kk {
-            let (gw, gb) = readout_grads(&mut grads);
-            for end in &ends {
-                accumulate_readout_grads(&model.readout, end.last(), labels, 0.5 / b, gw, gb)?;
+        let nudge = |b: f32| {
+            (b != 0.0)
+                .then(|| chain.nudge(k, b, delta.as_ref(), labels))
+                .transpose()
+        };
+        let (na, nb) = (nudge(beta_a)?, nudge(beta_b)?);
+        let g_u = match visit.as_deref_mut() {
+            None => {
+                let mut ra = phase(chain, free, k, na.as_ref(), ep, ep.t2)?;
+                let mut rb = phase(chain, free, k, nb.as_ref(), ep, ep.t2)?;
+                block_contrast(chain, k, &mut ra, &mut rb, c, labels, &mut grads)?
             }
-        }
-        let (plus, minus) = (&ends[0], &ends[1]);
-        let mut g_u = Tensor::default();
-        lin_comb(&mut g_u, c, &minus.layers[0], -c, &plus.layers[0])?;
+            Some(visit) => {
+                let mut ra = phase(chain, free, k, na.as_ref(), ep, 0)?;
+                let mut rb = phase(chain, free, k, nb.as_ref(), ep, 0)?;
+                for t in 0..=ep.t2 {
+                    if t > 0 {
+                        crate::hooks::check_cancelled()?;
+                        for (r, nd) in [(&mut ra, &na), (&mut rb, &nb)] {
+                            if let Some(nd) = nd {
+                                r.sweep(ep.order, Some(nd), None, None)
+                                    .map_err(|e| with_block(e, k))?;
+                            }
+                        }
+                    }
+                    let mut g = model.zero_grads();
+                    let g_u = block_contrast(chain, k, &mut ra, &mut rb, c, labels, &mut g)?;
+                    chain.feedforward_backward(k, &free.ff[k], &g_u, &mut g)?;
+                    visit(k, t, &g)?;
+                }
+                block_contrast(chain, k, &mut ra, &mut rb, c, labels, &mut grads)?
+            }
+        };
         currents[k] = delta.take();
-        delta = feedforward_backward(model, kernels, k, &free.ff[k], &g_u, &mut grads)?.map(
-            |mut dx| {
-                scale(&mut dx, -b);
+        delta = chain
+            .feedforward_backward(k, &free.ff[k], &g_u, &mut grads)?
+            .map(|mut dx| {
+                scale(&mut dx, -n);
                 dx
-            },
-        );
+            });
     }
-    Ok((grads, currents))
+    let phases = [beta_a, beta_b].iter().filter(|b| **b != 0.0).count();
+    let transform_evals = free
+        .ff
+        .iter()
+        .enumerate()
+        .filter_map(|(k, f)| {
+            f.bn_stats.as_ref().map(|s| TransformEvals {
+                block: k,
+                stats: s.clone(),
+                // every nudged sweep and the two evaluations of ∂E/∂θ re-evaluate F there
+                count: phases * ep.t2 + 2,
+            })
+        })
+        .collect();
+    Ok(EpOutput {
+        grads,
+        currents,
+        transform_evals,
+    })
 }
 
-/// The two readout gradient tensors, borrowed together.
-pub(crate) fn readout_grads(grads: &mut Grads) -> (&mut Tensor, &mut Tensor) {
-    let mut w = None;
-    let mut b = None;
-    for (id, t) in grads.entries.iter_mut() {
-        match id {
-            ParamId::Readout { bias: false } => w = Some(t),
-            ParamId::Readout { bias: true } => b = Some(t),
-            _ => {}
-        }
-    }
-    (w.expect("readout weight"), b.expect("readout bias"))
+/// EP gradient estimates of every parameter (mean loss over the batch) and the currents.
+pub fn ep_gradients(
+    chain: &Chain<'_>,
+    free: &FreePhase,
+    labels: &[u32],
+    ep: &Ep,
+) -> Result<EpOutput> {
+    run(chain, free, labels, ep, None)
+}
+
+/// Per-step detail of EP: `visit(k, t, grads)` for every block k (from the last) and
+/// `t = 0..=T2` nudged sweeps (only block k's parameters, the readout for the last block and
+/// the feedforward transform of block k are filled). Returns the full estimate too.
+pub fn ep_transients(
+    chain: &Chain<'_>,
+    free: &FreePhase,
+    labels: &[u32],
+    ep: &Ep,
+    visit: &mut StepVisitor<'_>,
+) -> Result<EpOutput> {
+    run(chain, free, labels, ep, Some(visit))
 }

@@ -1,27 +1,20 @@
 //! Implicit differentiation by truncated BPTT (SPEC §2.3): from copies of the free states,
 //! T2 more sweeps in every block (free-phase order, block k+1 fed by block k's updated last
-//! layer through `F_{k+1}`), `L = mean_b CE(readout(s_K,n), y)`, and the exact reverse pass
-//! through those sweeps and the feedforward transforms.
+//! layer through `F_{k+1}`), `L = mean_b ℓ(s_K,n)`, and the exact reverse pass through those
+//! sweeps and the feedforward transforms.
 //!
-//! Reverse pass of one update `s_l ← act(v)`, `v = α(bu_l + td_l)` with adjoint `ḡ`:
-//! `ḡ_pre = act'(v) ḡ`, then through the bottom-up term `P(W_l ⋆ s_{l−1} + b_l)` (to
-//! `s_{l−1}`, `W_l`, `b_l`, or to `u` for `l = 0`) and through the top-down term
-//! `W_{l+1}ᵀ ⋆ unpool(s_{l+1}, idx)` (to `s_{l+1}` and, in the `exact` variant only, to
-//! `W_{l+1}`; the pool indices are piecewise constant).
+//! Reverse pass of one update `s_l ← proj(z)`: the layer's backward gives the adjoint of its
+//! linear coefficient (and, for resistive layers, of its quadratic one), and every interaction
+//! that touched the layer propagates it to what it read: other layers, the block input and
+//! its parameters ([`crate::energy::Interaction::vjp`]). In the `reference` variant a
+//! coupling's weight is a constant in its top-down use.
 
-use super::ep::{feedforward_backward, readout_grads};
-use super::{with_block, FreePhase};
+use super::chain::{with_block, Chain, FreePhase};
 use crate::core::batchnorm::BnBatchStats;
-use crate::core::conv::{
-    channel_sum, conv2d, conv2d_gather, conv2d_transposed, conv2d_transposed_unpool,
-    conv2d_weight_grad, conv2d_weight_grad_unpool,
-};
-use crate::core::dense::{dense_forward, dense_transposed, linear_weight_grad};
-use crate::core::ops::{activate_backward, axpy};
-use crate::core::{ConvGeom, Tensor};
-use crate::model::feedforward::{ff_forward, BnMode, FfCache};
-use crate::model::readout::{flatten_state, loss_and_state_grad};
-use crate::model::{CouplingKind, Grads, Model, ParamId, PreparedBlock};
+use crate::core::Tensor;
+use crate::energy::{Adjoints, Recorded};
+use crate::model::feedforward::{ff_forward, BnMode, FfCache, TransformEvals};
+use crate::model::Grads;
 use crate::relax::{relax, Order, Relaxation, Schedule, Tape};
 use anyhow::Result;
 
@@ -36,35 +29,52 @@ pub struct IdOutput {
     pub state_grads: Vec<Tensor>,
 }
 
-/// Truncated-BPTT gradients of all parameters (mean loss).
-pub fn id_gradients(
-    model: &Model,
-    kernels: &[PreparedBlock],
-    free: &FreePhase,
-    labels: &[u32],
-    t2: usize,
-    exact: bool,
-) -> Result<IdOutput> {
-    let sweeps = vec![t2; model.blocks.len()];
-    id_from_block(model, kernels, free, labels, 0, &sweeps, exact)
+impl IdOutput {
+    /// The transform evaluations of the unrolled sweeps (as the reference counts them: one
+    /// per sweep, at the ID input).
+    pub fn transform_evals(&self, t2: usize) -> Vec<TransformEvals> {
+        self.bn_stats
+            .iter()
+            .enumerate()
+            .filter_map(|(k, s)| {
+                s.as_ref().map(|s| TransformEvals {
+                    block: k,
+                    stats: s.clone(),
+                    count: t2,
+                })
+            })
+            .collect()
+    }
 }
 
 /// BPTT from block `first` on (blocks before it are not re-run: `x_first` is the free-phase
-/// input, a leaf), with `sweeps[k]` unrolled sweeps in block k. Gradients of parameters of
-/// blocks before `first` are zero. Used with `sweeps[first] = t` for the transient curves.
+/// input, a leaf), with `sweeps[k]` unrolled sweeps in block k (in `order`). Gradients of
+/// parameters of blocks before `first` are zero. Used with `sweeps[first] = t` for the
+/// transient curves.
 pub fn id_from_block(
-    model: &Model,
-    kernels: &[PreparedBlock],
+    chain: &Chain<'_>,
     free: &FreePhase,
     labels: &[u32],
     first: usize,
     sweeps: &[usize],
+    order: Order,
     exact: bool,
 ) -> Result<IdOutput> {
-    let kk = model.blocks.len();
+    let model = chain.model;
+    let kk = chain.len();
     let b = labels.len();
+    if !exact {
+        if let Some(k) = model
+            .blocks
+            .iter()
+            .position(|bl| bl.layout.kind == crate::model::BlockKind::Resistive)
+        {
+            anyhow::bail!("block {k} is resistive: `id-reference` is the Hopfield reference implementation's approximation (constant top-down weights) and is not defined for it; use `id-exact`");
+        }
+    }
     // forward: unroll every block from its free state, recording the updates
     let mut tapes: Vec<Tape> = Vec::with_capacity(kk);
+    let mut drives: Vec<Tensor> = Vec::with_capacity(kk);
     let mut caches: Vec<FfCache> = Vec::with_capacity(kk);
     let mut bn_stats = vec![None; kk];
     for k in first..kk {
@@ -82,20 +92,25 @@ pub fn id_from_block(
                 .clone(),
         };
         let mut cache = FfCache::default();
-        let drive = ff_forward(block, &kernels[k].ff, &input, BnMode::Train, &mut cache)?;
+        let drive = ff_forward(
+            block,
+            chain.kernels[k].ff.as_ref(),
+            &input,
+            BnMode::Train,
+            &mut cache,
+        )?;
         bn_stats[k] = cache.bn_stats.clone();
         let mut tape = Tape::new(&free.states[k]);
         {
             let mut r = Relaxation::new(
-                block,
-                &kernels[k],
+                &chain.blocks[k],
                 &drive,
                 free.states[k].clone(),
                 "ID unrolled sweeps",
             );
             relax(
                 &mut r,
-                Order::EvenFirst,
+                order,
                 None,
                 Schedule::fixed(sweeps[k]),
                 Some(&mut tape),
@@ -103,29 +118,21 @@ pub fn id_from_block(
             .map_err(|e| with_block(e, k))?;
         }
         tapes.push(tape);
+        drives.push(drive);
         caches.push(cache);
     }
     // loss and its adjoint
     let mut grads = model.zero_grads();
     let last = tapes.last().expect("blocks").final_state();
-    let (ce, mut g_out) = loss_and_state_grad(&model.readout, last.last(), labels, 1.0 / b as f32)?;
-    {
-        let (gw, gb) = readout_grads(&mut grads);
-        crate::model::readout::accumulate_readout_grads(
-            &model.readout,
-            last.last(),
-            labels,
-            1.0 / b as f32,
-            gw,
-            gb,
-        )?;
-    }
+    let (ce, mut g_out) = chain.loss_and_output_grad(last.last(), labels, 1.0 / b as f32)?;
+    chain.accumulate_readout(last.last(), labels, 1.0 / b as f32, &mut grads)?;
     // reverse pass, block by block
     let mut state_grads = Vec::new();
     for k in (first..kk).rev() {
-        let tape = &tapes[k - first];
-        let (g_u, g_start) = block_backward(model, kernels, k, tape, g_out, &mut grads, exact)?;
-        let dx = feedforward_backward(model, kernels, k, &caches[k - first], &g_u, &mut grads)?;
+        let i = k - first;
+        let (g_u, g_start) =
+            block_backward(chain, k, &tapes[i], &drives[i], g_out, &mut grads, exact)?;
+        let dx = chain.feedforward_backward(k, &caches[i], &g_u, &mut grads)?;
         if k == first {
             state_grads = g_start;
         }
@@ -143,17 +150,17 @@ pub fn id_from_block(
 }
 
 /// Reverse pass through the recorded updates of block `k`, given the adjoint of its final
-/// last layer. Returns the adjoint of its drive and of its starting states.
+/// last layer. Returns the adjoint of its input and of its starting states.
 fn block_backward(
-    model: &Model,
-    kernels: &[PreparedBlock],
+    chain: &Chain<'_>,
     k: usize,
     tape: &Tape,
+    input: &Tensor,
     g_last: Tensor,
     grads: &mut Grads,
     exact: bool,
 ) -> Result<(Tensor, Vec<Tensor>)> {
-    let block = &model.blocks[k];
+    let block = &chain.blocks[k];
     let n = tape.values.len();
     let mut g: Vec<Tensor> = tape
         .values
@@ -161,130 +168,61 @@ fn block_backward(
         .map(|v| Tensor::zeros(v[0].shape()))
         .collect();
     if !g_last.is_empty() {
-        axpy(&mut g[n - 1], 1.0, &g_last)?;
+        crate::core::ops::axpy(&mut g[n - 1], 1.0, &g_last)?;
     }
-    let mut g_u = Tensor::zeros(tape.values[0][0].shape());
-    let mut g_pre = Tensor::default();
+    // total quadratic coefficient of each resistive layer (constant during the relaxation)
+    let quad: Vec<Option<Tensor>> = (0..n)
+        .map(|l| {
+            let parts: Vec<&Tensor> = block
+                .touching(l)
+                .iter()
+                .filter_map(|&t| block.terms[t].quadratic(l))
+                .collect();
+            (!parts.is_empty()).then(|| {
+                let mut q = parts[0].clone();
+                for p in &parts[1..] {
+                    crate::core::ops::axpy(&mut q, 1.0, p).expect("same shape");
+                }
+                q
+            })
+        })
+        .collect();
+    let mut g_u = Tensor::zeros(input.shape());
+    let mut g_lin = Tensor::default();
+    let mut g_quad = Tensor::default();
     let mut tmp = Tensor::default();
     for e in tape.events.iter().rev() {
         let l = e.layer;
-        let clamped = l + 1 < n || block.layout.clamp_last;
-        activate_backward(&e.v, block.layout.alpha, clamped, &g[l], &mut g_pre)?;
+        let kind = block.kinds[l];
+        let resistive = kind.is_resistive();
+        kind.backward(
+            &e.record,
+            &g[l],
+            quad[l].as_ref(),
+            &mut g_lin,
+            resistive.then_some(&mut g_quad),
+        )?;
         g[l].fill(0.0);
-        // bottom-up
-        if l == 0 {
-            axpy(&mut g_u, 1.0, &g_pre)?;
-        } else {
-            let x = &tape.values[l - 1][e.prev_value.expect("layer below")];
-            let (wid, bid) = (
-                ParamId::Synapse {
-                    block: k,
-                    index: l,
-                    bias: false,
-                },
-                ParamId::Synapse {
-                    block: k,
-                    index: l,
-                    bias: true,
-                },
-            );
-            match block.layout.couplings[l - 1] {
-                CouplingKind::Conv { cin, cout, .. } => {
-                    let packed = kernels[k].couplings[l - 1].conv();
-                    let geom = ConvGeom {
-                        cin,
-                        cout,
-                        k: block.layout.kernel,
-                        pad: block.layout.padding,
-                    };
-                    let gw = grads.get_mut(wid);
-                    match &e.bu_idx {
-                        Some(idx) => {
-                            conv2d_transposed_unpool(&g_pre, idx, packed, &mut tmp)?;
-                            conv2d_weight_grad_unpool(x, &g_pre, idx, geom, 1.0, true, gw)?;
-                        }
-                        None => {
-                            conv2d_transposed(&g_pre, packed, &mut tmp)?;
-                            conv2d_weight_grad(x, &g_pre, geom, 1.0, true, gw)?;
-                        }
-                    }
-                    axpy(&mut g[l - 1], 1.0, &tmp)?;
-                }
-                CouplingKind::Dense { .. } => {
-                    dense_transposed(
-                        &g_pre,
-                        kernels[k].couplings[l - 1].dense(),
-                        x.shape(),
-                        &mut tmp,
-                    )?;
-                    axpy(&mut g[l - 1], 1.0, &tmp)?;
-                    linear_weight_grad(&flatten_state(x)?, &g_pre, 1.0, true, grads.get_mut(wid))?;
-                }
-            }
-            channel_sum(&g_pre, 1.0, true, grads.get_mut(bid));
-        }
-        // top-down
-        if l + 1 < n {
-            let s_next = &tape.values[l + 1][e.next_value.expect("layer above")];
-            let wid = ParamId::Synapse {
-                block: k,
-                index: l + 1,
-                bias: false,
+        let layers: Vec<&Tensor> = e
+            .reads
+            .iter()
+            .enumerate()
+            .map(|(m, &v)| &tape.values[m][v])
+            .collect();
+        for (t, aux) in &e.aux {
+            let rec = Recorded {
+                layers: layers.clone(),
+                input,
+                aux: aux.as_ref(),
             };
-            match block.layout.couplings[l] {
-                CouplingKind::Conv { cin, cout, .. } => {
-                    let packed = kernels[k].couplings[l].conv();
-                    let geom = ConvGeom {
-                        cin,
-                        cout,
-                        k: block.layout.kernel,
-                        pad: block.layout.padding,
-                    };
-                    match &e.td_idx {
-                        Some(idx) => {
-                            conv2d_gather(&g_pre, packed, idx, &mut tmp)?;
-                            if exact {
-                                conv2d_weight_grad_unpool(
-                                    &g_pre,
-                                    s_next,
-                                    idx,
-                                    geom,
-                                    1.0,
-                                    true,
-                                    grads.get_mut(wid),
-                                )?;
-                            }
-                        }
-                        None => {
-                            conv2d(&g_pre, packed, None, &mut tmp)?;
-                            if exact {
-                                conv2d_weight_grad(
-                                    &g_pre,
-                                    s_next,
-                                    geom,
-                                    1.0,
-                                    true,
-                                    grads.get_mut(wid),
-                                )?;
-                            }
-                        }
-                    }
-                    axpy(&mut g[l + 1], 1.0, &tmp)?;
-                }
-                CouplingKind::Dense { .. } => {
-                    dense_forward(&g_pre, kernels[k].couplings[l].dense(), None, &mut tmp)?;
-                    axpy(&mut g[l + 1], 1.0, &tmp)?;
-                    if exact {
-                        linear_weight_grad(
-                            &flatten_state(&g_pre)?,
-                            s_next,
-                            1.0,
-                            true,
-                            grads.get_mut(wid),
-                        )?;
-                    }
-                }
-            }
+            let mut adj = Adjoints {
+                layers: &mut g,
+                input: &mut g_u,
+                grads,
+                exact,
+                tmp: &mut tmp,
+            };
+            block.terms[*t].vjp(l, &rec, &g_lin, resistive.then_some(&g_quad), &mut adj)?;
         }
     }
     Ok((g_u, g))

@@ -1,24 +1,28 @@
-//! Gradient estimators (SPEC §2): the free phase, EP with implicit BP–EP chaining, and
-//! implicit differentiation by truncated BPTT (`exact` and `reference` variants).
+//! Gradient estimators (SPEC §2): EP with implicit BP–EP chaining (centered, positive or
+//! negative variant) and implicit differentiation by truncated BPTT (`exact` and
+//! `reference`), behind one interface ([`GradientEstimator`]) that also gives per-step
+//! detail (the static gradient analysis's transient curves). What they share — the free
+//! phase, the feedforward VJP and the readout — is in [`chain`]; their settings in
+//! [`settings`].
 
+pub mod chain;
 pub mod ep;
 pub mod id;
-pub mod phi;
+pub mod settings;
 
-use crate::core::batchnorm::{update_running_stats, BnBatchStats};
-use crate::core::loss::{softmax_cross_entropy, CrossEntropy};
+pub use chain::{free_phase, free_phase_with, Chain, FreePhase};
+pub use settings::{AlgoConfig, EpVariant};
+
 use crate::core::Tensor;
-use crate::model::feedforward::{ff_forward, BnMode, FfCache};
-use crate::model::readout::logits;
-use crate::model::{BatchNorm, Grads, Model, PreparedBlock};
-use crate::relax::{relax, BlockState, NonFiniteError, Order, Relaxation, Schedule};
-use anyhow::{Context, Result};
+use crate::model::feedforward::{running_stat_updates, BnMode, BnUpdate, TransformEvals};
+use crate::model::{Grads, Model, PreparedBlock};
+use anyhow::Result;
 
 /// Which gradient estimator to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
-    /// Equilibrium propagation chained with backprop (the paper's algorithm, centered ±β).
+    /// Equilibrium propagation chained with backprop (the paper's algorithm).
     Ep,
     /// Truncated BPTT through T2 sweeps: the full gradient of the unrolled computation.
     IdExact,
@@ -40,124 +44,114 @@ impl std::str::FromStr for Algorithm {
     }
 }
 
-/// When BatchNorm running statistics are updated during a training step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BnUpdates {
-    /// Once per batch, from the free-phase drive (SPEC §4).
-    #[default]
-    OncePerBatch,
-    /// At every evaluation of the feedforward transform, as the reference does.
-    ReferenceCompat,
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Algorithm::Ep => "ep",
+            Algorithm::IdExact => "id-exact",
+            Algorithm::IdReference => "id-reference",
+        })
+    }
 }
 
-/// Hyper-parameters of one gradient computation.
+/// What an estimator returns for one batch.
+pub struct Estimate {
+    /// Estimates of `+∂L/∂θ` (mean loss over the batch), in `Model::param_ids` order.
+    pub grads: Grads,
+    /// How often the estimator evaluated each block's feedforward transform (BN statistics).
+    pub transform_evals: Vec<TransformEvals>,
+}
+
+/// Receives per-step detail: `(block k, step t, the estimate after t steps)`.
+pub type StepVisitor<'v> = dyn FnMut(usize, usize, &Grads) -> Result<()> + 'v;
+
+/// Turns the free equilibrium of a batch into parameter gradients.
+pub trait GradientEstimator {
+    /// Gradients of every parameter.
+    fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate>;
+
+    /// Per-step detail: `visit(k, t, grads)` for every block `k` (from the last) and
+    /// `t = 0..=T2` steps (EP: nudged sweeps of block k; ID: unrolled sweeps of block k with
+    /// the blocks above fully unrolled), with the estimate of block k's parameters (and the
+    /// readout's, and block k's feedforward transform's).
+    fn transients(
+        &self,
+        chain: &Chain<'_>,
+        free: &FreePhase,
+        labels: &[u32],
+        visit: &mut StepVisitor<'_>,
+    ) -> Result<()>;
+}
+
+/// Equilibrium propagation.
+impl GradientEstimator for ep::Ep {
+    fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
+        let out = ep::ep_gradients(chain, free, labels, self)?;
+        Ok(Estimate {
+            grads: out.grads,
+            transform_evals: out.transform_evals,
+        })
+    }
+
+    fn transients(
+        &self,
+        chain: &Chain<'_>,
+        free: &FreePhase,
+        labels: &[u32],
+        visit: &mut StepVisitor<'_>,
+    ) -> Result<()> {
+        ep::ep_transients(chain, free, labels, self, visit).map(|_| ())
+    }
+}
+
+/// Truncated BPTT through `t2` sweeps in `order` (`exact` or the reference's variant).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct GradConfig {
-    pub t1: usize,
+pub struct Id {
     pub t2: usize,
-    pub beta: f32,
-    pub tol: Option<f32>,
-    pub per_sample_tol: bool,
-    pub bn_updates: BnUpdates,
+    pub exact: bool,
+    pub order: crate::relax::Order,
 }
 
-/// Everything the gradient estimators need from the free phase.
-#[derive(Clone, Debug)]
-pub struct FreePhase {
-    /// Drive `u_k = F_k(x_k)` of each block and the caches of its forward pass
-    /// (`ff[k].input` is the block input `x_k`).
-    pub drives: Vec<Tensor>,
-    pub ff: Vec<FfCache>,
-    /// Free equilibrium of each block.
-    pub states: Vec<BlockState>,
-    /// Sweeps each block ran.
-    pub sweeps: Vec<usize>,
-    /// Per-sample criterion: the sweep at which each sample of each block stopped.
-    pub sample_sweeps: Vec<Vec<usize>>,
-    pub logits: Tensor,
-}
-
-impl FreePhase {
-    /// Cross-entropy of the free logits.
-    pub fn loss(&self, labels: &[u32]) -> Result<CrossEntropy> {
-        softmax_cross_entropy(&self.logits, labels)
+impl GradientEstimator for Id {
+    fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
+        let sweeps = vec![self.t2; chain.len()];
+        let out = id::id_from_block(chain, free, labels, 0, &sweeps, self.order, self.exact)?;
+        Ok(Estimate {
+            transform_evals: out.transform_evals(self.t2),
+            grads: out.grads,
+        })
     }
-}
 
-/// Free phase (SPEC §2.1): blocks relax in order from zero states, each fed by the last
-/// layer of the previous one; logits from the last block.
-pub fn free_phase(
-    model: &Model,
-    kernels: &[PreparedBlock],
-    x: &Tensor,
-    mode: BnMode,
-    schedule: Schedule,
-) -> Result<FreePhase> {
-    crate::model::check_input(model, x)?;
-    let mut out = FreePhase {
-        drives: Vec::new(),
-        ff: Vec::new(),
-        states: Vec::new(),
-        sweeps: Vec::new(),
-        sample_sweeps: Vec::new(),
-        logits: Tensor::default(),
-    };
-    let mut input = x.clone();
-    for (k, (block, kern)) in model.blocks.iter().zip(kernels).enumerate() {
-        let mut cache = FfCache::default();
-        let drive = ff_forward(block, &kern.ff, &input, mode, &mut cache)
-            .with_context(|| format!("block {k}: feedforward transform"))?;
-        let start = BlockState::zeros(&block.layout.layers, x.dim0());
-        let mut r = Relaxation::new(block, kern, &drive, start, "free phase");
-        let report =
-            relax(&mut r, Order::EvenFirst, None, schedule, None).map_err(|e| with_block(e, k))?;
-        let state = r.into_state();
-        input = state.last().clone();
-        out.sweeps.push(report.sweeps);
-        out.sample_sweeps.push(report.sample_sweeps);
-        out.states.push(state);
-        out.drives.push(drive);
-        out.ff.push(cache);
-    }
-    out.logits = logits(&model.readout, out.states.last().expect("blocks").last())?;
-    Ok(out)
-}
-
-/// Adds the block index to relaxation errors (NaN/inf get a hint).
-pub(crate) fn with_block(e: anyhow::Error, k: usize) -> anyhow::Error {
-    if e.downcast_ref::<NonFiniteError>().is_some() {
-        e.context(format!(
-            "block {k} diverged (try a smaller learning rate or β, or a smaller `init_v`)"
-        ))
-    } else {
-        e.context(format!("block {k}"))
-    }
-}
-
-/// BatchNorm running-statistics updates owed by a step: `times` updates of block `block`
-/// with `stats`.
-#[derive(Clone, Debug)]
-pub struct BnUpdate {
-    pub block: usize,
-    pub stats: BnBatchStats,
-    pub times: usize,
-}
-
-/// Applies the running-statistics updates of a training step to `model`.
-pub fn apply_bn_updates(model: &mut Model, updates: &[BnUpdate]) {
-    for u in updates {
-        if let Some(bn) = model.blocks[u.block].bn.as_mut() {
-            for _ in 0..u.times {
-                update_running_stats(
-                    &u.stats,
-                    BatchNorm::MOMENTUM,
-                    bn.running_mean.data_mut(),
-                    bn.running_var.data_mut(),
-                );
-                bn.num_batches_tracked += 1;
+    fn transients(
+        &self,
+        chain: &Chain<'_>,
+        free: &FreePhase,
+        labels: &[u32],
+        visit: &mut StepVisitor<'_>,
+    ) -> Result<()> {
+        let kk = chain.len();
+        for k in (0..kk).rev() {
+            for t in 0..=self.t2 {
+                let mut sweeps = vec![self.t2; kk];
+                sweeps[k] = t;
+                let out =
+                    id::id_from_block(chain, free, labels, k, &sweeps, self.order, self.exact)?;
+                visit(k, t, &out.grads)?;
             }
         }
+        Ok(())
+    }
+}
+
+/// The estimator `cfg` describes.
+pub fn estimator(cfg: &AlgoConfig) -> Box<dyn GradientEstimator> {
+    match cfg.name {
+        Algorithm::Ep => Box::new(ep::Ep::from_config(cfg)),
+        Algorithm::IdExact | Algorithm::IdReference => Box::new(Id {
+            t2: cfg.t2,
+            exact: cfg.name == Algorithm::IdExact,
+            order: cfg.free_order,
+        }),
     }
 }
 
@@ -168,18 +162,33 @@ pub struct StepOutput {
     pub grads: Grads,
     pub loss: f32,
     pub free: FreePhase,
+    /// The BatchNorm running-statistics updates the step owes (apply with
+    /// [`crate::model::feedforward::apply_bn_updates`]).
     pub bn_updates: Vec<BnUpdate>,
 }
 
-/// Free phase then the gradients of `algo`, as in a training step (BN in training mode).
-/// The model is not modified: apply `bn_updates` with [`apply_bn_updates`].
+/// Free phase then the gradients of `cfg.name`, as in a training step (BN in training mode).
+/// The model is not modified: apply `bn_updates` with
+/// [`crate::model::feedforward::apply_bn_updates`].
 pub fn compute_gradients(
     model: &Model,
     kernels: &[PreparedBlock],
     x: &Tensor,
     labels: &[u32],
-    algo: Algorithm,
-    cfg: &GradConfig,
+    cfg: &AlgoConfig,
+) -> Result<StepOutput> {
+    compute_gradients_from(model, kernels, x, labels, cfg, None)
+}
+
+/// [`compute_gradients`] with the free phase started from `start` (a warm start) instead of
+/// zero states.
+pub fn compute_gradients_from(
+    model: &Model,
+    kernels: &[PreparedBlock],
+    x: &Tensor,
+    labels: &[u32],
+    cfg: &AlgoConfig,
+    start: Option<&[crate::relax::BlockState]>,
 ) -> Result<StepOutput> {
     anyhow::ensure!(
         labels.len() == x.dim0(),
@@ -187,67 +196,24 @@ pub fn compute_gradients(
         labels.len(),
         x.dim0()
     );
-    let schedule = Schedule {
-        sweeps: cfg.t1,
-        tol: cfg.tol,
-        per_sample: cfg.per_sample_tol,
-    };
-    let free = free_phase(model, kernels, x, BnMode::Train, schedule)?;
+    let chain = Chain::new(model, kernels);
+    let free = free_phase_with(
+        &chain,
+        x,
+        BnMode::Train,
+        cfg.free_schedule(),
+        cfg.free_order,
+        start,
+    )?;
     let loss = free.loss(labels)?.mean();
-    let (grads, id_stats) = match algo {
-        Algorithm::Ep => (
-            ep::ep_gradients(model, kernels, &free, labels, cfg.beta, cfg.t2)?,
-            Vec::new(),
-        ),
-        Algorithm::IdExact | Algorithm::IdReference => {
-            let out = id::id_gradients(
-                model,
-                kernels,
-                &free,
-                labels,
-                cfg.t2,
-                algo == Algorithm::IdExact,
-            )?;
-            (out.grads, out.bn_stats)
-        }
-    };
-    let mut bn_updates = Vec::new();
-    for (k, cache) in free.ff.iter().enumerate() {
-        let Some(stats) = cache.bn_stats.clone() else {
-            continue;
-        };
-        match cfg.bn_updates {
-            BnUpdates::OncePerBatch => bn_updates.push(BnUpdate {
-                block: k,
-                stats,
-                times: 1,
-            }),
-            BnUpdates::ReferenceCompat => match algo {
-                // free sweeps + 2 nudged phases + 2 evaluations of Φ
-                Algorithm::Ep => bn_updates.push(BnUpdate {
-                    block: k,
-                    stats,
-                    times: free.sweeps[k] + 2 * cfg.t2 + 2,
-                }),
-                _ => {
-                    bn_updates.push(BnUpdate {
-                        block: k,
-                        stats,
-                        times: free.sweeps[k],
-                    });
-                    if let Some(Some(s)) = id_stats.get(k) {
-                        bn_updates.push(BnUpdate {
-                            block: k,
-                            stats: s.clone(),
-                            times: cfg.t2,
-                        });
-                    }
-                }
-            },
-        }
-    }
+    let est = estimator(cfg).gradients(&chain, &free, labels)?;
+    let bn_updates = running_stat_updates(
+        cfg.bn_updates,
+        &free.transform_evals(),
+        &est.transform_evals,
+    );
     Ok(StepOutput {
-        grads,
+        grads: est.grads,
         loss,
         free,
         bn_updates,

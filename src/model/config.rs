@@ -21,11 +21,40 @@ pub enum Norm {
     None,
 }
 
+/// The kind of energy-based block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    /// Deep Hopfield network (SPEC §1.2): conv couplings, then dense layers `fc`.
+    #[default]
+    Hopfield,
+    /// Deep resistive network: dense layers `fc` of voltage nodes joined by conductances,
+    /// hidden layers of ideal diodes, a linear output layer; the block input enters as
+    /// voltage sources `gain·[u, −u]`.
+    Resistive,
+}
+
+/// The cost the model is trained on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CostKind {
+    /// Linear readout on the last layer and softmax cross-entropy (SPEC §1).
+    #[default]
+    CrossEntropy,
+    /// `½‖s_n − onehot(y)‖²` on the last layer itself (no readout; it needs `classes` units).
+    SquaredError,
+}
+
 /// One stage: feedforward transform + energy-based block.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlockConfig {
-    /// Conv channel chain including the block input: `[C_in, C_0, C_1, …]`.
+    /// `hopfield` (default) or `resistive`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kind: BlockKind,
+    /// Conv channel chain including the block input: `[C_in, C_0, C_1, …]`. Resistive
+    /// blocks: `[C_in]` (no feedforward conv: the block input is the stage input) or
+    /// `[C_in, C_0]` (one feedforward conv).
     pub channels: Vec<usize>,
     /// One character per conv: `m` (2x2/2 max-pool) or `-`.
     pub pools: String,
@@ -35,9 +64,21 @@ pub struct BlockConfig {
     /// Zero padding of every conv (default 1).
     #[serde(default = "default_padding")]
     pub padding: usize,
-    /// Dense layer widths after the convs.
+    /// Dense layer widths after the convs (resistive blocks: every layer, the last being the
+    /// output; hidden widths even, half of the diodes pointing each way).
     #[serde(default)]
     pub fc: Vec<usize>,
+    /// Resistive blocks: gain of the input voltage sources (default 1).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "short_f32::option::serialize"
+    )]
+    pub gain: Option<f32>,
+    /// Resistive blocks: feed the input as `[u, −u]` (default true), which gives signed
+    /// effective weights from non-negative conductances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
     #[serde(default)]
     pub norm: Norm,
     /// Pool after the normalisation instead of before it.
@@ -66,6 +107,7 @@ impl BlockConfig {
         clamp_last: bool,
     ) -> Self {
         BlockConfig {
+            kind: BlockKind::Hopfield,
             channels: channels.to_vec(),
             pools: pools.into(),
             kernel: 3,
@@ -75,8 +117,32 @@ impl BlockConfig {
             norm_pool: false,
             clamp_last,
             alpha: None,
+            gain: None,
+            duplicate: None,
         }
     }
+
+    /// A resistive block with dense `layers` (the last is the output), input `gain`, the
+    /// input duplicated, and no feedforward conv (`channels = [C_in]`) or one (`[C_in, C_0]`
+    /// with `pools` and `norm`).
+    pub fn resistive(
+        channels: &[usize],
+        pools: &str,
+        norm: Norm,
+        layers: &[usize],
+        gain: f32,
+    ) -> Self {
+        BlockConfig {
+            kind: BlockKind::Resistive,
+            gain: Some(gain),
+            duplicate: Some(true),
+            ..BlockConfig::new(channels, pools, layers, norm, false)
+        }
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn default_kernel() -> usize {
@@ -104,6 +170,9 @@ pub struct ModelConfig {
     /// Convolution algorithm (`auto` = Winograd where it applies).
     #[serde(default)]
     pub conv_algo: ConvAlgo,
+    /// `cross-entropy` (a linear readout, default) or `squared-error` (on the last layer).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub cost: CostKind,
 }
 
 /// Per-sample shape of a layer: a channels-last map `[H, W, C]` or a dense vector `[F]`.
@@ -143,12 +212,19 @@ pub enum CouplingKind {
     },
     /// Dense `F_in → F_out` (a map input is flattened C-major).
     Dense { fin: usize, fout: usize },
+    /// Conductances `F_in → F_out` of a resistive block (`F_in` counts the duplicated input
+    /// voltages for the block's input coupling).
+    Resistive { fin: usize, fout: usize },
 }
 
 /// The derived structure of one block.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockLayout {
+    pub kind: BlockKind,
     pub input: LayerShape,
+    /// Whether the feedforward transform has a conv (resistive blocks may have none: then
+    /// `ff_cout = ff_cin` and the block input is the stage input).
+    pub ff_conv: bool,
     /// Feedforward conv `C_in → C_0` on the input map, pooled or not.
     pub ff_cin: usize,
     pub ff_cout: usize,
@@ -159,10 +235,24 @@ pub struct BlockLayout {
     pub norm_pool: bool,
     /// Shapes of `s_0 … s_{n−1}`.
     pub layers: Vec<LayerShape>,
-    /// `couplings[i-1]` couples layers `i-1` and `i`.
+    /// Hopfield: `couplings[i-1]` couples layers `i-1` and `i`. Resistive: `couplings[i]`
+    /// feeds layer `i` (from the input voltages for `i = 0`).
     pub couplings: Vec<CouplingKind>,
     pub alpha: f32,
     pub clamp_last: bool,
+    /// Resistive blocks: input gain and duplication.
+    pub gain: f32,
+    pub duplicate: bool,
+}
+
+impl BlockLayout {
+    /// Shape of the drive `u = F(x)` (the block input after the feedforward transform).
+    pub fn drive_shape(&self) -> LayerShape {
+        match (self.kind, self.ff_conv) {
+            (BlockKind::Resistive, false) => self.input,
+            _ => self.layers[0],
+        }
+    }
 }
 
 impl ModelConfig {
@@ -192,12 +282,27 @@ impl ModelConfig {
             let layout = block_layout(k, b, input, self.alpha)
                 .with_context(|| format!("model: blocks[{k}]"))?;
             input = *layout.layers.last().expect("at least one layer");
-            if k + 1 < self.blocks.len() {
-                ensure!(matches!(input, LayerShape::Map { .. }), "model: blocks[{k}] ends with a dense layer but another block follows; only the last block may have `fc` layers");
-            }
             out.push(layout);
         }
+        let last = out.last().expect("non-empty");
+        if self.cost == CostKind::SquaredError {
+            let units = last.layers.last().expect("a layer").numel();
+            ensure!(
+                last.kind == BlockKind::Resistive,
+                "model: `cost = \"squared-error\"` acts on the last layer, which must be a resistive block's linear output (a hopfield block's last layer has no quadratic cost term); use `cross-entropy`"
+            );
+            ensure!(
+                units == self.classes,
+                "model: `cost = \"squared-error\"` needs the last layer to have one unit per class: it has {units}, `classes` = {}",
+                self.classes
+            );
+        }
         Ok(out)
+    }
+
+    /// Whether the model has a linear readout (cross-entropy cost).
+    pub fn has_readout(&self) -> bool {
+        self.cost == CostKind::CrossEntropy
     }
 
     /// Input width of the readout (flattened last layer of the last block).
@@ -214,8 +319,126 @@ impl ModelConfig {
 }
 
 fn block_layout(k: usize, b: &BlockConfig, input: LayerShape, alpha: f32) -> Result<BlockLayout> {
+    match b.kind {
+        BlockKind::Hopfield => {
+            ensure!(
+                b.gain.is_none() && b.duplicate.is_none(),
+                "`gain` and `duplicate` describe the input of resistive blocks; this block is `hopfield` (set `kind = \"resistive\"`)"
+            );
+            hopfield_layout(k, b, input, alpha)
+        }
+        BlockKind::Resistive => resistive_layout(k, b, input, alpha),
+    }
+}
+
+/// A resistive block: an optional feedforward conv, then dense layers `fc` of voltage nodes.
+fn resistive_layout(
+    k: usize,
+    b: &BlockConfig,
+    input: LayerShape,
+    alpha: f32,
+) -> Result<BlockLayout> {
+    ensure!(
+        !b.clamp_last && b.alpha.is_none(),
+        "`clamp_last` and `alpha` describe hard-sigmoid layers; a resistive block has diodes and a linear output"
+    );
+    ensure!(
+        !b.fc.is_empty(),
+        "a resistive block needs its layers in `fc` (hidden widths, then the output width)"
+    );
+    for (j, &f) in b.fc.iter().enumerate() {
+        ensure!(f > 0, "`fc`[{j}] must be positive");
+        if j + 1 < b.fc.len() {
+            ensure!(
+                f % 2 == 0,
+                "`fc`[{j}] = {f}: a hidden layer of diodes needs an even width (half of the diodes conduct each way)"
+            );
+        }
+    }
+    let gain = b.gain.unwrap_or(1.0);
+    ensure!(
+        gain > 0.0 && gain.is_finite(),
+        "`gain` = {gain} must be a positive number"
+    );
+    let duplicate = b.duplicate.unwrap_or(true);
+    let mut layout = match b.channels.len() {
+        1 => {
+            let width = match input {
+                LayerShape::Map { c, .. } => c,
+                LayerShape::Dense { f } => f,
+            };
+            ensure!(
+                b.channels[0] == width,
+                "`channels` = {:?} but the block input has {width} {} (from {})",
+                b.channels,
+                if matches!(input, LayerShape::Map { .. }) { "channels" } else { "units" },
+                if k == 0 { "the image" } else { "the previous block's last layer" }
+            );
+            BlockLayout {
+                kind: BlockKind::Resistive,
+                input,
+                ff_conv: false,
+                ff_cin: width,
+                ff_cout: width,
+                ff_pool: false,
+                kernel: b.kernel,
+                padding: b.padding,
+                norm: Norm::None,
+                norm_pool: false,
+                layers: Vec::new(),
+                couplings: Vec::new(),
+                alpha,
+                clamp_last: false,
+                gain,
+                duplicate,
+            }
+        }
+        2 => {
+            let conv_only = BlockConfig {
+                kind: BlockKind::Hopfield,
+                fc: Vec::new(),
+                gain: None,
+                duplicate: None,
+                ..b.clone()
+            };
+            BlockLayout {
+                kind: BlockKind::Resistive,
+                gain,
+                duplicate,
+                ..hopfield_layout(k, &conv_only, input, alpha)?
+            }
+        }
+        _ => bail!(
+            "`channels` = {:?}: a resistive block has at most one (feedforward) conv; give `[C_in]` or `[C_in, C_0]`",
+            b.channels
+        ),
+    };
+    ensure!(
+        layout.ff_conv || b.norm == Norm::None,
+        "`norm = batchnorm` needs a feedforward conv (`channels = [C_in, C_0]`); set `norm = \"none\"`"
+    );
+    let mut fin = layout.drive_shape().numel() * if duplicate { 2 } else { 1 };
+    layout.layers.clear();
+    layout.couplings.clear();
+    for &f in &b.fc {
+        layout
+            .couplings
+            .push(CouplingKind::Resistive { fin, fout: f });
+        layout.layers.push(LayerShape::Dense { f });
+        fin = f;
+    }
+    Ok(layout)
+}
+
+/// A Hopfield block: the feedforward conv, conv couplings, then dense couplings.
+fn hopfield_layout(
+    k: usize,
+    b: &BlockConfig,
+    input: LayerShape,
+    alpha: f32,
+) -> Result<BlockLayout> {
     let LayerShape::Map { h, w, c } = input else {
-        bail!("block input must be a map")
+        bail!("the input of a hopfield block must be a map (its feedforward transform is a conv), but the previous block ends with a dense layer")
     };
     ensure!(
         b.channels.len() >= 2,
@@ -323,7 +546,9 @@ fn block_layout(k: usize, b: &BlockConfig, input: LayerShape, alpha: f32) -> Res
         "`alpha` = {alpha} must be a positive number"
     );
     Ok(BlockLayout {
+        kind: BlockKind::Hopfield,
         input,
+        ff_conv: true,
         ff_cin: b.channels[0],
         ff_cout: b.channels[1],
         ff_pool: pool_flags[0],
@@ -335,6 +560,8 @@ fn block_layout(k: usize, b: &BlockConfig, input: LayerShape, alpha: f32) -> Res
         couplings,
         alpha,
         clamp_last: b.clamp_last,
+        gain: 1.0,
+        duplicate: false,
     })
 }
 
@@ -358,6 +585,7 @@ mod tests {
                 block(&[256, 512, 512], "mm", &[256]),
             ],
             conv_algo: ConvAlgo::Auto,
+            cost: Default::default(),
         };
         let l = cfg.layouts().unwrap();
         assert_eq!(
@@ -401,6 +629,7 @@ mod tests {
             init_v: 1e-4,
             blocks: vec![block(&[1, 4], "m", &[])],
             conv_algo: ConvAlgo::Auto,
+            cost: Default::default(),
         };
         let e = format!("{:#}", cfg.layouts().unwrap_err());
         assert!(

@@ -28,7 +28,9 @@ fn coupling_macs(c: &CouplingKind, k: usize) -> u64 {
         CouplingKind::Conv {
             cin, cout, h, w, ..
         } => (cin * cout * k * k * h * w) as u64,
-        CouplingKind::Dense { fin, fout } => (fin * fout) as u64,
+        CouplingKind::Dense { fin, fout } | CouplingKind::Resistive { fin, fout } => {
+            (fin * fout) as u64
+        }
     }
 }
 
@@ -37,10 +39,26 @@ fn block_cost(l: &BlockLayout) -> BlockCost {
         super::config::LayerShape::Map { h, w, .. } => (h, w),
         super::config::LayerShape::Dense { .. } => (1, 1),
     };
-    BlockCost {
-        coupling_pass: l.couplings.iter().map(|c| coupling_macs(c, l.kernel)).sum(),
-        feedforward: (l.ff_cin * l.ff_cout * l.kernel * l.kernel * h * w) as u64,
-        layers: l.layers.len(),
+    let conv = if l.ff_conv {
+        (l.ff_cin * l.ff_cout * l.kernel * l.kernel * h * w) as u64
+    } else {
+        0
+    };
+    match l.kind {
+        // a resistive block's input coupling is evaluated once per relaxation, like F
+        super::config::BlockKind::Resistive => BlockCost {
+            coupling_pass: l.couplings[1..]
+                .iter()
+                .map(|c| coupling_macs(c, l.kernel))
+                .sum(),
+            feedforward: conv + coupling_macs(&l.couplings[0], l.kernel),
+            layers: l.layers.len(),
+        },
+        super::config::BlockKind::Hopfield => BlockCost {
+            coupling_pass: l.couplings.iter().map(|c| coupling_macs(c, l.kernel)).sum(),
+            feedforward: conv,
+            layers: l.layers.len(),
+        },
     }
 }
 

@@ -79,19 +79,25 @@ fn bn_forward(
     Ok(())
 }
 
-/// `u = F(x)` for channels-last `x`; fills `cache` for [`ff_vjp`].
+/// `u = F(x)` for channels-last `x`; fills `cache` for [`ff_vjp`]. Without a conv (`conv =
+/// None`, a resistive block fed directly) `F` is the identity.
 pub fn ff_forward(
     block: &Block,
-    conv: &PackedConv,
+    conv: Option<&PackedConv>,
     x: &Tensor,
     mode: BnMode,
     cache: &mut FfCache,
 ) -> Result<Tensor> {
     let l = &block.layout;
     cache.input.assign(x);
+    let (Some(conv), Some(ff)) = (conv, block.ff.as_ref()) else {
+        cache.pool = None;
+        cache.bn_stats = None;
+        return Ok(x.clone());
+    };
     let mut u = Tensor::default();
     let mut tmp = Tensor::default();
-    let bias = block.ff.bias.as_ref().map(|b| b.data());
+    let bias = ff.bias.as_ref().map(|b| b.data());
     match (l.norm, &block.bn) {
         (Norm::Batchnorm, Some(bn)) if l.norm_pool => {
             conv2d(x, conv, bias, &mut tmp)?;
@@ -153,13 +159,17 @@ fn unpool_or_copy(g: &Tensor, idx: &Option<PoolIndex>) -> Result<Tensor> {
 /// Requires a training-mode forward (`cache.bn_stats` set) when the block has BN.
 pub fn ff_vjp(
     block: &Block,
-    conv: &PackedConv,
+    conv: Option<&PackedConv>,
     cache: &FfCache,
     g_u: &Tensor,
     want_dx: bool,
     grads: Option<FfGrads<'_>>,
 ) -> Result<Option<Tensor>> {
     let l = &block.layout;
+    let Some(conv) = conv else {
+        // the identity
+        return Ok(want_dx.then(|| g_u.clone()));
+    };
     let mut bn_g = block
         .bn
         .as_ref()
@@ -212,4 +222,91 @@ pub fn ff_vjp(
     let mut dx = Tensor::default();
     conv2d_transposed(&g_conv, conv, &mut dx)?;
     Ok(Some(dx))
+}
+
+/// When BatchNorm running statistics are updated during a training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnUpdates {
+    /// Once per batch, from the free-phase drive (SPEC §4).
+    #[default]
+    OncePerBatch,
+    /// At every evaluation of the feedforward transform, as the reference does.
+    ReferenceCompat,
+}
+
+/// Evaluations of block `block`'s transform in training mode with batch statistics `stats`
+/// (`count` times: the reference implementation re-evaluates `F` at every sweep).
+#[derive(Clone, Debug)]
+pub struct TransformEvals {
+    pub block: usize,
+    pub stats: BnBatchStats,
+    pub count: usize,
+}
+
+/// BatchNorm running-statistics updates owed by a step: `times` updates of block `block`
+/// with `stats`.
+#[derive(Clone, Debug)]
+pub struct BnUpdate {
+    pub block: usize,
+    pub stats: BnBatchStats,
+    pub times: usize,
+}
+
+/// The running-statistics updates of a training step under `policy`, from the transform
+/// evaluations of the free phase (`free`, one entry per block with BN, in block order) and of
+/// the gradient estimator (`estimator`).
+pub fn running_stat_updates(
+    policy: BnUpdates,
+    free: &[TransformEvals],
+    estimator: &[TransformEvals],
+) -> Vec<BnUpdate> {
+    match policy {
+        BnUpdates::OncePerBatch => free
+            .iter()
+            .map(|e| BnUpdate {
+                block: e.block,
+                stats: e.stats.clone(),
+                times: 1,
+            })
+            .collect(),
+        BnUpdates::ReferenceCompat => {
+            let mut out: Vec<BnUpdate> = Vec::new();
+            for e in free.iter().chain(estimator) {
+                // consecutive evaluations with the same statistics merge (same result)
+                match out
+                    .iter_mut()
+                    .rev()
+                    .find(|u| u.block == e.block)
+                    .filter(|u| u.stats == e.stats)
+                {
+                    Some(u) => u.times += e.count,
+                    None => out.push(BnUpdate {
+                        block: e.block,
+                        stats: e.stats.clone(),
+                        times: e.count,
+                    }),
+                }
+            }
+            out.sort_by_key(|u| u.block);
+            out
+        }
+    }
+}
+
+/// Applies the running-statistics updates of a training step to `model`.
+pub fn apply_bn_updates(model: &mut super::Model, updates: &[BnUpdate]) {
+    for u in updates {
+        if let Some(bn) = model.blocks[u.block].bn.as_mut() {
+            for _ in 0..u.times {
+                crate::core::batchnorm::update_running_stats(
+                    &u.stats,
+                    BatchNorm::MOMENTUM,
+                    bn.running_mean.data_mut(),
+                    bn.running_var.data_mut(),
+                );
+                bn.num_batches_tracked += 1;
+            }
+        }
+    }
 }

@@ -9,7 +9,9 @@ pub mod params;
 pub mod presets;
 pub mod readout;
 
-pub use config::{BlockConfig, BlockLayout, CouplingKind, LayerShape, ModelConfig, Norm};
+pub use config::{
+    BlockConfig, BlockKind, BlockLayout, CostKind, CouplingKind, LayerShape, ModelConfig, Norm,
+};
 pub use params::{BatchNorm, Block, BufferId, Grads, Model, ParamId, Synapse};
 
 use crate::core::dense::PackedDense;
@@ -21,6 +23,12 @@ use anyhow::Result;
 pub enum PackedCoupling {
     Conv(PackedConv),
     Dense(PackedDense),
+    /// Conductances `G: [F_out, F_in]` with their row sums `Σ_i G_ji` and column sums.
+    Resistive {
+        dense: PackedDense,
+        row_sums: Tensor,
+        col_sums: Tensor,
+    },
 }
 
 impl PackedCoupling {
@@ -28,7 +36,7 @@ impl PackedCoupling {
     pub fn conv(&self) -> &PackedConv {
         match self {
             PackedCoupling::Conv(c) => c,
-            PackedCoupling::Dense(_) => panic!("dense coupling used as a conv"),
+            _ => panic!("dense coupling used as a conv"),
         }
     }
 
@@ -36,7 +44,7 @@ impl PackedCoupling {
     pub fn dense(&self) -> &PackedDense {
         match self {
             PackedCoupling::Dense(d) => d,
-            PackedCoupling::Conv(_) => panic!("conv coupling used as a dense one"),
+            _ => panic!("conv coupling used as a dense one"),
         }
     }
 }
@@ -44,7 +52,8 @@ impl PackedCoupling {
 /// Weights of one block packed for the kernels (rebuilt whenever the weights change).
 #[derive(Clone, Debug)]
 pub struct PreparedBlock {
-    pub ff: PackedConv,
+    /// The feedforward conv (absent for a resistive block fed directly).
+    pub ff: Option<PackedConv>,
     /// Index `i-1` for synapse `i`.
     pub couplings: Vec<PackedCoupling>,
 }
@@ -52,7 +61,11 @@ pub struct PreparedBlock {
 impl PreparedBlock {
     pub fn new(block: &Block, algo: crate::core::ConvAlgo) -> Result<Self> {
         let pad = block.layout.padding;
-        let ff = PackedConv::new(&block.ff.weight, pad, algo)?;
+        let ff = block
+            .ff
+            .as_ref()
+            .map(|f| PackedConv::new(&f.weight, pad, algo))
+            .transpose()?;
         let layers = &block.layout.layers;
         let couplings = block
             .layout
@@ -70,6 +83,14 @@ impl PreparedBlock {
                         LayerShape::Dense { .. } => None,
                     };
                     PackedDense::new(&syn.weight, map).map(PackedCoupling::Dense)
+                }
+                CouplingKind::Resistive { .. } => {
+                    let (row_sums, col_sums) = crate::core::resistive::row_col_sums(&syn.weight)?;
+                    PackedDense::new(&syn.weight, None).map(|dense| PackedCoupling::Resistive {
+                        dense,
+                        row_sums,
+                        col_sums,
+                    })
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -39,22 +39,25 @@ pub struct Synapse {
     pub bias: Option<Tensor>,
 }
 
-/// One stage: feedforward conv (synapse 0), optional batch-norm, couplings (synapses 1..).
+/// One stage: feedforward conv (synapse 0; absent for a resistive block fed directly),
+/// optional batch-norm, couplings (synapses 1..; a resistive block's synapse `i` holds the
+/// conductances into layer `i − 1` and that layer's bias).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Block {
     pub layout: BlockLayout,
-    pub ff: Synapse,
+    pub ff: Option<Synapse>,
     pub bn: Option<BatchNorm>,
     /// `couplings[i-1]` is synapse `i`, coupling layers `i-1` and `i`.
     pub couplings: Vec<Synapse>,
 }
 
-/// An ff-EBM: blocks and the linear readout `logits = W_ro flat(s_K,n) + b_ro`.
+/// An ff-EBM: blocks and the linear readout `logits = W_ro flat(s_K,n) + b_ro` (absent with
+/// the squared-error cost, whose "logits" are the last layer itself).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     pub config: ModelConfig,
     pub blocks: Vec<Block>,
-    pub readout: Synapse,
+    pub readout: Option<Synapse>,
 }
 
 /// Identifies one trainable tensor.
@@ -93,10 +96,10 @@ impl Model {
         let mut blocks = Vec::with_capacity(layouts.len());
         for layout in layouts {
             let k = layout.kernel;
-            let ff = Synapse {
+            let ff = layout.ff_conv.then(|| Synapse {
                 weight: goe_conv(&mut rng, layout.ff_cout, layout.ff_cin, k, v),
                 bias: (layout.norm == Norm::None).then(|| Tensor::zeros(&[layout.ff_cout])),
-            };
+            });
             let couplings = layout
                 .couplings
                 .iter()
@@ -106,6 +109,7 @@ impl Model {
                         bias: Some(Tensor::zeros(&[cout])),
                     },
                     CouplingKind::Dense { fin, fout } => uniform_linear(&mut rng, fout, fin),
+                    CouplingKind::Resistive { fin, fout } => conductances(&mut rng, fout, fin),
                 })
                 .collect();
             let bn = (layout.norm == Norm::Batchnorm).then(|| BatchNorm::new(layout.ff_cout));
@@ -116,8 +120,12 @@ impl Model {
                 couplings,
             });
         }
-        let fin = config.readout_inputs()?;
-        let readout = uniform_linear(&mut rng, config.classes, fin);
+        let readout = if config.has_readout() {
+            let fin = config.readout_inputs()?;
+            Some(uniform_linear(&mut rng, config.classes, fin))
+        } else {
+            None
+        };
         Ok(Model {
             config,
             blocks,
@@ -129,12 +137,14 @@ impl Model {
     pub fn param_ids(&self) -> Vec<ParamId> {
         let mut ids = Vec::new();
         for (k, b) in self.blocks.iter().enumerate() {
-            ids.push(ParamId::Synapse {
-                block: k,
-                index: 0,
-                bias: false,
-            });
-            if b.ff.bias.is_some() {
+            if b.ff.is_some() {
+                ids.push(ParamId::Synapse {
+                    block: k,
+                    index: 0,
+                    bias: false,
+                });
+            }
+            if b.ff.as_ref().is_some_and(|f| f.bias.is_some()) {
                 ids.push(ParamId::Synapse {
                     block: k,
                     index: 0,
@@ -164,8 +174,10 @@ impl Model {
                 });
             }
         }
-        ids.push(ParamId::Readout { bias: false });
-        ids.push(ParamId::Readout { bias: true });
+        if self.readout.is_some() {
+            ids.push(ParamId::Readout { bias: false });
+            ids.push(ParamId::Readout { bias: true });
+        }
         ids
     }
 
@@ -206,10 +218,14 @@ impl Model {
                 }
             }
             ParamId::Readout { bias } => {
+                let r = self
+                    .readout
+                    .as_ref()
+                    .expect("parameter id of a missing readout");
                 if bias {
-                    self.readout.bias.as_ref().expect("readout bias")
+                    r.bias.as_ref().expect("readout bias")
                 } else {
-                    &self.readout.weight
+                    &r.weight
                 }
             }
         }
@@ -219,7 +235,10 @@ impl Model {
         match id {
             ParamId::Synapse { block, index, bias } => {
                 let s = if index == 0 {
-                    &mut self.blocks[block].ff
+                    self.blocks[block]
+                        .ff
+                        .as_mut()
+                        .expect("parameter id of a missing feedforward conv")
                 } else {
                     &mut self.blocks[block].couplings[index - 1]
                 };
@@ -241,10 +260,14 @@ impl Model {
                 }
             }
             ParamId::Readout { bias } => {
+                let r = self
+                    .readout
+                    .as_mut()
+                    .expect("parameter id of a missing readout");
                 if bias {
-                    self.readout.bias.as_mut().expect("readout bias")
+                    r.bias.as_mut().expect("readout bias")
                 } else {
-                    &mut self.readout.weight
+                    &mut r.weight
                 }
             }
         }
@@ -252,7 +275,10 @@ impl Model {
 
     fn synapse(&self, block: usize, index: usize) -> &Synapse {
         if index == 0 {
-            &self.blocks[block].ff
+            self.blocks[block]
+                .ff
+                .as_ref()
+                .expect("parameter id of a missing feedforward conv")
         } else {
             &self.blocks[block].couplings[index - 1]
         }
@@ -299,6 +325,31 @@ impl Model {
             .iter()
             .map(|&id| self.param(id).len())
             .sum()
+    }
+
+    /// The parameters that must stay non-negative (conductances of resistive blocks).
+    pub fn non_negative_params(&self) -> Vec<ParamId> {
+        let mut ids = Vec::new();
+        for (k, b) in self.blocks.iter().enumerate() {
+            for (i, c) in b.layout.couplings.iter().enumerate() {
+                if matches!(c, CouplingKind::Resistive { .. }) {
+                    ids.push(ParamId::Synapse {
+                        block: k,
+                        index: i + 1,
+                        bias: false,
+                    });
+                }
+            }
+        }
+        ids
+    }
+
+    /// Projects every parameter back into its domain (conductances clamped to `≥ 0`), as after
+    /// every optimiser step.
+    pub fn project_params(&mut self) {
+        for id in self.non_negative_params() {
+            crate::core::ops::clamp_min(self.param_mut(id), 0.0);
+        }
     }
 
     /// Zero gradients for every parameter, in [`Model::param_ids`] order.
@@ -370,6 +421,19 @@ fn goe_conv(rng: &mut ChaCha8Rng, cout: usize, cin: usize, k: usize, v: f32) -> 
     w
 }
 
+/// Conductances of a resistive layer as energy-based-learning initialises them: Kaiming
+/// uniform `U(−1/√F_in, 1/√F_in)`, then clamped to `≥ 0` (about half start at 0); biases 0.
+fn conductances(rng: &mut ChaCha8Rng, fout: usize, fin: usize) -> Synapse {
+    let bound = 1.0 / (fin as f32).sqrt();
+    let data = (0..fout * fin)
+        .map(|_| rng.gen_range(-bound..bound).max(0.0))
+        .collect();
+    Synapse {
+        weight: Tensor::from_vec(&[fout, fin], data).expect("shape"),
+        bias: Some(Tensor::zeros(&[fout])),
+    }
+}
+
 /// PyTorch's default `nn.Linear` initialisation: weight and bias `U(−1/√F_in, 1/√F_in)`.
 fn uniform_linear(rng: &mut ChaCha8Rng, fout: usize, fin: usize) -> Synapse {
     let bound = 1.0 / (fin as f32).sqrt();
@@ -405,6 +469,7 @@ mod tests {
                 b(&[16, 8], "-", &[6], Norm::None),
             ],
             conv_algo: Default::default(),
+            cost: Default::default(),
         }
     }
 
@@ -480,10 +545,14 @@ mod tests {
         // seeded: same seed same weights, other seed differs
         assert_eq!(Model::new(tiny(), 7).unwrap(), m);
         assert_ne!(
-            Model::new(tiny(), 8).unwrap().blocks[0].ff.weight,
-            m.blocks[0].ff.weight
+            Model::new(tiny(), 8).unwrap().blocks[0]
+                .ff
+                .as_ref()
+                .unwrap()
+                .weight,
+            m.blocks[0].ff.as_ref().unwrap().weight
         );
-        let r = &m.readout.weight;
+        let r = &m.readout.as_ref().unwrap().weight;
         assert!(r.data().iter().all(|v| v.abs() <= 1.0 / 6f32.sqrt()));
     }
 }

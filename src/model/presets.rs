@@ -1,36 +1,32 @@
 //! Built-in presets: the paper's experiments (SPEC §6) and small ones that learn in
 //! minutes on 2 cores.
 
-use super::config::{BlockConfig, ModelConfig, Norm};
+use super::config::{BlockConfig, CostKind, ModelConfig, Norm};
+use crate::grad::AlgoConfig;
+use crate::relax::Order;
+use crate::train::optim::{OptimConfig, OptimKind, ScheduleConfig, ScheduleKind};
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
-
-/// Relaxation and EP hyper-parameters of a preset.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlgoHyper {
-    /// Free-phase sweeps (the cap when `tol` is set).
-    pub t1: usize,
-    /// Sweeps of each nudged phase (EP) / of the unrolled computation (ID).
-    pub t2: usize,
-    /// Nudging strength β.
-    pub beta: f32,
-    /// Free-phase tolerance (SPEC §1.3); `None` = always `t1` sweeps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tol: Option<f32>,
-}
 
 /// Training hyper-parameters of a preset (SPEC §4, §6).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TrainHyper {
     pub dataset: String,
     pub batch_size: usize,
-    pub lr: f64,
     pub epochs: usize,
-    /// Cosine schedule period and floor.
-    pub t_max: usize,
-    pub lr_min: f64,
+    /// Optimiser (its `lr` is the initial learning rate) and learning-rate schedule.
+    pub optim: OptimConfig,
+    pub schedule: ScheduleConfig,
+    /// Normalise pixels with the dataset's constants (else `[0, 1]`).
+    pub normalize: bool,
+    /// Zero-pad 28x28 images to 32x32.
+    pub pad_to_32: bool,
+}
+
+impl TrainHyper {
+    /// The initial learning rate.
+    pub fn lr(&self) -> f64 {
+        self.optim.lr
+    }
 }
 
 /// A named, complete experiment description.
@@ -39,7 +35,8 @@ pub struct Preset {
     pub name: &'static str,
     pub summary: &'static str,
     pub model: ModelConfig,
-    pub algo: AlgoHyper,
+    /// Estimator and relaxation settings (EP by default).
+    pub algo: AlgoConfig,
     pub train: TrainHyper,
 }
 
@@ -73,7 +70,58 @@ pub const NAMES: &[&str] = &[
     "scaling_small",
     "scaling_large",
     "static_gradient_analysis",
+    "drn_xs",
+    "drn_1h",
+    "cifar10_drn",
 ];
+
+/// energy-based-learning's `papers/fast-drn` training of deep resistive networks on MNIST:
+/// raw `[0, 1]` 28x28 pixels, batch 4, SGD (momentum 0) with `ExponentialLR(0.99)`,
+/// asynchronous updates in every phase, the previous batch's states as the starting point,
+/// centered EP, squared-error cost on the output layer.
+fn drn_mnist(
+    layers: &[usize],
+    gain: f32,
+    iterations: usize,
+    beta: f32,
+    lr: f64,
+    epochs: usize,
+) -> (ModelConfig, AlgoConfig, TrainHyper) {
+    let mut m = model(
+        vec![BlockConfig::resistive(&[1], "", NONE, layers, gain)],
+        1.0,
+        8.351e-5,
+        10,
+        [1, 28, 28],
+    );
+    m.cost = CostKind::SquaredError;
+    let algo = AlgoConfig {
+        nudged_order: Order::EvenFirst,
+        warm_start: true,
+        ..AlgoConfig::ep(iterations, iterations, beta)
+    };
+    let train = TrainHyper {
+        dataset: "mnist".into(),
+        batch_size: 4,
+        epochs,
+        optim: OptimConfig {
+            name: OptimKind::Sgd,
+            lr,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+        schedule: ScheduleConfig {
+            name: ScheduleKind::Exponential,
+            t_max: epochs,
+            lr_min: 0.0,
+            gamma: Some(0.99),
+        },
+        normalize: false,
+        pad_to_32: false,
+    };
+    (m, algo, train)
+}
 
 fn model(
     blocks: Vec<BlockConfig>,
@@ -89,17 +137,29 @@ fn model(
         init_v: v,
         blocks,
         conv_algo: Default::default(),
+        cost: Default::default(),
     }
 }
 
+/// Adam (SPEC §4) with cosine annealing over the run to `lr_min`.
 fn train(dataset: &str, batch: usize, lr: f64, epochs: usize, lr_min: f64) -> TrainHyper {
     TrainHyper {
         dataset: dataset.into(),
         batch_size: batch,
-        lr,
         epochs,
-        t_max: epochs,
-        lr_min,
+        optim: OptimConfig {
+            name: OptimKind::Adam,
+            lr,
+            ..Default::default()
+        },
+        schedule: ScheduleConfig {
+            name: ScheduleKind::Cosine,
+            t_max: epochs,
+            lr_min,
+            gamma: None,
+        },
+        normalize: true,
+        pad_to_32: true,
     }
 }
 
@@ -151,18 +211,8 @@ fn large_blocks(n: usize) -> Vec<BlockConfig> {
 /// The preset `name` with a readout of `classes` outputs (`None` = the preset's dataset).
 pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
     let c10 = [3, 32, 32];
-    let small_algo = AlgoHyper {
-        t1: 60,
-        t2: 20,
-        beta: 0.2,
-        tol: None,
-    };
-    let large_algo = AlgoHyper {
-        t1: 20,
-        t2: 5,
-        beta: 0.2,
-        tol: None,
-    };
+    let small_algo = AlgoConfig::ep(60, 20, 0.2);
+    let large_algo = AlgoConfig::ep(20, 5, 0.2);
     let mut p = match name {
         splitting if NAMES.contains(&splitting) && splitting.starts_with("splitting_") => {
             let small = splitting.starts_with("splitting_small_");
@@ -177,11 +227,9 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 (true, false) => (1.0, small_algo, 1e-4, 200),
                 (true, true) => (
                     0.65,
-                    AlgoHyper {
-                        t1: 1580,
-                        t2: 20,
-                        beta: 0.2,
+                    AlgoConfig {
                         tol: Some(1e-6),
+                        ..AlgoConfig::ep(1580, 20, 0.2)
                     },
                     3e-4,
                     100,
@@ -189,11 +237,9 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 (false, false) => (1.0, large_algo, 5e-5, 200),
                 (false, true) => (
                     0.55,
-                    AlgoHyper {
-                        t1: 1580,
-                        t2: 5,
-                        beta: 0.2,
+                    AlgoConfig {
                         tol: Some(1e-4),
+                        ..AlgoConfig::ep(1580, 5, 0.2)
                     },
                     5e-5,
                     100,
@@ -234,12 +280,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 100,
                 c10,
             ),
-            algo: AlgoHyper {
-                t1: 15,
-                t2: 5,
-                beta: 0.2,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(15, 5, 0.2),
             train: train("cifar100", 256, 5e-5, 200, 5e-7),
         },
         "scaling_large" => Preset {
@@ -262,12 +303,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 100,
                 c10,
             ),
-            algo: AlgoHyper {
-                t1: 15,
-                t2: 5,
-                beta: 0.2,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(15, 5, 0.2),
             train: train("cifar100", 256, 2e-5, 100, 1e-7),
         },
         "cifar10_tiny" => Preset {
@@ -284,12 +320,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 10,
                 c10,
             ),
-            algo: AlgoHyper {
-                t1: 30,
-                t2: 10,
-                beta: 0.2,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(30, 10, 0.2),
             train: train("cifar10", 128, 5e-4, 10, 1e-6),
         },
         "mnist_mlp" => Preset {
@@ -303,14 +334,49 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 10,
                 [1, 32, 32],
             ),
-            algo: AlgoHyper {
-                t1: 20,
-                t2: 8,
-                beta: 0.5,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(20, 8, 0.5),
             train: train("mnist", 64, 1e-3, 2, 1e-5),
         },
+        "drn_xs" => {
+            let (model, algo, train) = drn_mnist(&[100, 10], 100.0, 4, 1.0, 0.006, 10);
+            Preset {
+                name: "drn_xs",
+                summary: "Deep resistive network 2x784-100-10 on MNIST (energy-based-learning's DRN-XS: 3.46% test error with EP)",
+                model,
+                algo,
+                train,
+            }
+        }
+        "drn_1h" => {
+            let (model, algo, train) = drn_mnist(&[1024, 10], 480.0, 4, 1.0, 0.006, 50);
+            Preset {
+                name: "drn_1h",
+                summary: "Deep resistive network 2x784-1024-10 on MNIST (energy-based-learning's DRN-1H: 1.57% test error with EP)",
+                model,
+                algo,
+                train,
+            }
+        }
+        "cifar10_drn" => {
+            let mut m = model(
+                vec![
+                    blk(&[3, 32, 64, 64], "mmm", &[], BN, true),
+                    BlockConfig::resistive(&[64, 128], "m", BN, &[256, 10], 8.0),
+                ],
+                1.0,
+                8.351e-5,
+                10,
+                c10,
+            );
+            m.cost = CostKind::SquaredError;
+            Preset {
+                name: "cifar10_drn",
+                summary: "cifar10_tiny's front end (feedforward convs and the Hopfield conv block) with a dense deep resistive network as the output block",
+                model: m,
+                algo: AlgoConfig::ep(30, 10, 0.5),
+                train: train("cifar10", 128, 5e-4, 10, 1e-6),
+            }
+        }
         "static_gradient_analysis" => Preset {
             name: "static_gradient_analysis",
             summary: "Static gradient analysis (Figs. 3-5): EP vs ID at initialisation, batch 2",
@@ -328,12 +394,7 @@ pub fn preset(name: &str, classes: Option<usize>) -> Result<Preset> {
                 10,
                 c10,
             ),
-            algo: AlgoHyper {
-                t1: 15,
-                t2: 20,
-                beta: 0.02,
-                tol: None,
-            },
+            algo: AlgoConfig::ep(15, 20, 0.02),
             train: train("cifar10", 2, 5e-5, 1, 1e-6),
         },
         other => {
@@ -381,7 +442,7 @@ mod tests {
         assert_eq!(layers("static_gradient_analysis"), [2, 2, 3, 3, 2, 3]);
         assert_eq!(layers("cifar10_tiny"), [3, 3]);
         assert_eq!(layers("mnist_mlp"), [2]);
-        for n in NAMES {
+        for n in NAMES.iter().filter(|n| !n.contains("drn")) {
             let p = preset(n, Some(1000)).unwrap();
             assert_eq!(p.model.classes, 1000);
             let fin = p.model.readout_inputs().unwrap();

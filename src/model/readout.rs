@@ -1,9 +1,13 @@
 //! The linear readout `z = W_ro flat(s_n) + b_ro` on the last layer of the last block and
 //! the gradients of the cross-entropy through it.
 
-use super::params::Synapse;
+use super::config::CostKind;
+use super::params::{Model, Synapse};
 use crate::core::dense::{linear, linear_transposed, linear_weight_grad};
-use crate::core::loss::{cross_entropy_grad, softmax_cross_entropy, CrossEntropy};
+use crate::core::loss::{
+    cross_entropy_grad, softmax_cross_entropy, squared_error, squared_error_grad, CrossEntropy,
+    Losses,
+};
 use crate::core::ops::{flatten_chw, unflatten_chw};
 use crate::core::Tensor;
 use anyhow::Result;
@@ -82,4 +86,45 @@ pub fn accumulate_readout_grads(
     linear_weight_grad(&flat, &gz, scale, true, g_w)?;
     crate::core::conv::channel_sum(&gz, scale, true, g_b);
     Ok(ce)
+}
+
+/// The model's output scores for `s_last`: the readout's logits, or the last layer itself
+/// (flattened) with the squared-error cost.
+pub fn model_logits(model: &Model, s_last: &Tensor) -> Result<Tensor> {
+    match &model.readout {
+        Some(r) => logits(r, s_last),
+        None => flatten_state(s_last),
+    }
+}
+
+/// Per-sample losses of the model's cost from its output scores.
+pub fn model_losses(model: &Model, scores: &Tensor, labels: &[u32]) -> Result<Losses> {
+    match model.config.cost {
+        CostKind::CrossEntropy => Ok(Losses {
+            losses: softmax_cross_entropy(scores, labels)?.losses,
+        }),
+        CostKind::SquaredError => squared_error(scores, labels),
+    }
+}
+
+/// The losses at `s_last` and `∂(scale·Σ_b ℓ_b)/∂s_last` for the model's cost.
+pub fn model_loss_and_state_grad(
+    model: &Model,
+    s_last: &Tensor,
+    labels: &[u32],
+    scale: f32,
+) -> Result<(Losses, Tensor)> {
+    match &model.readout {
+        Some(r) => {
+            let (ce, g) = loss_and_state_grad(r, s_last, labels, scale)?;
+            Ok((Losses { losses: ce.losses }, g))
+        }
+        None => {
+            let flat = flatten_state(s_last)?;
+            let losses = squared_error(&flat, labels)?;
+            let mut g = Tensor::default();
+            squared_error_grad(&flat, labels, scale, &mut g);
+            Ok((losses, unflatten_like(g, s_last)?))
+        }
+    }
 }

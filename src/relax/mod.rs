@@ -1,30 +1,28 @@
-//! Relaxation of an energy-based block to equilibrium (SPEC §1.2–1.3).
+//! Relaxation: minimising a block's energy `E` (plus an optional cost term `β·C` handed to it,
+//! which is just one more interaction) by exact block coordinate descent (SPEC §1.3).
 //!
-//! A [`Relaxation`] owns the layer states `s_0 … s_{n−1}` of one block for one batch, the
-//! block's (constant) drive `u = F(x)` and the caches of its couplings. One sweep updates
-//! every layer once, asynchronously: even layers (0, 2, …) then odd ones (free phase), or
-//! odd then even (nudged phases). A layer update is
+//! A [`Relaxation`] owns the layer states of one block for one batch, the block input (the
+//! constant drive `u = F(x)`) and one cache per interaction. Updating layer `l` sets it to
+//! the exact minimiser of the energy along that layer (see [`crate::energy::layer`]):
 //!
 //! ```text
-//! s_l ← act(bottom_up_l + top_down_l),  act = clamp(α·, 0, 1)  (identity for an unclamped last layer)
+//! s_l ← proj_l( Σ_t b_{t,l} / (g_l + Σ_t q_{t,l}) )
 //! ```
 //!
-//! Each coupling's forward value `P(W ⋆ s_{l−1} + b)` (bottom-up of `s_l`) and its pool
-//! argmax (needed by the top-down term of `s_{l−1}`) are cached with the version of
-//! `s_{l−1}` they were computed from and recomputed only when `s_{l−1}` changed: in the
-//! alternating schedule every coupling then costs one forward and one transposed
-//! convolution per sweep.
+//! summing over the interactions that touch `l`. A sweep updates every layer once, in one of
+//! the [`Order`]s. Interactions cache what they computed from a layer (e.g. a coupling's
+//! forward value `P(W ⋆ s_{l−1} + b)` and its pool argmax) with the version of that layer, so
+//! in the alternating schedule every coupling costs one forward and one transposed
+//! evaluation per sweep. The relaxation knows nothing of losses or labels.
 
 mod tape;
 
+pub use crate::energy::BlockState;
 pub use tape::{Tape, UpdateEvent};
 
-use crate::core::conv::{conv2d, conv2d_pool, conv2d_transposed, conv2d_transposed_unpool};
-use crate::core::dense::{dense_forward, dense_transposed};
-use crate::core::ops::{activate, UpdateStats};
-use crate::core::{PoolIndex, Tensor};
-use crate::model::readout::loss_and_state_grad;
-use crate::model::{Block, CouplingKind, LayerShape, PackedCoupling, PreparedBlock, Synapse};
+use crate::core::ops::UpdateStats;
+use crate::core::Tensor;
+use crate::energy::{EnergyBlock, Interaction, Probe, StateView, TermCache};
 use anyhow::Result;
 
 /// NaN or infinity appeared in a layer during a relaxation.
@@ -36,68 +34,34 @@ pub struct NonFiniteError {
     pub phase: &'static str,
 }
 
-/// Which parity is updated first in a sweep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The order in which a sweep updates the layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Order {
-    /// Free phase: layers 0, 2, 4, … then 1, 3, ….
+    /// Layers 0, 2, 4, … then 1, 3, … (the free phase of SPEC §1.3; "asynchronous").
+    #[default]
     EvenFirst,
-    /// Nudged phases: odd layers first.
+    /// Odd layers first (the nudged phases of SPEC §1.3).
     OddFirst,
+    /// One layer at a time, from the first to the last.
+    Forward,
+    /// One layer at a time, from the last to the first.
+    Backward,
+    /// Every layer from the same snapshot of the states.
+    Synchronous,
 }
 
-/// The nudge on the last layer of a block (its top-down term in nudged phases).
-#[derive(Clone, Copy, Debug)]
-pub enum Nudge<'a> {
-    /// Last block: `−β · W_roᵀ (softmax(z) − onehot(y))` at the current `s_n`, per sample.
-    Loss {
-        beta: f32,
-        readout: &'a Synapse,
-        labels: &'a [u32],
-    },
-    /// Other blocks: `+β · δ`, the error current from the block above.
-    Current { beta: f32, delta: &'a Tensor },
-}
-
-impl<'a> Nudge<'a> {
-    /// The nudge of a block in EP with signed strength `beta`: the loss for the last block
-    /// (`delta = None`), else the error current `delta` from the block above.
-    pub fn for_block(
-        delta: Option<&'a Tensor>,
-        beta: f32,
-        readout: &'a Synapse,
-        labels: &'a [u32],
-    ) -> Self {
-        match delta {
-            None => Nudge::Loss {
-                beta,
-                readout,
-                labels,
-            },
-            Some(delta) => Nudge::Current { beta, delta },
+impl Order {
+    /// The groups of layers updated together, in sequence, for a block of `n` layers.
+    pub fn groups(self, n: usize) -> Vec<Vec<usize>> {
+        let parity = |p: usize| (p..n).step_by(2).collect::<Vec<_>>();
+        match self {
+            Order::EvenFirst => vec![parity(0), parity(1)],
+            Order::OddFirst => vec![parity(1), parity(0)],
+            Order::Forward => (0..n).map(|l| vec![l]).collect(),
+            Order::Backward => (0..n).rev().map(|l| vec![l]).collect(),
+            Order::Synchronous => vec![(0..n).collect()],
         }
-    }
-}
-
-/// Layer states of one block for a batch.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BlockState {
-    pub layers: Vec<Tensor>,
-}
-
-impl BlockState {
-    /// All layers at zero (the SPEC's initial state).
-    pub fn zeros(shapes: &[LayerShape], batch: usize) -> Self {
-        BlockState {
-            layers: shapes
-                .iter()
-                .map(|s| Tensor::zeros(&s.batched(batch)))
-                .collect(),
-        }
-    }
-
-    /// The last layer (the block's output).
-    pub fn last(&self) -> &Tensor {
-        self.layers.last().expect("a block has at least one layer")
     }
 }
 
@@ -130,48 +94,38 @@ fn measure_of(stats: &[UpdateStats]) -> SweepStats {
     }
 }
 
-/// A block's states, drive and coupling caches during relaxation.
+/// A block's states, input and interaction caches during relaxation.
 pub struct Relaxation<'a> {
-    block: &'a Block,
-    kernels: &'a PreparedBlock,
-    drive: &'a Tensor,
+    block: &'a EnergyBlock<'a>,
+    input: &'a Tensor,
     pub state: BlockState,
     /// Incremented on every update of a layer.
     versions: Vec<u64>,
-    /// `bottom_up[l]` (l ≥ 1): forward value of coupling `l` at version `bu_from[l]` of `s_{l−1}`.
-    bottom_up: Vec<Tensor>,
-    bu_from: Vec<Option<u64>>,
-    pool_idx: Vec<PoolIndex>,
-    top_down: Tensor,
+    caches: Vec<TermCache>,
+    cost_cache: TermCache,
     /// Sweeps run so far.
     pub sweeps: usize,
-    /// Forward coupling evaluations (for the cost accounting of benchmarks).
-    pub forward_evals: usize,
     phase: &'static str,
 }
 
 impl<'a> Relaxation<'a> {
-    /// Starts from `state` (e.g. zeros, or a copy of the free equilibrium).
+    /// Starts from `state` (e.g. zeros, or a copy of the free equilibrium); `input` is the
+    /// block input `u = F(x)`, constant during the relaxation.
     pub fn new(
-        block: &'a Block,
-        kernels: &'a PreparedBlock,
-        drive: &'a Tensor,
+        block: &'a EnergyBlock<'a>,
+        input: &'a Tensor,
         state: BlockState,
         phase: &'static str,
     ) -> Self {
         let n = state.layers.len();
         Relaxation {
             block,
-            kernels,
-            drive,
+            input,
             state,
             versions: vec![0; n],
-            bottom_up: vec![Tensor::default(); n],
-            bu_from: vec![None; n],
-            pool_idx: vec![PoolIndex::default(); n],
-            top_down: Tensor::default(),
+            caches: vec![TermCache::default(); block.terms.len()],
+            cost_cache: TermCache::default(),
             sweeps: 0,
-            forward_evals: 0,
             phase,
         }
     }
@@ -180,120 +134,86 @@ impl<'a> Relaxation<'a> {
         self.state
     }
 
-    fn coupling(&self, l: usize) -> (CouplingKind, &'a Synapse, &'a PackedCoupling) {
-        (
-            self.block.layout.couplings[l - 1],
-            &self.block.couplings[l - 1],
-            &self.kernels.couplings[l - 1],
-        )
+    /// The block being relaxed.
+    pub fn block(&self) -> &'a EnergyBlock<'a> {
+        self.block
     }
 
-    /// Makes `bottom_up[l]` (and its pool indices) current for the present `s_{l−1}`.
-    fn ensure_bottom_up(&mut self, l: usize) -> Result<()> {
-        if self.bu_from[l] == Some(self.versions[l - 1]) {
-            return Ok(());
-        }
-        let (kind, syn, packed) = self.coupling(l);
-        let x = &self.state.layers[l - 1];
-        let bias = syn.bias.as_ref().map(|b| b.data());
-        match kind {
-            CouplingKind::Conv { pool: true, .. } => conv2d_pool(
-                x,
-                packed.conv(),
-                bias,
-                &mut self.bottom_up[l],
-                &mut self.pool_idx[l],
-            )?,
-            CouplingKind::Conv { pool: false, .. } => {
-                conv2d(x, packed.conv(), bias, &mut self.bottom_up[l])?
-            }
-            CouplingKind::Dense { .. } => {
-                dense_forward(x, packed.dense(), bias, &mut self.bottom_up[l])?
-            }
-        }
-        self.bu_from[l] = Some(self.versions[l - 1]);
-        self.forward_evals += 1;
-        Ok(())
+    /// The block input.
+    pub fn input(&self) -> &'a Tensor {
+        self.input
     }
 
-    /// Computes `top_down_l` into `self.top_down`; `false` when it is zero.
-    fn compute_top_down(&mut self, l: usize, nudge: Option<&Nudge<'_>>) -> Result<bool> {
-        let n = self.state.layers.len();
-        if l + 1 == n {
-            match nudge {
-                None => Ok(false),
-                Some(Nudge::Loss {
-                    beta,
-                    readout,
-                    labels,
-                }) => {
-                    let (_, g) =
-                        loss_and_state_grad(readout, &self.state.layers[l], labels, -beta)?;
-                    self.top_down = g;
-                    Ok(true)
-                }
-                Some(Nudge::Current { beta, delta }) => {
-                    self.top_down.assign(delta);
-                    crate::core::ops::scale(&mut self.top_down, *beta);
-                    Ok(true)
-                }
-            }
-        } else {
-            let (kind, _, packed) = self.coupling(l + 1);
-            match kind {
-                CouplingKind::Conv { pool: true, .. } => {
-                    self.ensure_bottom_up(l + 1)?;
-                    conv2d_transposed_unpool(
-                        &self.state.layers[l + 1],
-                        &self.pool_idx[l + 1],
-                        packed.conv(),
-                        &mut self.top_down,
-                    )?;
-                }
-                CouplingKind::Conv { pool: false, .. } => {
-                    conv2d_transposed(&self.state.layers[l + 1], packed.conv(), &mut self.top_down)?
-                }
-                CouplingKind::Dense { .. } => dense_transposed(
-                    &self.state.layers[l + 1],
-                    packed.dense(),
-                    self.state.layers[l].shape(),
-                    &mut self.top_down,
-                )?,
-            }
-            Ok(true)
+    /// Forward evaluations of the interactions so far (cost accounting).
+    pub fn forward_evals(&self) -> usize {
+        self.caches.iter().map(|c| c.evals).sum()
+    }
+
+    /// The present states as the interactions see them.
+    pub fn view(&self) -> StateView<'a, '_> {
+        StateView {
+            input: self.input,
+            layers: &self.state.layers,
+            versions: &self.versions,
         }
     }
 
+    /// Interaction `t` at the present state, with its cache.
+    pub fn probe(&mut self, t: usize) -> Probe<'_, 'a, '_> {
+        Probe {
+            view: StateView {
+                input: self.input,
+                layers: &self.state.layers,
+                versions: &self.versions,
+            },
+            cache: &mut self.caches[t],
+        }
+    }
+
+    /// Updates layer `l` (into `pending` instead when `snapshot`: the group's other layers
+    /// must still see the old value); returns the change statistics.
     fn update_layer(
         &mut self,
         l: usize,
-        nudge: Option<&Nudge<'_>>,
+        cost: Option<&dyn Interaction>,
         frozen: Option<&[bool]>,
         tape: Option<&mut Tape>,
+        snapshot: bool,
+        pending: &mut Vec<(usize, Tensor)>,
     ) -> Result<UpdateStats> {
-        if l > 0 {
-            self.ensure_bottom_up(l)?;
-        }
-        let has_td = self.compute_top_down(l, nudge)?;
-        let n = self.state.layers.len();
-        let clamped = l + 1 < n || self.block.layout.clamp_last;
-        let bu = if l == 0 {
-            self.drive
-        } else {
-            &self.bottom_up[l]
+        let block = self.block;
+        let mut record = tape.is_some().then(Tensor::default);
+        let mut new_value = snapshot.then(|| self.state.layers[l].clone());
+        let stats = {
+            let view = StateView {
+                input: self.input,
+                layers: &self.state.layers,
+                versions: &self.versions,
+            };
+            let mut slots: Vec<Option<&mut TermCache>> = self.caches.iter_mut().map(Some).collect();
+            let mut lin: Vec<&Tensor> = Vec::with_capacity(4);
+            let mut quad: Vec<&Tensor> = Vec::new();
+            for &t in block.touching(l) {
+                let cache = slots[t].take().expect("each term once");
+                let term = block.terms[t].as_ref();
+                lin.push(term.linear(l, &view, cache)?);
+                if let Some(q) = term.quadratic(l) {
+                    quad.push(q);
+                }
+            }
+            if let Some(c) = cost.filter(|c| c.span().touches(l)) {
+                lin.push(c.linear(l, &view, &mut self.cost_cache)?);
+                if let Some(q) = c.quadratic(l) {
+                    quad.push(q);
+                }
+            }
+            // the terms hold no borrow of the states: the layer is updated in place
+            let target = match new_value.as_mut() {
+                Some(v) => v,
+                None => &mut self.state.layers[l],
+            };
+            block.kinds[l].update(l, &lin, &quad, target, record.as_mut(), frozen)?
         };
-        let td = has_td.then_some(&self.top_down);
-        let mut v = tape.is_some().then(Tensor::default);
-        let stats = activate(
-            bu,
-            td,
-            self.block.layout.alpha,
-            clamped,
-            &mut self.state.layers[l],
-            v.as_mut(),
-            frozen,
-        )?;
-        self.versions[l] += 1;
         if !(stats.diff_sq.is_finite() && stats.old_sq.is_finite()) {
             return Err(NonFiniteError {
                 layer: l,
@@ -303,66 +223,56 @@ impl<'a> Relaxation<'a> {
             .into());
         }
         if let Some(tape) = tape {
-            let pooled = |i: usize, idx: &PoolIndex| {
-                matches!(
-                    self.block.layout.couplings.get(i.wrapping_sub(1)),
-                    Some(CouplingKind::Conv { pool: true, .. })
-                )
-                .then(|| idx.clone())
-            };
-            let bu_idx = if l > 0 {
-                pooled(l, &self.pool_idx[l])
-            } else {
-                None
-            };
-            let td_idx = if l + 1 < n {
-                pooled(l + 1, &self.pool_idx[l + 1])
-            } else {
-                None
-            };
-            tape.record(l, &self.state.layers[l], v.expect("tape"), bu_idx, td_idx);
+            let aux = block
+                .touching(l)
+                .iter()
+                .map(|&t| (t, block.terms[t].record(l, &self.caches[t])))
+                .collect();
+            let value = new_value.as_ref().unwrap_or(&self.state.layers[l]);
+            tape.record(l, value, record.expect("tape"), aux);
+        }
+        match new_value {
+            Some(v) => pending.push((l, v)),
+            None => self.versions[l] += 1,
         }
         Ok(stats)
     }
 
-    /// One asynchronous sweep; returns the convergence measure.
+    /// Updates layer `l` alone (the exact minimiser of the energy along it, others fixed).
+    pub fn update(&mut self, l: usize, cost: Option<&dyn Interaction>) -> Result<UpdateStats> {
+        self.update_layer(l, cost, None, None, false, &mut Vec::new())
+    }
+
+    /// One sweep in `order`; `cost` is the optional cost term `β·C` (a nudge).
     pub fn sweep(
         &mut self,
         order: Order,
-        nudge: Option<&Nudge<'_>>,
+        cost: Option<&dyn Interaction>,
         frozen: Option<&[bool]>,
         mut tape: Option<&mut Tape>,
     ) -> Result<SweepStats> {
         let n = self.state.layers.len();
-        let first = match order {
-            Order::EvenFirst => 0,
-            Order::OddFirst => 1,
-        };
         let mut stats = Vec::with_capacity(n);
-        for parity in [first, 1 - first] {
-            for l in (parity..n).step_by(2) {
-                stats.push(self.update_layer(l, nudge, frozen, tape.as_deref_mut())?);
+        for group in order.groups(n) {
+            let snapshot = group.windows(2).any(|w| w[1] == w[0] + 1);
+            let mut pending = Vec::new();
+            for &l in &group {
+                stats.push(self.update_layer(
+                    l,
+                    cost,
+                    frozen,
+                    tape.as_deref_mut(),
+                    snapshot,
+                    &mut pending,
+                )?);
+            }
+            for (l, value) in pending {
+                self.state.layers[l] = value;
+                self.versions[l] += 1;
             }
         }
         self.sweeps += 1;
         Ok(measure_of(&stats))
-    }
-
-    /// Zero padding of the block's convolutions.
-    pub fn padding(&self) -> usize {
-        self.block.layout.padding
-    }
-
-    /// The pool indices of pooled conv coupling `l` at the current `s_{l−1}` (recomputed if
-    /// stale), as used by `∂Φ/∂W_l`.
-    pub fn pool_indices(&mut self, l: usize) -> Result<Option<&PoolIndex>> {
-        match self.block.layout.couplings[l - 1] {
-            CouplingKind::Conv { pool: true, .. } => {
-                self.ensure_bottom_up(l)?;
-                Ok(Some(&self.pool_idx[l]))
-            }
-            _ => Ok(None),
-        }
     }
 }
 
@@ -401,7 +311,7 @@ pub struct RelaxReport {
 pub fn relax(
     r: &mut Relaxation<'_>,
     order: Order,
-    nudge: Option<&Nudge<'_>>,
+    cost: Option<&dyn Interaction>,
     schedule: Schedule,
     mut tape: Option<&mut Tape>,
 ) -> Result<RelaxReport> {
@@ -419,7 +329,7 @@ pub fn relax(
         let use_mask = schedule.per_sample && schedule.tol.is_some();
         let stats = r.sweep(
             order,
-            nudge,
+            cost,
             use_mask.then_some(frozen.as_slice()),
             tape.as_deref_mut(),
         )?;

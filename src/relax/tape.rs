@@ -3,20 +3,19 @@
 use super::BlockState;
 use crate::core::{PoolIndex, Tensor};
 
-/// One layer update `s_l ← act(v / α)` (see [`super::Relaxation`]).
+/// One layer update `s_l ← proj(z)` (see [`super::Relaxation`]).
 #[derive(Clone, Debug)]
 pub struct UpdateEvent {
     pub layer: usize,
     /// Index of the new value in `Tape::values[layer]`.
     pub value: usize,
-    /// Index of the value of `s_{l−1}` / `s_{l+1}` that the update read.
-    pub prev_value: Option<usize>,
-    pub next_value: Option<usize>,
-    /// `α · pre` (clamped layers) or `pre`: what the activation was applied to.
-    pub v: Tensor,
-    /// Argmax of the pooled coupling below (bottom-up) and above (top-down), if pooled.
-    pub bu_idx: Option<PoolIndex>,
-    pub td_idx: Option<PoolIndex>,
+    /// For every layer, the index in `Tape::values` of the value the update read.
+    pub reads: Vec<usize>,
+    /// What the projection was applied to (`α·pre` for a hard sigmoid, `b/q` for a resistive
+    /// layer, `pre` for an identity layer).
+    pub record: Tensor,
+    /// For every interaction touching the layer: what it recorded (pool indices).
+    pub aux: Vec<(usize, Option<PoolIndex>)>,
 }
 
 /// Successive values of every layer and the updates that produced them.
@@ -39,23 +38,18 @@ impl Tape {
         &mut self,
         layer: usize,
         new_value: &Tensor,
-        v: Tensor,
-        bu_idx: Option<PoolIndex>,
-        td_idx: Option<PoolIndex>,
+        record: Tensor,
+        aux: Vec<(usize, Option<PoolIndex>)>,
     ) {
-        let n = self.values.len();
-        let prev_value = (layer > 0).then(|| self.values[layer - 1].len() - 1);
-        let next_value = (layer + 1 < n).then(|| self.values[layer + 1].len() - 1);
+        let reads = self.values.iter().map(|v| v.len() - 1).collect();
         self.values[layer].push(new_value.clone());
         let value = self.values[layer].len() - 1;
         self.events.push(UpdateEvent {
             layer,
             value,
-            prev_value,
-            next_value,
-            v,
-            bu_idx,
-            td_idx,
+            reads,
+            record,
+            aux,
         });
     }
 

@@ -9,6 +9,7 @@ use crate::io::weights::{
     load_model_tensors, model_tensors, KeyStyle, CHECKPOINT_FORMAT, FORMAT_KEY, OPTIMIZER_PREFIX,
 };
 use crate::model::Model;
+use crate::relax::BlockState;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -46,15 +47,24 @@ pub struct LoopState {
 const STATE_KEY: &str = "loop_state";
 const CONFIG_KEY: &str = "run_config";
 
-/// Writes a checkpoint atomically.
+const CARRY_PREFIX: &str = "carry.";
+
+/// Writes a checkpoint atomically. `carry`: the free states a warm-started run starts its
+/// next batch from (`carry.{block}.{layer}`, channels-last).
 pub fn save_checkpoint(
     path: &Path,
     model: &Model,
     opt: &Optimizer,
     state: &LoopState,
     config_toml: &str,
+    carry: Option<&[BlockState]>,
 ) -> Result<()> {
     let mut tensors = model_tensors(model, &KeyStyle::default());
+    for (k, block) in carry.unwrap_or_default().iter().enumerate() {
+        for (l, t) in block.layers.iter().enumerate() {
+            tensors.push((format!("{CARRY_PREFIX}{k}.{l}"), Stored::F32(t.clone())));
+        }
+    }
     for (prefix, moments) in [("m", &opt.m), ("v", &opt.v)] {
         for (id, t) in moments {
             tensors.push((
@@ -76,6 +86,26 @@ pub fn save_checkpoint(
         (CONFIG_KEY.to_string(), config_toml.to_string()),
     ]);
     write_tensor_file(path, &tensors, meta)
+}
+
+/// The carried free states of a warm-started run (`None` when the checkpoint has none).
+pub fn load_carried_states(path: &Path) -> Result<Option<Vec<BlockState>>> {
+    let f = read_tensor_file(path)?;
+    let mut blocks: Vec<BlockState> = Vec::new();
+    for k in 0.. {
+        let mut layers = Vec::new();
+        while let Some(Stored::F32(t)) = f
+            .tensors
+            .get(&format!("{CARRY_PREFIX}{k}.{}", layers.len()))
+        {
+            layers.push(t.clone());
+        }
+        if layers.is_empty() {
+            break;
+        }
+        blocks.push(BlockState { layers });
+    }
+    Ok((!blocks.is_empty()).then_some(blocks))
 }
 
 /// The run configuration stored in a checkpoint.

@@ -2,43 +2,16 @@
 //! directory), built from a preset, an optional TOML file and `--set key=value` overrides.
 //! Unknown keys are rejected with the nearest valid key suggested.
 
-use super::optim::{OptimConfig, OptimKind, ScheduleConfig, ScheduleKind};
+use super::optim::{OptimConfig, ScheduleConfig};
 use crate::data::DatasetKind;
-use crate::grad::{Algorithm, BnUpdates};
-use crate::model::config::short_f32;
+pub use crate::grad::AlgoConfig;
+#[cfg(test)]
+use crate::grad::Algorithm;
 use crate::model::presets::{preset, Preset};
 use crate::model::ModelConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-/// Gradient estimator and relaxation settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlgoConfig {
-    /// `ep`, `id-exact` or `id-reference`.
-    pub name: Algorithm,
-    /// Free-phase sweeps (the cap when `tol` is set); also used for evaluation.
-    pub t1: usize,
-    /// Nudged-phase (EP) or unrolled (ID) sweeps.
-    pub t2: usize,
-    /// Nudging strength β.
-    #[serde(serialize_with = "short_f32::serialize")]
-    pub beta: f32,
-    /// Free-phase tolerance; absent = always `t1` sweeps.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "short_f32::option::serialize"
-    )]
-    pub tol: Option<f32>,
-    /// Per-sample tolerance criterion instead of the batch-global one.
-    #[serde(default)]
-    pub per_sample_tol: bool,
-    /// `once-per-batch` (default) or `reference-compat` (update at every sweep).
-    #[serde(default)]
-    pub bn_updates: BnUpdates,
-}
 
 /// Dataset and input pipeline settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +26,12 @@ pub struct DataConfig {
     #[serde(default)]
     pub download: bool,
     pub batch_size: usize,
+    /// Normalise pixels with the dataset's constants (SPEC §4); `false` feeds `[0, 1]`.
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Zero-pad 28x28 images (the MNIST family) to 32x32; `false` feeds them at 28x28.
+    #[serde(default = "yes")]
+    pub pad_to_32: bool,
     /// Batch size of evaluation (default: `batch_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_batch_size: Option<usize>,
@@ -70,6 +49,10 @@ pub struct DataConfig {
     /// Explicit test file list (e.g. CIFAR-10's `test_batch_first1000.bin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_files: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Loop settings.
@@ -100,6 +83,23 @@ pub struct RunConfig {
     pub train: LoopConfig,
 }
 
+impl DataConfig {
+    /// Shape `[C, H, W]` the network is fed (28x28 images padded to 32x32 unless
+    /// `pad_to_32 = false`).
+    pub fn input_shape(&self) -> [usize; 3] {
+        if self.pad_to_32 {
+            self.dataset.input_shape()
+        } else {
+            self.dataset.stored_shape()
+        }
+    }
+
+    /// The pixel normalisation (`None`: the dataset's).
+    pub fn normalization(&self) -> Option<crate::data::Normalization> {
+        (!self.normalize).then(|| crate::data::Normalization::unit(self.dataset.input_shape()[0]))
+    }
+}
+
 impl RunConfig {
     /// The run a preset describes.
     pub fn from_preset(p: &Preset, seed: u64) -> Result<Self> {
@@ -112,20 +112,14 @@ impl RunConfig {
             preset: Some(p.name.to_string()),
             seed,
             model: p.model.clone(),
-            algorithm: AlgoConfig {
-                name: Algorithm::Ep,
-                t1: p.algo.t1,
-                t2: p.algo.t2,
-                beta: p.algo.beta,
-                tol: p.algo.tol,
-                per_sample_tol: false,
-                bn_updates: BnUpdates::OncePerBatch,
-            },
+            algorithm: p.algo.clone(),
             data: DataConfig {
                 dataset: kind,
                 dir: None,
                 download: false,
                 batch_size: p.train.batch_size,
+                normalize: p.train.normalize,
+                pad_to_32: p.train.pad_to_32,
                 eval_batch_size: None,
                 val_size: 0,
                 augment: !kind.is_mnist_family(),
@@ -133,16 +127,8 @@ impl RunConfig {
                 test_limit: None,
                 test_files: None,
             },
-            optim: OptimConfig {
-                name: OptimKind::Adam,
-                lr: p.train.lr,
-                ..Default::default()
-            },
-            schedule: ScheduleConfig {
-                name: ScheduleKind::Cosine,
-                t_max: p.train.t_max,
-                lr_min: p.train.lr_min,
-            },
+            optim: p.train.optim.clone(),
+            schedule: p.train.schedule.clone(),
             train: LoopConfig {
                 epochs: p.train.epochs,
                 log_every: 20,
@@ -203,12 +189,7 @@ impl RunConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
         self.model.layouts().context("model")?;
-        let a = &self.algorithm;
-        anyhow::ensure!(a.t1 >= 1, "algorithm.t1 must be at least 1");
-        anyhow::ensure!(
-            a.name != Algorithm::Ep || (a.beta != 0.0 && a.beta.is_finite()),
-            "algorithm.beta must be non-zero for EP"
-        );
+        self.algorithm.validate()?;
         anyhow::ensure!(
             self.data.batch_size >= 1,
             "data.batch_size must be at least 1"
@@ -221,8 +202,9 @@ impl RunConfig {
             self.train.log_every >= 1,
             "train.log_every must be at least 1"
         );
+        self.schedule.validate()?;
         let [c, h, w] = self.model.input;
-        let want = self.data.dataset.input_shape();
+        let want = self.data.input_shape();
         anyhow::ensure!(
             [c, h, w] == want,
             "model.input = {:?} but {} images are fed as {want:?} (C, H, W); set model.input accordingly",

@@ -143,26 +143,46 @@ fn trained(c: &OptimConfig, model: &Model) -> Vec<ParamId> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
-    /// `cosine` or `constant`.
+    /// `cosine`, `exponential` or `constant`.
     pub name: ScheduleKind,
     /// Cosine period in epochs.
     pub t_max: usize,
     /// Cosine floor.
     pub lr_min: f64,
+    /// Exponential decay per epoch (`lr_e = lr_0 · γ^e`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
     Cosine,
+    /// PyTorch's `ExponentialLR`.
+    Exponential,
     Constant,
 }
 
 impl ScheduleConfig {
-    /// `lr_e = lr_min + (lr_0 − lr_min)(1 + cos(π e / T_max)) / 2` (PyTorch's closed form).
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.name == ScheduleKind::Exponential {
+            let g = self.gamma.unwrap_or(f64::NAN);
+            anyhow::ensure!(
+                g > 0.0 && g <= 1.0,
+                "schedule.gamma must be in (0, 1] for the exponential schedule (got {})",
+                self.gamma.map_or("nothing".into(), |g| g.to_string())
+            );
+        }
+        Ok(())
+    }
+
+    /// Cosine: `lr_e = lr_min + (lr_0 − lr_min)(1 + cos(π e / T_max)) / 2` (PyTorch's closed
+    /// form); exponential: `lr_e = lr_0 · γ^e`.
     pub fn lr(&self, lr0: f64, epoch: usize) -> f64 {
         match self.name {
             ScheduleKind::Constant => lr0,
+            ScheduleKind::Exponential => lr0 * self.gamma.unwrap_or(1.0).powi(epoch as i32),
             ScheduleKind::Cosine => {
                 self.lr_min
                     + (lr0 - self.lr_min)
@@ -253,9 +273,17 @@ mod tests {
             name: ScheduleKind::Cosine,
             t_max: 10,
             lr_min: 1e-6,
+            gamma: None,
         };
         assert_eq!(s.lr(1e-3, 0), 1e-3);
         assert!((s.lr(1e-3, 5) - (1e-6 + (1e-3 - 1e-6) / 2.0)).abs() < 1e-12);
         assert!((s.lr(1e-3, 10) - 1e-6).abs() < 1e-12);
+        let e = ScheduleConfig {
+            name: ScheduleKind::Exponential,
+            gamma: Some(0.99),
+            ..s
+        };
+        assert_eq!(e.lr(0.006, 0), 0.006);
+        assert!((e.lr(0.006, 3) - 0.006 * 0.99f64.powi(3)).abs() < 1e-15);
     }
 }

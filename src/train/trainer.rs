@@ -1,18 +1,19 @@
 //! The training loop: epochs of gradient steps (EP or ID), evaluation, metrics, progress
 //! and checkpoints that resume exactly.
 
-use super::checkpoint::{load_checkpoint, save_checkpoint, LoopState};
+use super::checkpoint::{load_carried_states, load_checkpoint, save_checkpoint, LoopState};
 use super::config::RunConfig;
 use super::data::{load_run_data, RunData};
 use super::metrics::{EpochRecord, EvalMetrics, MetricsWriter, StepRecord};
 use super::optim::Optimizer;
-use crate::core::loss::{softmax_cross_entropy, topk_correct};
+use crate::core::loss::topk_correct;
 use crate::core::Tensor;
 use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions, Subset};
-use crate::grad::{apply_bn_updates, compute_gradients, free_phase, GradConfig};
+use crate::grad::{compute_gradients_from, free_phase_with, Chain};
+use crate::model::feedforward::apply_bn_updates;
 use crate::model::feedforward::BnMode;
 use crate::model::{prepare, Model};
-use crate::relax::Schedule;
+use crate::relax::BlockState;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -64,17 +65,21 @@ fn batch_tensor(b: Batch) -> Result<Tensor> {
 }
 
 /// Loss, top-1 and top-5 (percent) of `model` in evaluation mode (BN running statistics,
-/// free phase with the run's `t1`/`tol`).
+/// free phase from zero states with the run's `t1`/`tol` and free-phase order), on inputs
+/// prepared as the run prepares them.
 pub fn evaluate(
     model: &Model,
     subset: &Subset,
-    batch_size: usize,
-    schedule: Schedule,
+    cfg: &RunConfig,
     bar: Option<&ProgressBar>,
 ) -> Result<EvalMetrics> {
     let kernels = prepare(model)?;
+    let chain = Chain::new(model, &kernels);
+    let batch_size = cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size);
     let opts = LoaderOptions {
         layout: Layout::Nhwc,
+        normalization: cfg.data.normalization(),
+        native_size: !cfg.data.pad_to_32,
         ..LoaderOptions::eval(batch_size)
     };
     let loader = Loader::new(subset.clone(), opts)?;
@@ -87,9 +92,16 @@ pub fn evaluate(
     for batch in loader.spawn() {
         let y = batch.y.clone();
         let x = batch_tensor(batch)?;
-        let free = free_phase(model, &kernels, &x, BnMode::Eval, schedule)?;
-        let ce = softmax_cross_entropy(&free.logits, &y)?;
-        loss += ce.losses.iter().map(|&l| l as f64).sum::<f64>();
+        let free = free_phase_with(
+            &chain,
+            &x,
+            BnMode::Eval,
+            cfg.algorithm.free_schedule(),
+            cfg.algorithm.free_order,
+            None,
+        )?;
+        let losses = free.loss(&y)?;
+        loss += losses.losses.iter().map(|&l| l as f64).sum::<f64>();
         top1 += topk_correct(&free.logits, &y, 1);
         top5 += topk_correct(&free.logits, &y, 5);
         n += y.len();
@@ -150,27 +162,6 @@ impl Bars {
             None if self.plain => eprintln!("{msg}"),
             None => {}
         }
-    }
-}
-
-fn grad_config(cfg: &RunConfig) -> GradConfig {
-    let a = &cfg.algorithm;
-    GradConfig {
-        t1: a.t1,
-        t2: a.t2,
-        beta: a.beta,
-        tol: a.tol,
-        per_sample_tol: a.per_sample_tol,
-        bn_updates: a.bn_updates,
-    }
-}
-
-/// The free-phase schedule used for evaluation.
-pub fn eval_schedule(cfg: &RunConfig) -> Schedule {
-    Schedule {
-        sweeps: cfg.algorithm.t1,
-        tol: cfg.algorithm.tol,
-        per_sample: cfg.algorithm.per_sample_tol,
     }
 }
 
@@ -236,8 +227,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
     }
     let session = Instant::now();
     let mut session_steps = 0u64;
-    let gc = grad_config(&cfg);
-    let ebs = cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size);
+    // warm start: the free states of the previous batch (restored with the checkpoint)
+    let mut carry = if opts.resume {
+        load_carried_states(&dir.join(LAST))?
+    } else {
+        None
+    };
     while state.epoch < cfg.train.epochs {
         let epoch = state.epoch;
         let lr = cfg.schedule.lr(cfg.optim.lr, epoch);
@@ -248,6 +243,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             Augment::NONE
         };
         lo.layout = Layout::Nhwc;
+        lo.normalization = cfg.data.normalization();
+        lo.native_size = !cfg.data.pad_to_32;
         let loader = Loader::new(data.train.clone(), lo)?;
         let nb = loader.len();
         bars.start(
@@ -261,7 +258,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             let y = batch.y.clone();
             let x = batch_tensor(batch)?;
             let kernels = prepare(&model)?;
-            let out = compute_gradients(&model, &kernels, &x, &y, cfg.algorithm.name, &gc)
+            let start = carry
+                .as_deref()
+                .filter(|c: &&[BlockState]| c[0].layers[0].dim0() == x.dim0());
+            let out = compute_gradients_from(&model, &kernels, &x, &y, &cfg.algorithm, start)
                 .map_err(|e| stopped(e, epoch, i, state.step, dir))?;
             if let Some((id, _)) = out
                 .grads
@@ -279,6 +279,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             }
             apply_bn_updates(&mut model, &out.bn_updates);
             opt.step(&mut model, &out.grads, lr);
+            model.project_params();
+            if cfg.algorithm.warm_start {
+                carry = Some(out.free.states.clone());
+            }
             let a = &mut state.accum;
             let n = y.len() as u64;
             a.loss_sum += out.loss as f64 * n as f64;
@@ -327,7 +331,14 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             {
                 let mut s = state.clone();
                 s.elapsed += session.elapsed().as_secs_f64();
-                save_checkpoint(&dir.join(LAST), &model, &opt, &s, &cfg_toml)?;
+                save_checkpoint(
+                    &dir.join(LAST),
+                    &model,
+                    &opt,
+                    &s,
+                    &cfg_toml,
+                    carry.as_deref(),
+                )?;
             }
             if stop_now && state.batch < nb {
                 return Ok(RunSummary {
@@ -339,19 +350,18 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             }
         }
         // end of epoch: evaluate, record, checkpoint
-        let sched = eval_schedule(&cfg);
         let mut evals = BTreeMap::new();
         for (name, subset) in &data.tests {
             bars.start(name.clone(), 0, 0);
             evals.insert(
                 name.clone(),
-                evaluate(&model, subset, ebs, sched, bars.batch.as_ref())?,
+                evaluate(&model, subset, &cfg, bars.batch.as_ref())?,
             );
         }
         let val = match &data.val {
             Some(v) => {
                 bars.start("validation".into(), 0, 0);
-                Some(evaluate(&model, v, ebs, sched, bars.batch.as_ref())?)
+                Some(evaluate(&model, v, &cfg, bars.batch.as_ref())?)
             }
             None => None,
         };
@@ -389,9 +399,23 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             state.best_epoch = Some(epoch + 1);
             s.best_top1 = state.best_top1;
             s.best_epoch = state.best_epoch;
-            save_checkpoint(&dir.join(BEST), &model, &opt, &s, &cfg_toml)?;
+            save_checkpoint(
+                &dir.join(BEST),
+                &model,
+                &opt,
+                &s,
+                &cfg_toml,
+                carry.as_deref(),
+            )?;
         }
-        save_checkpoint(&dir.join(LAST), &model, &opt, &s, &cfg_toml)?;
+        save_checkpoint(
+            &dir.join(LAST),
+            &model,
+            &opt,
+            &s,
+            &cfg_toml,
+            carry.as_deref(),
+        )?;
         crate::hooks::epoch_finished(&rec)?;
         if opts.should_stop(session_steps) && state.epoch < cfg.train.epochs {
             return Ok(RunSummary {

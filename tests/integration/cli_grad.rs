@@ -4,7 +4,7 @@
 use crate::common;
 use common::*;
 use ffebm::core::tensor::nhwc_to_nchw;
-use ffebm::grad::{compute_gradients, Algorithm, BnUpdates, GradConfig};
+use ffebm::grad::{compute_gradients, AlgoConfig, Algorithm};
 use ffebm::io::tensors::{read_tensor_file, write_tensor_file, Stored};
 use ffebm::io::weights::{model_tensors, KeyStyle};
 use ffebm::model::{prepare, Model};
@@ -80,21 +80,13 @@ fn grad_writes_reference_names_and_matches_the_library() {
         "{stdout}"
     );
     let f = read_tensor_file(&out).unwrap();
-    let cfg = GradConfig {
-        t1: 40,
-        t2: 20,
-        beta: 0.05,
-        tol: None,
-        per_sample_tol: false,
-        bn_updates: BnUpdates::OncePerBatch,
-    };
+    let cfg = AlgoConfig::ep(40, 20, 0.05);
     let want = compute_gradients(
         &model,
         &prepare(&model).unwrap(),
         &x,
         &y,
-        Algorithm::Ep,
-        &cfg,
+        &cfg.with(Algorithm::Ep),
     )
     .unwrap();
     for (id, g) in &want.grads.entries {

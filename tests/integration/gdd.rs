@@ -5,6 +5,7 @@
 use crate::common;
 use common::*;
 use ffebm::analysis::gdd::{agreement, analyse, beta_sweep, GddConfig};
+use ffebm::grad::AlgoConfig;
 use ffebm::io::tensors::{read_tensor_file, write_tensor_file};
 use ffebm::io::weights::{model_tensors, KeyStyle};
 use ffebm::model::{prepare, Model, ModelConfig};
@@ -18,9 +19,7 @@ fn gdd_cosines_equal_those_of_grad_outputs_and_transients_end_at_the_estimates()
     let kern = prepare(&model).unwrap();
     let (x, y) = batch(&model, 2, 4);
     let cfg = GddConfig {
-        t1: 30,
-        t2: 12,
-        beta: 0.05,
+        algo: AlgoConfig::ep(30, 12, 0.05),
         coords: 4,
         seed: 1,
         transients: true,
@@ -126,7 +125,15 @@ fn centered_ep_error_is_second_order_in_beta() {
     let model = Model::new(ModelConfig::from_toml(MODEL).unwrap(), 5).unwrap();
     let kern = prepare(&model).unwrap();
     let (x, y) = batch(&model, 2, 6);
-    let rows = beta_sweep(&model, &kern, &x, &y, 100, 60, &[0.1, 0.01]).unwrap();
+    let rows = beta_sweep(
+        &model,
+        &kern,
+        &x,
+        &y,
+        &AlgoConfig::ep(100, 60, 0.1),
+        &[0.1, 0.01],
+    )
+    .unwrap();
     let (big, small) = (rows[0].total, rows[1].total);
     assert!(
         big / small >= 30.0,

@@ -5,21 +5,29 @@
 use crate::common;
 use common::*;
 use ffebm::core::Tensor;
-use ffebm::grad::id::id_from_block;
+use ffebm::grad::id;
 use ffebm::grad::*;
 use ffebm::model::feedforward::BnMode;
 use ffebm::model::{prepare, Model, ParamId};
+use ffebm::relax::Order;
 use ffebm::relax::Schedule;
 
-fn cfg(t1: usize, t2: usize, beta: f32) -> GradConfig {
-    GradConfig {
-        t1,
-        t2,
-        beta,
-        tol: None,
-        per_sample_tol: false,
-        bn_updates: BnUpdates::OncePerBatch,
-    }
+fn cfg(t1: usize, t2: usize, beta: f32) -> AlgoConfig {
+    AlgoConfig::ep(t1, t2, beta)
+}
+
+/// ID from block `first` with `sweeps[k]` unrolled sweeps (free-phase order).
+fn id_from_block(
+    model: &Model,
+    kern: &[ffebm::model::PreparedBlock],
+    free: &FreePhase,
+    y: &[u32],
+    first: usize,
+    sweeps: &[usize],
+    exact: bool,
+) -> anyhow::Result<id::IdOutput> {
+    let chain = Chain::new(model, kern);
+    id::id_from_block(&chain, free, y, first, sweeps, Order::EvenFirst, exact)
 }
 
 /// Loss of the unrolled computation (T2 sweeps from the fixed free states) at `model`.
@@ -119,13 +127,18 @@ fn ep_matches_id_exact_and_its_bias_shrinks_like_beta_squared() {
         &kern,
         &x,
         &y,
-        Algorithm::IdExact,
-        &cfg(200, 100, 0.1),
+        &cfg(200, 100, 0.1).with(Algorithm::IdExact),
     )
     .unwrap();
     let err = |beta: f32| {
-        let ep =
-            compute_gradients(&model, &kern, &x, &y, Algorithm::Ep, &cfg(200, 100, beta)).unwrap();
+        let ep = compute_gradients(
+            &model,
+            &kern,
+            &x,
+            &y,
+            &cfg(200, 100, beta).with(Algorithm::Ep),
+        )
+        .unwrap();
         (total_rel_err(&ep.grads, &id.grads), ep)
     };
     let (e_big, _) = err(0.1);
@@ -156,11 +169,17 @@ fn same_seed_gives_bit_identical_gradients_and_threads_agree() {
             .build()
             .unwrap()
             .install(|| {
-                let a = compute_gradients(&model, &kern, &x, &y, Algorithm::Ep, &cfg(30, 10, 0.1))
-                    .unwrap();
-                let b =
-                    compute_gradients(&model, &kern, &x, &y, Algorithm::IdExact, &cfg(30, 10, 0.1))
+                let a =
+                    compute_gradients(&model, &kern, &x, &y, &cfg(30, 10, 0.1).with(Algorithm::Ep))
                         .unwrap();
+                let b = compute_gradients(
+                    &model,
+                    &kern,
+                    &x,
+                    &y,
+                    &cfg(30, 10, 0.1).with(Algorithm::IdExact),
+                )
+                .unwrap();
                 (a.grads, b.grads)
             })
     };
@@ -197,14 +216,20 @@ fn reference_variant_drops_only_the_top_down_weight_term() {
     let model = Model::new(c, 2).unwrap();
     let kern = prepare(&model).unwrap();
     let (x, y) = batch(&model, 3, 1);
-    let a = compute_gradients(&model, &kern, &x, &y, Algorithm::IdExact, &cfg(20, 5, 0.1)).unwrap();
+    let a = compute_gradients(
+        &model,
+        &kern,
+        &x,
+        &y,
+        &cfg(20, 5, 0.1).with(Algorithm::IdExact),
+    )
+    .unwrap();
     let b = compute_gradients(
         &model,
         &kern,
         &x,
         &y,
-        Algorithm::IdReference,
-        &cfg(20, 5, 0.1),
+        &cfg(20, 5, 0.1).with(Algorithm::IdReference),
     )
     .unwrap();
     assert_eq!(a.grads, b.grads);
@@ -212,14 +237,20 @@ fn reference_variant_drops_only_the_top_down_weight_term() {
     // top-down use differ
     let model = Model::new(two_block_config(0.5, 0.5), 2).unwrap();
     let kern = prepare(&model).unwrap();
-    let a = compute_gradients(&model, &kern, &x, &y, Algorithm::IdExact, &cfg(20, 5, 0.1)).unwrap();
+    let a = compute_gradients(
+        &model,
+        &kern,
+        &x,
+        &y,
+        &cfg(20, 5, 0.1).with(Algorithm::IdExact),
+    )
+    .unwrap();
     let b = compute_gradients(
         &model,
         &kern,
         &x,
         &y,
-        Algorithm::IdReference,
-        &cfg(20, 5, 0.1),
+        &cfg(20, 5, 0.1).with(Algorithm::IdReference),
     )
     .unwrap();
     let w = ParamId::Synapse {

@@ -10,6 +10,7 @@ mod data_download;
 mod data_imagenet32;
 mod data_pipeline;
 mod data_real;
+mod energy;
 mod gdd;
 mod gradients;
 mod learning;

@@ -5,12 +5,11 @@
 
 use ffebm::core::tensor::{nchw_to_nhwc, nhwc_to_nchw};
 use ffebm::core::Tensor;
-use ffebm::grad::{
-    apply_bn_updates, compute_gradients, free_phase, Algorithm, BnUpdates, GradConfig,
-};
+use ffebm::grad::{compute_gradients, free_phase, AlgoConfig, Algorithm};
 use ffebm::io::tensors::{read_tensor_file, Stored, TensorFile};
 use ffebm::io::weights::{grad_tensors, load_model_tensors, model_tensors, KeyStyle};
 use ffebm::model::feedforward::BnMode;
+use ffebm::model::feedforward::{apply_bn_updates, BnUpdates};
 use ffebm::model::{prepare, Model, ModelConfig};
 use ffebm::relax::Schedule;
 use std::path::{Path, PathBuf};
@@ -167,15 +166,11 @@ fn gradients_and_bn_statistics_match_the_reference() {
         ] {
             let (mut model, style, x, y, before) = load(&case);
             let kern = prepare(&model).unwrap();
-            let cfg = GradConfig {
-                t1: case.t1,
-                t2: case.t2,
-                beta: case.beta,
-                tol: None,
-                per_sample_tol: false,
+            let cfg = AlgoConfig {
                 bn_updates: BnUpdates::ReferenceCompat,
+                ..AlgoConfig::ep(case.t1, case.t2, case.beta)
             };
-            let out = compute_gradients(&model, &kern, &x, &y, algo, &cfg).unwrap();
+            let out = compute_gradients(&model, &kern, &x, &y, &cfg.with(algo)).unwrap();
             let path = dir(case.name).join(file);
             let want = read_tensor_file(&path).unwrap();
             // every gradient, under every name the weights file used (aliases included)

@@ -8,6 +8,7 @@ use ffebm::core::dense::{dense_forward, dense_transposed};
 use ffebm::core::ops::activate;
 use ffebm::core::pool::{maxpool2x2, unpool2x2};
 use ffebm::core::{ConvAlgo, PoolIndex, Tensor};
+use ffebm::energy::EnergyBlock;
 use ffebm::grad::free_phase;
 use ffebm::model::feedforward::{ff_forward, BnMode, FfCache};
 use ffebm::model::{prepare, Block, CouplingKind, Model, Norm, PreparedBlock};
@@ -39,6 +40,7 @@ fn forward(
             dense_forward(s, kern.couplings[i - 1].dense(), bias, &mut y).unwrap();
             (y, None)
         }
+        CouplingKind::Resistive { .. } => unreachable!("hopfield blocks only"),
     }
 }
 
@@ -81,11 +83,12 @@ fn naive_sweep(block: &Block, kern: &PreparedBlock, u: &Tensor, s: &mut BlockSta
                     .unwrap();
                     td
                 }
+                CouplingKind::Resistive { .. } => unreachable!("hopfield blocks only"),
             });
             let clamped = l + 1 < n || block.layout.clamp_last;
+            let terms: Vec<&Tensor> = std::iter::once(&bu).chain(td.as_ref()).collect();
             activate(
-                &bu,
-                td.as_ref(),
+                &terms,
                 block.layout.alpha,
                 clamped,
                 &mut s.layers[l],
@@ -115,10 +118,11 @@ fn cached_relaxation_equals_naive_recomputation() {
     let kern = prepare(&model).unwrap();
     let (x, _) = batch(&model, 3, 2);
     let mut input = x.clone();
-    for (block, kb) in model.blocks.iter().zip(&kern) {
+    for (k, (block, kb)) in model.blocks.iter().zip(&kern).enumerate() {
+        let eb = EnergyBlock::hopfield(&model, &kern, k);
         let u = ff_forward(
             block,
-            &kb.ff,
+            kb.ff.as_ref(),
             &input,
             BnMode::Train,
             &mut FfCache::default(),
@@ -126,7 +130,7 @@ fn cached_relaxation_equals_naive_recomputation() {
         .unwrap();
         let start = BlockState::zeros(&block.layout.layers, 3);
         let mut naive = start.clone();
-        let mut r = Relaxation::new(block, kb, &u, start, "test");
+        let mut r = Relaxation::new(&eb, &u, start, "test");
         for t in 0..12 {
             let order = if t < 8 {
                 Order::EvenFirst
@@ -142,9 +146,9 @@ fn cached_relaxation_equals_naive_recomputation() {
         // one forward per coupling and sweep (plus the first sweep and the order switch)
         let couplings = block.layout.couplings.len();
         assert!(
-            r.forward_evals <= couplings * (12 + 2),
+            r.forward_evals() <= couplings * (12 + 2),
             "{} forward evaluations",
-            r.forward_evals
+            r.forward_evals()
         );
         input = r.into_state().last().clone();
     }
@@ -158,20 +162,15 @@ fn batch_tolerance_stops_at_the_first_sweep_below_tol() {
     let block = &model.blocks[0];
     let u = ff_forward(
         block,
-        &kern[0].ff,
+        kern[0].ff.as_ref(),
         &x,
         BnMode::Train,
         &mut FfCache::default(),
     )
     .unwrap();
     let tol = 1e-3;
-    let mut r = Relaxation::new(
-        block,
-        &kern[0],
-        &u,
-        BlockState::zeros(&block.layout.layers, 4),
-        "test",
-    );
+    let eb = EnergyBlock::hopfield(&model, &kern, 0);
+    let mut r = Relaxation::new(&eb, &u, BlockState::zeros(&block.layout.layers, 4), "test");
     let rep = relax(
         &mut r,
         Order::EvenFirst,
@@ -189,13 +188,7 @@ fn batch_tolerance_stops_at_the_first_sweep_below_tol() {
         "{rep:?}"
     );
     // the sweep before did not meet the tolerance
-    let mut r2 = Relaxation::new(
-        block,
-        &kern[0],
-        &u,
-        BlockState::zeros(&block.layout.layers, 4),
-        "test",
-    );
+    let mut r2 = Relaxation::new(&eb, &u, BlockState::zeros(&block.layout.layers, 4), "test");
     relax(
         &mut r2,
         Order::EvenFirst,
@@ -227,19 +220,14 @@ fn per_sample_tolerance_freezes_each_sample_at_its_own_sweep() {
     let block = &model.blocks[0];
     let u = ff_forward(
         block,
-        &kern[0].ff,
+        kern[0].ff.as_ref(),
         &x,
         BnMode::Train,
         &mut FfCache::default(),
     )
     .unwrap();
-    let mut r = Relaxation::new(
-        block,
-        &kern[0],
-        &u,
-        BlockState::zeros(&block.layout.layers, 5),
-        "test",
-    );
+    let eb = EnergyBlock::hopfield(&model, &kern, 0);
+    let mut r = Relaxation::new(&eb, &u, BlockState::zeros(&block.layout.layers, 5), "test");
     let rep = relax(
         &mut r,
         Order::EvenFirst,
@@ -256,13 +244,7 @@ fn per_sample_tolerance_freezes_each_sample_at_its_own_sweep() {
     assert!(rep.converged);
     // each sample's state equals a fixed relaxation of its own length (samples are independent)
     for (i, &t) in rep.sample_sweeps.iter().enumerate() {
-        let mut f = Relaxation::new(
-            block,
-            &kern[0],
-            &u,
-            BlockState::zeros(&block.layout.layers, 5),
-            "test",
-        );
+        let mut f = Relaxation::new(&eb, &u, BlockState::zeros(&block.layout.layers, 5), "test");
         relax(&mut f, Order::EvenFirst, None, Schedule::fixed(t), None).unwrap();
         for (a, b) in r.state.layers.iter().zip(&f.state.layers) {
             assert_eq!(

@@ -13,17 +13,10 @@ fn static_gradient_analysis_ep_agrees_with_id() {
     let model = Model::new(p.model.clone(), 0).unwrap();
     let kern = prepare(&model).unwrap();
     let (x, y) = batch(&model, 2, 1);
-    let cfg = GradConfig {
-        t1: 15,
-        t2: 20,
-        beta: 0.02,
-        tol: None,
-        per_sample_tol: false,
-        bn_updates: BnUpdates::OncePerBatch,
-    };
-    let ep = compute_gradients(&model, &kern, &x, &y, Algorithm::Ep, &cfg).unwrap();
-    let id = compute_gradients(&model, &kern, &x, &y, Algorithm::IdExact, &cfg).unwrap();
-    let idr = compute_gradients(&model, &kern, &x, &y, Algorithm::IdReference, &cfg).unwrap();
+    let cfg = AlgoConfig::ep(15, 20, 0.02);
+    let ep = compute_gradients(&model, &kern, &x, &y, &cfg.with(Algorithm::Ep)).unwrap();
+    let id = compute_gradients(&model, &kern, &x, &y, &cfg.with(Algorithm::IdExact)).unwrap();
+    let idr = compute_gradients(&model, &kern, &x, &y, &cfg.with(Algorithm::IdReference)).unwrap();
     for (pid, g) in &ep.grads.entries {
         if matches!(
             pid,

@@ -48,6 +48,7 @@ pub fn two_block_config(alpha: f32, v: f32) -> ModelConfig {
             block(&[6, 5], "-", &[7], Norm::Batchnorm, false),
         ],
         conv_algo: Default::default(),
+        cost: Default::default(),
     }
 }
 
