@@ -62,7 +62,10 @@ def presets() -> List[str]:
 
 def preset(name: str, classes: Optional[int] = None) -> Dict[str, Any]:
     """A preset as a dict: ``summary``, ``model`` (the model description), ``algorithm``
-    (``t1``, ``t2``, ``beta``, ``tol``) and ``train`` hyper-parameters."""
+    (the ``[algorithm]`` settings: ``name``, ``t1``, ``t2``, ``beta``, ``variant``,
+    ``tol``, orders, ...; as :attr:`Model.defaults`) and ``train`` hyper-parameters
+    (``dataset``, ``batch_size``, ``epochs``, ``optim``, ``schedule``, ``normalize``,
+    ``pad_to_32``)."""
     return cast(Dict[str, Any], json.loads(_ffebm.preset_json(name, classes)))
 
 

@@ -38,14 +38,17 @@ class Net:
     def save(self, path: str) -> None: ...
     def config_toml(self) -> str: ...
     def config_json(self) -> str: ...
-    def defaults(self) -> Optional[Tuple[int, int, float, Optional[float]]]: ...
-    def phases(
+    def defaults(self) -> Optional[str]: ...
+    def algorithm(
         self,
+        algo: Optional[str],
         t1: Optional[int],
         t2: Optional[int],
         beta: Optional[float],
         tol: Optional[float],
-    ) -> Tuple[int, int, float, Optional[float]]: ...
+        variant: Optional[str],
+        bn_compat: Optional[bool],
+    ) -> str: ...
     @property
     def origin(self) -> str: ...
     @property
@@ -70,7 +73,8 @@ class Net:
         t2: Optional[int],
         beta: Optional[float],
         tol: Optional[float],
-        bn_compat: bool,
+        variant: Optional[str],
+        bn_compat: Optional[bool],
         update_bn: bool,
     ) -> Dict[str, Any]: ...
     def time_gradients(
@@ -88,6 +92,7 @@ class Net:
         t1: Optional[int],
         t2: Optional[int],
         beta: Optional[float],
+        variant: Optional[str],
         coords: int,
         seed: int,
         transients: bool,

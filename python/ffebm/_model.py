@@ -31,9 +31,10 @@ class FreePhase(NamedTuple):
 
     #: ``states[k][l]``: free equilibrium of layer ``l`` of block ``k``; conv layers are
     #: ``[B, C, H, W]`` arrays with channels-last strides (the core's memory, not copied),
-    #: dense layers ``[B, F]``.
+    #: dense layers (every layer of a resistive block) ``[B, F]``.
     states: List[List[np.ndarray]]
-    #: ``[B, classes]`` readout of the last block's last layer.
+    #: ``[B, classes]`` output scores: the readout of the last block's last layer, or that
+    #: layer itself for a model without a readout (``cost = "squared-error"``).
     logits: np.ndarray
     #: Sweeps each block ran.
     sweeps: List[int]
@@ -45,7 +46,8 @@ class Gradients(NamedTuple):
     #: ``+dL/dtheta`` for the mean loss over the batch, one float32 array per parameter,
     #: under the names the weights were given with (PyTorch ``state_dict`` names).
     grads: Dict[str, np.ndarray]
-    #: Mean cross-entropy of the free-phase logits.
+    #: Mean cost of the free phase: cross-entropy of the logits, or ``½‖s − onehot(y)‖²``
+    #: of the last layer for a model with ``cost = "squared-error"``.
     loss: float
     logits: np.ndarray
     sweeps: List[int]
@@ -61,7 +63,11 @@ class Model:
     Build one with :meth:`from_preset`, :meth:`from_toml`, :meth:`from_file`,
     :meth:`from_dict` or :meth:`load`. Arrays are NCHW float32 like PyTorch; parameters use
     the reference implementation's ``state_dict`` names (``blocks.0.synapses.1.weight``,
-    ``blocks.0.feedforward.2.running_mean``, ``readout.1.weight``, ...).
+    ``blocks.0.feedforward.2.running_mean``, ``readout.1.weight``, ...). Blocks may be deep
+    Hopfield networks or deep resistive networks (``kind = "resistive"``: conductances and
+    biases in ``blocks.{k}.synapses.{i}``; without a feedforward conv when ``channels =
+    [C_in]``, so no ``synapses.0``); a model with ``cost = "squared-error"`` has no
+    ``readout.*``.
 
     Computations release the GIL and can be interrupted with Ctrl-C (KeyboardInterrupt
     within one relaxation sweep; the model is left unchanged).
@@ -80,14 +86,18 @@ class Model:
     @classmethod
     def from_preset(cls, name: str, *, seed: int = 0, classes: Optional[int] = None) -> "Model":
         """The model of a built-in preset (see :func:`ffebm.presets`), initialised from
-        ``seed`` exactly as ``ffebm ... --preset NAME --seed SEED``. Its T1/T2/beta/tol
-        become the defaults of :meth:`gradients` and friends."""
+        ``seed`` exactly as ``ffebm ... --preset NAME --seed SEED``. Its ``[algorithm]``
+        settings (T1, T2, beta, tol, EP variant, update orders, ...) become the defaults of
+        :meth:`gradients` and friends (see :attr:`defaults`). Inputs are fed as the preset's
+        runs feed them: normalised, except the MNIST DRN presets (``drn_xs``, ``drn_1h``),
+        which take raw 28x28 images in [0, 1]."""
         return cls(_ffebm.Net.from_preset(name, classes, seed))
 
     @classmethod
     def from_toml(cls, text: str, *, seed: int = 0, classes: Optional[int] = None) -> "Model":
         """A model from a TOML description (the ``[model]`` keys at top level, as
-        ``ffebm grad --model F.toml``). It has no T1/T2/beta defaults."""
+        ``ffebm grad --model F.toml``). It has no algorithm defaults: give ``t1``, ``t2``
+        and (for EP) ``beta``; the rest is the paper's EP schedule."""
         return cls(_ffebm.Net.from_toml(text, classes, seed))
 
     @classmethod
@@ -107,8 +117,8 @@ class Model:
 
     @classmethod
     def load(cls, path: PathLike, *, seed: int = 0) -> "Model":
-        """An ffebm checkpoint (``runs/x/checkpoint_best.safetensors``; the run's T1/T2/beta
-        become the defaults) or a file written by :meth:`save`."""
+        """An ffebm checkpoint (``runs/x/checkpoint_best.safetensors``; the run's
+        ``[algorithm]`` becomes the defaults) or a file written by :meth:`save`."""
         return cls(_ffebm.Net.load(os.fspath(path), seed))
 
     def copy(self) -> "Model":
@@ -139,7 +149,7 @@ class Model:
         return self._net.tensors()
 
     def save(self, path: PathLike) -> None:
-        """Writes the weights (reference names) with the model description and phase
+        """Writes the weights (reference names) with the model description and algorithm
         defaults in the metadata, atomically. :meth:`load` reads it back; ``ffebm grad
         --weights`` and ``safetensors.torch.load_file`` read the tensors."""
         self._net.save(os.fspath(path))
@@ -156,11 +166,33 @@ class Model:
 
     @property
     def defaults(self) -> Optional[Dict[str, Any]]:
-        """Default ``t1``, ``t2``, ``beta``, ``tol`` (from the preset or run), or None."""
+        """The preset's or run's ``[algorithm]`` settings as a dict (``name``, ``t1``,
+        ``t2``, ``beta``, ``variant``, ``tol`` (None when absent), ``per_sample_tol``,
+        ``free_order``, ``nudged_order``, ``bn_updates``, ``warm_start``), or None for a
+        model from a description."""
         d = self._net.defaults()
         if d is None:
             return None
-        return dict(zip(("t1", "t2", "beta", "tol"), d))
+        return cast(Dict[str, Any], json.loads(d))
+
+    def algorithm(
+        self,
+        *,
+        algo: str = "ep",
+        beta: Optional[float] = None,
+        t1: Optional[int] = None,
+        t2: Optional[int] = None,
+        tol: Optional[float] = None,
+        variant: Optional[str] = None,
+        bn_compat: Optional[bool] = None,
+    ) -> Dict[str, Any]:
+        """The ``[algorithm]`` settings :meth:`gradients` uses with these options (the
+        defaults with the options applied over them), as a dict like :attr:`defaults`. Bad
+        or missing values raise ValueError as :meth:`gradients` would."""
+        return cast(
+            Dict[str, Any],
+            json.loads(self._net.algorithm(algo, t1, t2, beta, tol, variant, bn_compat)),
+        )
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:
@@ -200,10 +232,10 @@ class Model:
         tol: Optional[float] = None,
         mode: str = "train",
     ) -> FreePhase:
-        """Relaxes every block of batch ``x`` (``[B, C, H, W]`` float32, normalised) from zero
-        states. ``mode="train"`` normalises with batch statistics (as in a training step),
-        ``"eval"`` with the BN running statistics (as in evaluation). ``tol=0`` disables a
-        default tolerance."""
+        """Relaxes every block of batch ``x`` (``[B, C, H, W]`` float32, as the model's runs
+        feed it) from zero states, in the defaults' free-phase order. ``mode="train"``
+        normalises with batch statistics (as in a training step), ``"eval"`` with the BN
+        running statistics (as in evaluation). ``tol=0`` disables a default tolerance."""
         if mode not in ("train", "eval"):
             raise ValueError(f"mode `{mode}`: expected `train` or `eval`")
         d = self._net.free_phase(to_numpy(x), mode == "eval", t1, tol)
@@ -219,19 +251,27 @@ class Model:
         t1: Optional[int] = None,
         t2: Optional[int] = None,
         tol: Optional[float] = None,
-        bn_compat: bool = False,
+        variant: Optional[str] = None,
+        bn_compat: Optional[bool] = None,
         update_bn: bool = False,
     ) -> Gradients:
-        """Gradients of one batch as in a training step (BN in training mode), bit for bit
-        what ``ffebm grad`` computes with the same weights and batch.
+        """Gradients of one batch as in a training step (BN in training mode, free phase
+        from zero states), bit for bit what ``ffebm grad`` computes with the same weights,
+        batch and settings.
 
-        ``algo``: ``"ep"`` (BP-EP chaining, centered), ``"id-exact"`` or ``"id-reference"``
-        (truncated BPTT). ``beta``, ``t1``, ``t2``, ``tol`` default to the preset's or run's.
-        ``bn_compat``: BN running statistics updated at every feedforward evaluation, as the
-        reference code does. ``update_bn``: apply the step's BN running-statistics update to
-        the model (otherwise it is only reported in ``bn_after``)."""
+        ``algo``: ``"ep"`` (BP-EP chaining), ``"id-exact"`` or ``"id-reference"`` (truncated
+        BPTT; refused on resistive blocks). ``beta``, ``t1``, ``t2``, ``tol`` default to the
+        preset's or run's (``tol=0`` disables a default tolerance). ``variant`` (EP only):
+        ``"centered"`` (contrasts the +beta and -beta states, error O(beta²)),
+        ``"positive"`` (+beta against the free state) or ``"negative"`` (free state
+        against -beta), both O(beta); default the preset's or run's, else centered.
+        ``bn_compat``: True updates BN running statistics at every feedforward evaluation,
+        as the reference code does, False once per batch; default the preset's or run's.
+        ``update_bn``: apply the step's BN running-statistics update to the model
+        (otherwise it is only reported in ``bn_after``). :meth:`algorithm` shows the
+        settings a call uses."""
         d = self._net.gradients(
-            to_numpy(x), to_numpy(y), algo, t1, t2, beta, tol, bn_compat, update_bn
+            to_numpy(x), to_numpy(y), algo, t1, t2, beta, tol, variant, bn_compat, update_bn
         )
         return Gradients(
             d["grads"], d["loss"], d["logits"], d["sweeps"], d["bn_after"], d["seconds"]
@@ -245,18 +285,22 @@ class Model:
         beta: Optional[float] = None,
         t1: Optional[int] = None,
         t2: Optional[int] = None,
+        variant: Optional[str] = None,
         coords: int = 4,
         seed: int = 0,
         transients: bool = True,
     ) -> Dict[str, Any]:
         """The whole static gradient analysis of one batch (``gdd.json`` of ``ffebm gdd``):
-        per tensor EP against ID-exact and ID-reference, and with ``transients`` the EP
-        estimate after t nudged sweeps against ID truncated to t sweeps for ``coords``
-        coordinates per tensor (chosen with ``seed``)."""
+        per tensor EP (with ``variant``, see :meth:`gradients`) against ID-exact and
+        ID-reference, and with ``transients`` the EP estimate after t nudged sweeps against
+        ID truncated to t sweeps for ``coords`` coordinates per tensor (chosen with
+        ``seed``)."""
         return cast(
             Dict[str, Any],
             json.loads(
-                self._net.gdd(to_numpy(x), to_numpy(y), t1, t2, beta, coords, seed, transients)
+                self._net.gdd(
+                    to_numpy(x), to_numpy(y), t1, t2, beta, variant, coords, seed, transients
+                )
             ),
         )
 
@@ -268,13 +312,16 @@ class Model:
         beta: Optional[float] = None,
         t1: Optional[int] = None,
         t2: Optional[int] = None,
+        variant: Optional[str] = None,
         as_frame: Optional[bool] = None,
     ) -> Union[Dict[str, List[Any]], Any]:
         """EP against ID per parameter tensor for one batch (the table of ``ffebm gdd``'s
         gdd.csv: cosine, relative error, norm ratio and sign agreement against ID-exact and
         ID-reference). A pandas DataFrame when pandas is installed (or ``as_frame=True``),
         else a dict of columns (``as_frame=False`` forces the dict)."""
-        rep = self.gdd_report(x, y, beta=beta, t1=t1, t2=t2, coords=0, transients=False)
+        rep = self.gdd_report(
+            x, y, beta=beta, t1=t1, t2=t2, variant=variant, coords=0, transients=False
+        )
         cols: Dict[str, List[Any]] = {c: [] for c in GDD_COLUMNS}
         for t in rep["tensors"]:
             cols["tensor"].append(t["name"])

@@ -8,7 +8,7 @@ mod arrays;
 mod engine;
 mod run;
 
-use engine::{GradRequest, Net, PhaseArgs, TrainRequest};
+use engine::{AlgoArgs, AlgoConfig, Net, TrainRequest};
 use pyo3::exceptions::{
     PyFileNotFoundError, PyFloatingPointError, PyKeyboardInterrupt, PyOSError, PyValueError,
 };
@@ -64,17 +64,17 @@ fn wrap(net: Net) -> PyNet {
 }
 
 impl PyNet {
-    /// The batch, its labels and the phase settings of a one-batch call.
+    /// The batch, its labels and the algorithm settings of a one-batch call.
     fn one_batch(
         &self,
         x: &Bound<'_, PyAny>,
         y: &Bound<'_, PyAny>,
-        phases: PhaseArgs,
-    ) -> PyResult<(engine::Batch, Vec<i64>, engine::Phases)> {
+        args: &AlgoArgs,
+    ) -> PyResult<(engine::Batch, Vec<i64>, AlgoConfig)> {
         let batch = arrays::batch(x, "x")?;
         let labels = arrays::labels(y, "y", batch.nchw[0])?;
-        let phases = self.net.phases(phases).map_err(py_err)?;
-        Ok((batch, labels, phases))
+        let algo = self.net.algo(args).map_err(py_err)?;
+        Ok((batch, labels, algo))
     }
 }
 
@@ -135,27 +135,38 @@ impl PyNet {
         self.net.config_json().map_err(py_err)
     }
 
-    /// `(t1, t2, beta, tol)` defaults of the preset or run, or None (β and tol as the
-    /// shortest decimals of their f32 values: 0.2, not 0.20000000298023224).
-    fn defaults(&self) -> Option<(usize, usize, f64, Option<f64>)> {
+    /// The `[algorithm]` defaults of the preset or run as JSON, or None.
+    fn defaults(&self) -> PyResult<Option<String>> {
         self.net
             .defaults()
-            .map(|p| (p.t1, p.t2, engine::short(p.beta), p.tol.map(engine::short)))
+            .map(|a| Ok(engine::algo_value(a)?.to_string()))
+            .transpose()
+            .map_err(py_err)
     }
 
-    /// The phase settings a call with these options would use.
-    fn phases(
+    /// The `[algorithm]` settings (JSON) a gradient call with these options would use.
+    #[allow(clippy::too_many_arguments)]
+    fn algorithm(
         &self,
+        algo: Option<String>,
         t1: Option<usize>,
         t2: Option<usize>,
         beta: Option<f32>,
         tol: Option<f32>,
-    ) -> PyResult<(usize, usize, f32, Option<f32>)> {
-        let p = self
-            .net
-            .phases(PhaseArgs { t1, t2, beta, tol })
-            .map_err(py_err)?;
-        Ok((p.t1, p.t2, p.beta, p.tol))
+        variant: Option<String>,
+        bn_compat: Option<bool>,
+    ) -> PyResult<String> {
+        let args = AlgoArgs {
+            name: algo,
+            t1,
+            t2,
+            beta,
+            tol,
+            variant,
+            bn_compat,
+        };
+        let a = self.net.algo(&args).map_err(py_err)?;
+        Ok(engine::algo_value(&a).map_err(py_err)?.to_string())
     }
 
     #[getter]
@@ -202,17 +213,9 @@ impl PyNet {
         tol: Option<f32>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let batch = arrays::batch(x, "x")?;
-        let p = self
-            .net
-            .phases(PhaseArgs {
-                t1,
-                t2: Some(0),
-                beta: Some(0.0),
-                tol,
-            })
-            .map_err(py_err)?;
+        let (schedule, order) = self.net.free_settings(t1, tol).map_err(py_err)?;
         let net = &mut self.net;
-        let out = run::detached(py, move || engine::free(net, batch, eval, p.t1, p.tol))?;
+        let out = run::detached(py, move || engine::free(net, batch, eval, schedule, order))?;
         let d = PyDict::new(py);
         let states = PyList::empty(py);
         for block in out.states {
@@ -234,28 +237,29 @@ impl PyNet {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         y: &Bound<'py, PyAny>,
-        algo: &str,
+        algo: String,
         t1: Option<usize>,
         t2: Option<usize>,
         beta: Option<f32>,
         tol: Option<f32>,
-        bn_compat: bool,
+        variant: Option<String>,
+        bn_compat: Option<bool>,
         update_bn: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        // β only matters to EP: ID needs none when the model has no default
-        let beta = match (beta, algo, self.net.defaults()) {
-            (None, "id-exact" | "id-reference", None) => Some(0.0),
-            _ => beta,
-        };
-        let (batch, labels, phases) = self.one_batch(x, y, PhaseArgs { t1, t2, beta, tol })?;
-        let net = &mut self.net;
-        let req = GradRequest {
-            algo,
-            phases,
+        let args = AlgoArgs {
+            name: Some(algo),
+            t1,
+            t2,
+            beta,
+            tol,
+            variant,
             bn_compat,
-            update_bn,
         };
-        let out = run::detached(py, move || engine::gradients(net, batch, &labels, req))?;
+        let (batch, labels, algo) = self.one_batch(x, y, &args)?;
+        let net = &mut self.net;
+        let out = run::detached(py, move || {
+            engine::gradients(net, batch, &labels, &algo, update_bn)
+        })?;
         let d = PyDict::new(py);
         let grads = PyDict::new(py);
         for (name, g) in out.grads {
@@ -280,11 +284,17 @@ impl PyNet {
         t2: Option<usize>,
         beta: Option<f32>,
     ) -> PyResult<f64> {
-        let tol = None;
-        let (batch, labels, phases) = self.one_batch(x, y, PhaseArgs { t1, t2, beta, tol })?;
+        let args = AlgoArgs {
+            name: Some("ep".into()),
+            t1,
+            t2,
+            beta,
+            ..AlgoArgs::default()
+        };
+        let (batch, labels, algo) = self.one_batch(x, y, &args)?;
         let net = &mut self.net;
         run::detached(py, move || {
-            engine::time_gradients(net, batch, &labels, phases)
+            engine::time_gradients(net, batch, &labels, &algo)
         })
     }
 
@@ -297,15 +307,24 @@ impl PyNet {
         t1: Option<usize>,
         t2: Option<usize>,
         beta: Option<f32>,
+        variant: Option<String>,
         coords: usize,
         seed: u64,
         transients: bool,
     ) -> PyResult<String> {
-        let tol = None;
-        let (batch, labels, phases) = self.one_batch(x, y, PhaseArgs { t1, t2, beta, tol })?;
+        // the analysis contrasts EP (with these settings) against both IDs
+        let args = AlgoArgs {
+            name: Some("ep".into()),
+            t1,
+            t2,
+            beta,
+            variant,
+            ..AlgoArgs::default()
+        };
+        let (batch, labels, algo) = self.one_batch(x, y, &args)?;
         let net = &mut self.net;
         run::detached(py, move || {
-            engine::gdd(net, batch, &labels, phases, coords, seed, transients)
+            engine::gdd(net, batch, &labels, &algo, coords, seed, transients)
         })
     }
 }

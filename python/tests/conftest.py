@@ -126,3 +126,20 @@ def rel_max(a, b, floor: float) -> float:
     b = np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape, (a.shape, b.shape)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), floor))
+
+
+def assert_same_as_cli(g: ffebm.Gradients, path) -> int:
+    """Every tensor of `ffebm grad`'s output file equals the Python result bit for bit."""
+    want = ffebm.load_tensors(path)
+    grads = {k: v for k, v in want.items() if k not in ("loss", "logits") and not k.startswith("state_after.")}
+    assert sorted(grads) == sorted(g.grads), "gradient names differ from the CLI's"
+    for name, w in grads.items():
+        assert g.grads[name].dtype == np.float32 and g.grads[name].shape == w.shape, name
+        assert np.array_equal(bits(g.grads[name]), bits(w)), f"{name} differs from ffebm grad"
+    assert np.float32(g.loss) == want["loss"], (g.loss, want["loss"])
+    assert np.array_equal(bits(g.logits), bits(want["logits"]))
+    after = {k[len("state_after."):]: v for k, v in want.items() if k.startswith("state_after.")}
+    assert sorted(after) == sorted(g.bn_after)
+    for name, w in after.items():
+        assert np.array_equal(np.asarray(g.bn_after[name]), w), name
+    return len(grads)

@@ -78,6 +78,14 @@ def test_bad_options_raise_value_errors(model, batch):
         model.gradients(x, y, t2=3, beta=0.1)
     with pytest.raises(ValueError, match="unknown preset|no preset|`cifar11`"):
         ffebm.Model.from_preset("cifar11")
+    with pytest.raises(ValueError, match=re.escape("unknown EP variant `central`: expected `centered`, `positive` or `negative`")):
+        grads(model, x, y, variant="central")
+    with pytest.raises(ValueError, match=re.escape("variant=`positive` is an EP setting, but algo is `id-exact`")):
+        grads(model, x, y, algo="id-exact", variant="positive")
+    with pytest.raises(ValueError, match=re.escape("tol = -0.001: expected a positive tolerance, or 0 to disable the default one")):
+        grads(model, x, y, tol=-1e-3)
+    with pytest.raises(ValueError, match=re.escape("algorithm.beta must be non-zero and finite for EP (got 0)")):
+        model.gradients(x, y, t1=T1, t2=T2, beta=0.0)
     with pytest.raises(ValueError, match="invalid model description"):
         ffebm.Model.from_toml("input = [3, 8, 8]\nclases = 10")
     with pytest.raises(ValueError, match=r"blocks\[0\]"):
@@ -210,11 +218,20 @@ def test_update_bn_applies_the_reported_running_statistics(model, batch):
 
 def test_presets_and_descriptions():
     names = ffebm.presets()
-    assert "splitting_small_2block" in names and "cifar10_tiny" in names and len(names) == 17
+    assert "splitting_small_2block" in names and "cifar10_tiny" in names and len(names) == 20
+    assert {"drn_xs", "drn_1h", "cifar10_drn"} <= set(names)
     p = ffebm.preset("splitting_small_2block")
-    assert p["algorithm"] == {"t1": 60, "t2": 20, "beta": 0.2, "tol": None} and p["model"]["input"] == [3, 32, 32]
+    algo = {"name": "ep", "t1": 60, "t2": 20, "beta": 0.2, "variant": "centered", "tol": None,
+            "per_sample_tol": False, "free_order": "even-first", "nudged_order": "odd-first",
+            "bn_updates": "once-per-batch", "warm_start": False}
+    assert p["algorithm"] == algo and p["model"]["input"] == [3, 32, 32]
+    assert p["train"]["optim"]["name"] == "adam" and p["train"]["normalize"] is True
     m = ffebm.Model.from_preset("splitting_small_2block", classes=100)
-    assert m.classes == 100 and m.defaults == {"t1": 60, "t2": 20, "beta": 0.2, "tol": None}
+    assert m.classes == 100 and m.defaults == algo
+    # the settings a call uses: the defaults with the options over them
+    assert m.algorithm(beta=0.1, variant="positive", bn_compat=True) == {
+        **algo, "beta": 0.1, "variant": "positive", "bn_updates": "reference-compat"}
+    assert m.algorithm(algo="id-exact", t2=7)["name"] == "id-exact"
     assert m.input_shape == (3, 32, 32) and m.num_blocks == 2
     assert m.param_names[0] == "blocks.0.synapses.0.weight"
     assert "splitting_small_2block" in repr(m) and str(m.num_params) in repr(m)
@@ -248,3 +265,18 @@ def test_gdd_table_is_a_dataframe_with_pandas_and_a_dict_without(model, batch, m
     assert model.gdd(x, y, t1=T1, t2=T2, beta=BETA) == cols
     with pytest.raises(ImportError):
         model.gdd(x, y, t1=T1, t2=T2, beta=BETA, as_frame=True)
+
+
+def test_gdd_variant_selects_the_ep_estimate(model, batch):
+    """One-sided EP is O(beta) from ID-exact, centered O(beta^2): on the fixture weights the
+    one-sided estimates are an order of magnitude further from ID."""
+    x, y = batch
+    err = {
+        v: model.gdd_report(x, y, t1=T1, t2=T2, beta=BETA, variant=v, transients=False)[
+            "total_rel_error_exact"]
+        for v in ("centered", "positive", "negative")
+    }
+    assert err["positive"] > 10 * err["centered"] and err["negative"] > 10 * err["centered"], err
+    assert err["positive"] != err["negative"]
+    with pytest.raises(ValueError, match="unknown EP variant `one-sided`"):
+        model.gdd(x, y, t1=T1, t2=T2, beta=BETA, variant="one-sided")

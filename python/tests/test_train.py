@@ -107,7 +107,9 @@ def test_callback_exception_stops_training_with_a_valid_checkpoint(data_dir, tmp
                     callback=cb)
     # epoch 1's checkpoint was written before the callback ran
     m = ffebm.Model.load(tmp_path / "r" / "checkpoint_last.safetensors")
-    assert m.defaults == {"t1": 6, "t2": 4, "beta": 0.5, "tol": None}
+    d = m.defaults
+    assert d is not None and {k: d[k] for k in ("name", "t1", "t2", "beta", "tol")} == {
+        "name": "ep", "t1": 6, "t2": 4, "beta": 0.5, "tol": None}
 
 
 def test_training_errors_are_value_errors_and_leave_nothing(data_dir, tmp_path):

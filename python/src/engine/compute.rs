@@ -2,16 +2,14 @@
 //! analysis (as `ffebm gdd`).
 
 use super::net::alias_of;
-use super::{Array, Batch, Net, Phases, Value};
+use super::{Array, Batch, Net, Value};
 use anyhow::{ensure, Result};
 use ffebm::analysis::gdd::{analyse, GddConfig};
 use ffebm::core::Tensor;
-use ffebm::grad::{
-    apply_bn_updates, compute_gradients, free_phase, Algorithm, BnUpdates, GradConfig,
-};
-use ffebm::model::feedforward::BnMode;
+use ffebm::grad::{compute_gradients, free_phase_with, AlgoConfig, Chain};
+use ffebm::model::feedforward::{apply_bn_updates, BnMode};
 use ffebm::model::{BufferId, Model, ParamId};
-use ffebm::relax::Schedule;
+use ffebm::relax::{Order, Schedule};
 
 fn labels_u32(y: &[i64]) -> Result<Vec<u32>> {
     y.iter()
@@ -35,24 +33,28 @@ fn input(net: &Net, x: Batch) -> Result<Tensor> {
     Ok(x)
 }
 
-/// Free equilibria (per block, per layer), logits and sweeps of one batch.
+/// Free equilibria (per block, per layer), output scores (the readout's logits, or the last
+/// layer of a model without a readout) and sweeps of one batch.
 pub struct FreeOut {
     pub states: Vec<Vec<Array>>,
     pub logits: Array,
     pub sweeps: Vec<usize>,
 }
 
-/// Free phase of one batch; `eval` uses BN running statistics instead of batch statistics.
-pub fn free(net: &mut Net, x: Batch, eval: bool, t1: usize, tol: Option<f32>) -> Result<FreeOut> {
+/// Free phase of one batch from zero states; `eval` uses BN running statistics instead of
+/// batch statistics.
+pub fn free(
+    net: &mut Net,
+    x: Batch,
+    eval: bool,
+    schedule: Schedule,
+    order: Order,
+) -> Result<FreeOut> {
     let x = input(net, x)?;
     let (model, kernels) = net.parts()?;
     let mode = if eval { BnMode::Eval } else { BnMode::Train };
-    let schedule = Schedule {
-        sweeps: t1,
-        tol,
-        per_sample: false,
-    };
-    let f = free_phase(model, kernels, &x, mode, schedule)?;
+    let chain = Chain::new(model, kernels);
+    let f = free_phase_with(&chain, &x, mode, schedule, order, None)?;
     Ok(FreeOut {
         states: f
             .states
@@ -101,33 +103,20 @@ pub struct GradOut {
     pub seconds: f64,
 }
 
-pub struct GradRequest<'a> {
-    pub algo: &'a str,
-    pub phases: Phases,
-    pub bn_compat: bool,
-    pub update_bn: bool,
-}
-
-pub fn gradients(net: &mut Net, x: Batch, y: &[i64], req: GradRequest<'_>) -> Result<GradOut> {
-    let algo: Algorithm = req.algo.parse()?;
+/// Gradients of one batch with `algo` (estimator, T1, T2, β, variant, ...); `update_bn`
+/// applies the step's BN running-statistics update to the model.
+pub fn gradients(
+    net: &mut Net,
+    x: Batch,
+    y: &[i64],
+    algo: &AlgoConfig,
+    update_bn: bool,
+) -> Result<GradOut> {
     let y = labels_u32(y)?;
     let x = input(net, x)?;
-    let p = req.phases;
-    let gc = GradConfig {
-        t1: p.t1,
-        t2: p.t2,
-        beta: p.beta,
-        tol: p.tol,
-        per_sample_tol: false,
-        bn_updates: if req.bn_compat {
-            BnUpdates::ReferenceCompat
-        } else {
-            BnUpdates::OncePerBatch
-        },
-    };
     let (model, kernels) = net.parts()?;
     let start = std::time::Instant::now();
-    let out = compute_gradients(model, kernels, &x, &y, algo, &gc)?;
+    let out = compute_gradients(model, kernels, &x, &y, algo)?;
     let seconds = start.elapsed().as_secs_f64();
     let names: Vec<(ParamId, String)> = out
         .grads
@@ -139,7 +128,7 @@ pub fn gradients(net: &mut Net, x: Batch, y: &[i64], req: GradRequest<'_>) -> Re
     let saved: Vec<_> = net.model.blocks.iter().map(|b| b.bn.clone()).collect();
     apply_bn_updates(&mut net.model, &out.bn_updates);
     let bn_after = bn_buffers(&net.model);
-    if !req.update_bn {
+    if !update_bn {
         for (b, bn) in net.model.blocks.iter_mut().zip(saved) {
             b.bn = bn;
         }
@@ -170,20 +159,12 @@ pub fn gradients(net: &mut Net, x: Batch, y: &[i64], req: GradRequest<'_>) -> Re
 
 /// Wall time (seconds) of `compute_gradients` alone on an already converted batch, for
 /// measuring what the binding adds around it.
-pub fn time_gradients(net: &mut Net, x: Batch, y: &[i64], phases: Phases) -> Result<f64> {
+pub fn time_gradients(net: &mut Net, x: Batch, y: &[i64], algo: &AlgoConfig) -> Result<f64> {
     let y = labels_u32(y)?;
     let x = input(net, x)?;
-    let gc = GradConfig {
-        t1: phases.t1,
-        t2: phases.t2,
-        beta: phases.beta,
-        tol: phases.tol,
-        per_sample_tol: false,
-        bn_updates: BnUpdates::OncePerBatch,
-    };
     let (model, kernels) = net.parts()?;
     let t = std::time::Instant::now();
-    compute_gradients(model, kernels, &x, &y, Algorithm::Ep, &gc)?;
+    compute_gradients(model, kernels, &x, &y, algo)?;
     Ok(t.elapsed().as_secs_f64())
 }
 
@@ -192,7 +173,7 @@ pub fn gdd(
     net: &mut Net,
     x: Batch,
     y: &[i64],
-    phases: Phases,
+    algo: &AlgoConfig,
     coords: usize,
     seed: u64,
     transients: bool,
@@ -201,9 +182,7 @@ pub fn gdd(
     let x = input(net, x)?;
     let (model, kernels) = net.parts()?;
     let cfg = GddConfig {
-        t1: phases.t1,
-        t2: phases.t2,
-        beta: phases.beta,
+        algo: algo.clone(),
         coords,
         seed,
         transients,

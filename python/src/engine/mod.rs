@@ -7,15 +7,17 @@ mod compute;
 mod net;
 mod train;
 
-pub use compute::{free, gdd, gradients, time_gradients, GradRequest};
+pub use compute::{free, gdd, gradients, time_gradients};
 pub use net::{toml_literal, Net};
 pub use train::{
     evaluate_checkpoint, read_tensors, run_toml_of_json, train, write_tensors, TrainOutcome,
     TrainRequest,
 };
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ffebm::core::Tensor;
+pub use ffebm::grad::AlgoConfig;
+use ffebm::grad::EpVariant;
 use ffebm::io::tensors::Stored;
 use ffebm::model::presets::{preset, NAMES};
 use std::sync::atomic::AtomicBool;
@@ -151,46 +153,65 @@ pub fn preset_names() -> Vec<&'static str> {
     NAMES.to_vec()
 }
 
-/// A preset as JSON: name, summary, `model` (the `[model]` table), `algorithm` (T1, T2,
-/// β, tol) and `train` hyper-parameters.
+/// A preset as JSON: name, summary, `model` (the `[model]` table), `algorithm` (the
+/// `[algorithm]` table: estimator, T1, T2, β, variant, tol, orders, ...) and `train`
+/// hyper-parameters.
 pub fn preset_json(name: &str, classes: Option<usize>) -> Result<String> {
     let p = preset(name, classes)?;
+    let t = &p.train;
     Ok(serde_json::json!({
         "name": p.name,
         "summary": p.summary,
         "model": p.model,
-        "algorithm": {
-            "t1": p.algo.t1,
-            "t2": p.algo.t2,
-            "beta": short(p.algo.beta),
-            "tol": p.algo.tol.map(short),
+        "algorithm": algo_value(&p.algo)?,
+        "train": {
+            "dataset": t.dataset,
+            "batch_size": t.batch_size,
+            "epochs": t.epochs,
+            "optim": t.optim,
+            "schedule": t.schedule,
+            "normalize": t.normalize,
+            "pad_to_32": t.pad_to_32,
         },
-        "train": p.train,
     })
     .to_string())
 }
 
-/// The shortest decimal that reads back as `v` in f32, as an f64 (0.2, not
+/// An algorithm configuration as a JSON object with the `[algorithm]` keys (`tol` is
+/// `null` when absent; β and tol as the shortest decimals of their f32 values: 0.2, not
 /// 0.20000000298023224).
-pub fn short(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(v as f64)
+pub fn algo_value(a: &AlgoConfig) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(a)?;
+    if let Some(o) = v.as_object_mut() {
+        o.entry("tol").or_insert(serde_json::Value::Null);
+    }
+    Ok(v)
 }
 
-/// Relaxation lengths and nudging strength of one call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Phases {
-    pub t1: usize,
-    pub t2: usize,
-    pub beta: f32,
-    pub tol: Option<f32>,
-}
-
-/// Options of one call; `None` takes the model's defaults (its preset's or run's).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PhaseArgs {
+/// Options of one call; `None` takes the model's defaults (its preset's or run's
+/// `[algorithm]`).
+#[derive(Clone, Debug, Default)]
+pub struct AlgoArgs {
+    /// The estimator (`ep`, `id-exact`, `id-reference`); `None`: the default's.
+    pub name: Option<String>,
     pub t1: Option<usize>,
     pub t2: Option<usize>,
     pub beta: Option<f32>,
     /// `Some(0.0)` disables a default tolerance.
     pub tol: Option<f32>,
+    /// EP variant: `centered`, `positive` or `negative`.
+    pub variant: Option<String>,
+    /// `Some(true)`: BN running statistics updated at every transform evaluation (as the
+    /// reference); `Some(false)`: once per batch.
+    pub bn_compat: Option<bool>,
+}
+
+/// An EP variant from its name.
+pub fn parse_variant(name: &str) -> Result<EpVariant> {
+    match name {
+        "centered" => Ok(EpVariant::Centered),
+        "positive" => Ok(EpVariant::Positive),
+        "negative" => Ok(EpVariant::Negative),
+        _ => bail!("unknown EP variant `{name}`: expected `centered`, `positive` or `negative`"),
+    }
 }

@@ -1,14 +1,17 @@
 //! Building models and moving their weights: presets, TOML and dict descriptions,
 //! checkpoints and model files, state dicts.
 
-use super::{stored_of, value_of, PhaseArgs, Phases, Value};
+use super::{parse_variant, stored_of, value_of, AlgoArgs, Value};
 use anyhow::{bail, ensure, Context, Result};
+use ffebm::grad::{AlgoConfig, Algorithm};
 use ffebm::io::tensors::{read_tensor_file, write_tensor_file, TensorFile};
 use ffebm::io::weights::{
     load_model_tensors, model_tensors, KeyStyle, CHECKPOINT_FORMAT, FORMAT_KEY,
 };
+use ffebm::model::feedforward::BnUpdates;
 use ffebm::model::presets::preset;
 use ffebm::model::{prepare, Model, ModelConfig, PreparedBlock};
+use ffebm::relax::{Order, Schedule};
 use ffebm::train::checkpoint::checkpoint_config;
 use ffebm::train::RunConfig;
 use std::collections::HashMap;
@@ -17,16 +20,16 @@ use std::path::Path;
 /// Metadata keys of the model files written by [`Net::save`].
 const MODEL_FORMAT: &str = "ffebm-model";
 const MODEL_CONFIG_KEY: &str = "model_config";
-const PHASES_KEY: &str = "phases";
+const ALGORITHM_KEY: &str = "algorithm";
 
 /// An ff-EBM with its packed kernels (rebuilt after weight changes), the key names its
-/// weights were given under, and default phase settings.
+/// weights were given under, and its default algorithm settings (a preset's or run's).
 #[derive(Clone)]
 pub struct Net {
     pub(super) model: Model,
     kernels: Option<Vec<PreparedBlock>>,
     pub(super) style: KeyStyle,
-    defaults: Option<Phases>,
+    defaults: Option<AlgoConfig>,
     origin: String,
 }
 
@@ -43,7 +46,7 @@ pub(super) fn alias_of(name: &str) -> Option<String> {
 }
 
 impl Net {
-    pub(super) fn new(model: Model, defaults: Option<Phases>, origin: String) -> Self {
+    pub(super) fn new(model: Model, defaults: Option<AlgoConfig>, origin: String) -> Self {
         Net {
             model,
             kernels: None,
@@ -55,14 +58,8 @@ impl Net {
 
     pub fn from_preset(name: &str, classes: Option<usize>, seed: u64) -> Result<Self> {
         let p = preset(name, classes)?;
-        let defaults = Phases {
-            t1: p.algo.t1,
-            t2: p.algo.t2,
-            beta: p.algo.beta,
-            tol: p.algo.tol,
-        };
         let model = Model::new(p.model.clone(), seed)?;
-        Ok(Net::new(model, Some(defaults), format!("preset {name}")))
+        Ok(Net::new(model, Some(p.algo), format!("preset {name}")))
     }
 
     /// A TOML model description (the `[model]` keys at top level, as `ffebm grad --model`).
@@ -83,7 +80,7 @@ impl Net {
         Net::from_toml(&toml_of_json(json)?, classes, seed)
     }
 
-    /// An ffebm checkpoint (its run configuration gives the model and the phase defaults)
+    /// An ffebm checkpoint (its run configuration gives the model and the algorithm defaults)
     /// or a model file written by [`Net::save`].
     pub fn load(path: &Path, seed: u64) -> Result<Self> {
         let file = read_tensor_file(path)?;
@@ -91,25 +88,17 @@ impl Net {
         let (cfg, defaults) = if format == Some(CHECKPOINT_FORMAT) {
             let run = RunConfig::from_toml(&checkpoint_config(path)?)
                 .with_context(|| format!("run configuration in {}", path.display()))?;
-            let a = &run.algorithm;
-            let phases = Phases {
-                t1: a.t1,
-                t2: a.t2,
-                beta: a.beta,
-                tol: a.tol,
-            };
-            (run.model, Some(phases))
+            (run.model, Some(run.algorithm))
         } else if let Some(text) = file.metadata.get(MODEL_CONFIG_KEY) {
             let cfg = ModelConfig::from_toml(text)
                 .with_context(|| format!("model description in {}", path.display()))?;
-            let phases =
-                match file.metadata.get(PHASES_KEY) {
-                    Some(p) => Some(serde_json::from_str(p).with_context(|| {
-                        format!("{}: bad `{PHASES_KEY}` metadata", path.display())
-                    })?),
-                    None => None,
-                };
-            (cfg, phases)
+            let algo = match file.metadata.get(ALGORITHM_KEY) {
+                Some(a) => Some(serde_json::from_str(a).with_context(|| {
+                    format!("{}: bad `{ALGORITHM_KEY}` metadata", path.display())
+                })?),
+                None => None,
+            };
+            (cfg, algo)
         } else {
             bail!(
                 "{}: no model description in its metadata (neither an ffebm checkpoint nor a model saved by ffebm); build the model (preset, TOML or dict) and load these weights into it",
@@ -184,7 +173,7 @@ impl Net {
             .collect()
     }
 
-    /// Writes the weights (reference names) with the model description and the phase
+    /// Writes the weights (reference names) with the model description and the algorithm
     /// defaults in the metadata; `ffebm grad --weights` and [`Net::load`] read it.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut meta = HashMap::from([
@@ -195,7 +184,7 @@ impl Net {
             ),
         ]);
         if let Some(p) = &self.defaults {
-            meta.insert(PHASES_KEY.to_string(), serde_json::to_string(p)?);
+            meta.insert(ALGORITHM_KEY.to_string(), serde_json::to_string(p)?);
         }
         write_tensor_file(path, &model_tensors(&self.model, &self.style), meta)
     }
@@ -209,8 +198,8 @@ impl Net {
         Ok(serde_json::to_string(&self.model.config)?)
     }
 
-    pub fn defaults(&self) -> Option<Phases> {
-        self.defaults
+    pub fn defaults(&self) -> Option<&AlgoConfig> {
+        self.defaults.as_ref()
     }
 
     pub fn origin(&self) -> &str {
@@ -243,26 +232,80 @@ impl Net {
             .collect()
     }
 
-    /// The phase settings of a call: the options given, else the model's defaults.
-    pub fn phases(&self, a: PhaseArgs) -> Result<Phases> {
-        let d = self.defaults;
-        let need = |name: &str| {
-            format!(
-                "{name} is required: {} has no default T1/T2/β (give t1=, t2=, beta=)",
-                self.origin
-            )
+    fn need(&self, name: &str) -> String {
+        format!(
+            "{name} is required: {} has no default T1/T2/β (give t1=, t2=, beta=)",
+            self.origin
+        )
+    }
+
+    /// The algorithm settings of a call: the model's defaults (as `ffebm grad --preset`
+    /// uses the preset's `[algorithm]`) with the options given applied over them. Without
+    /// defaults T1, T2 and (for EP) β must be given, and the rest is the paper's EP schedule.
+    pub fn algo(&self, a: &AlgoArgs) -> Result<AlgoConfig> {
+        let name: Option<Algorithm> = a.name.as_deref().map(str::parse).transpose()?;
+        let mut cfg = match &self.defaults {
+            Some(d) => d.clone(),
+            None => {
+                // β only matters to EP: ID needs none
+                let beta = match (a.beta, name) {
+                    (Some(b), _) => b,
+                    (None, Some(Algorithm::IdExact | Algorithm::IdReference)) => 0.0,
+                    (None, _) => bail!(self.need("beta")),
+                };
+                AlgoConfig::ep(
+                    a.t1.with_context(|| self.need("t1"))?,
+                    a.t2.with_context(|| self.need("t2"))?,
+                    beta,
+                )
+            }
         };
-        let tol = match a.tol {
-            Some(t) if t > 0.0 => Some(t),
-            Some(_) => None,
-            None => d.and_then(|d| d.tol),
+        if let Some(n) = name {
+            cfg.name = n;
+        }
+        if let Some(t1) = a.t1 {
+            cfg.t1 = t1;
+        }
+        if let Some(t2) = a.t2 {
+            cfg.t2 = t2;
+        }
+        if let Some(beta) = a.beta {
+            cfg.beta = beta;
+        }
+        cfg.tol = tolerance(a.tol, cfg.tol)?;
+        if let Some(v) = &a.variant {
+            ensure!(
+                cfg.name == Algorithm::Ep,
+                "variant=`{v}` is an EP setting, but algo is `{}`",
+                cfg.name
+            );
+            cfg.variant = parse_variant(v)?;
+        }
+        match a.bn_compat {
+            Some(true) => cfg.bn_updates = BnUpdates::ReferenceCompat,
+            Some(false) => cfg.bn_updates = BnUpdates::OncePerBatch,
+            None => {}
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The free-phase schedule (T1, tolerance) and update order of a call: the defaults'
+    /// (as evaluation uses them) with `t1` and `tol` applied over them.
+    pub fn free_settings(&self, t1: Option<usize>, tol: Option<f32>) -> Result<(Schedule, Order)> {
+        let (mut schedule, order) = match &self.defaults {
+            Some(d) => (d.free_schedule(), d.free_order),
+            None => (
+                Schedule::fixed(t1.with_context(|| self.need("t1"))?),
+                Order::EvenFirst,
+            ),
         };
-        Ok(Phases {
-            t1: a.t1.or(d.map(|d| d.t1)).with_context(|| need("t1"))?,
-            t2: a.t2.or(d.map(|d| d.t2)).with_context(|| need("t2"))?,
-            beta: a.beta.or(d.map(|d| d.beta)).with_context(|| need("beta"))?,
-            tol,
-        })
+        if let Some(t1) = t1 {
+            ensure!(t1 >= 1, "t1 must be at least 1");
+            schedule.sweeps = t1;
+        }
+        schedule.tol = tolerance(tol, schedule.tol)?;
+        Ok((schedule, order))
     }
 
     fn kernels(&mut self) -> Result<()> {
@@ -281,6 +324,18 @@ impl Net {
     pub(super) fn parts(&mut self) -> Result<(&Model, &[PreparedBlock])> {
         self.kernels()?;
         Ok((&self.model, self.kernels.as_deref().expect("prepared")))
+    }
+}
+
+/// A tolerance option over a default: `Some(0.0)` disables it, a positive value replaces it.
+fn tolerance(given: Option<f32>, default: Option<f32>) -> Result<Option<f32>> {
+    match given {
+        None => Ok(default),
+        Some(0.0) => Ok(None),
+        Some(t) if t > 0.0 && t.is_finite() => Ok(Some(t)),
+        Some(t) => {
+            bail!("tol = {t}: expected a positive tolerance, or 0 to disable the default one")
+        }
     }
 }
 

@@ -2,12 +2,12 @@
 //! `ffebm eval`).
 
 use super::net::toml_of_json;
-use super::{stored_of, value_of, Named, Net, Phases, Value};
+use super::{stored_of, value_of, Named, Net, Value};
 use anyhow::{ensure, Context, Result};
 use ffebm::io::tensors::{read_tensor_file, write_tensor_file};
 use ffebm::model::Model;
 use ffebm::train::checkpoint::{checkpoint_config, load_checkpoint};
-use ffebm::train::trainer::{eval_schedule, LAST};
+use ffebm::train::trainer::LAST;
 use ffebm::train::{evaluate, RunConfig, TrainOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -122,12 +122,7 @@ pub fn train(
     mut on_epoch: impl FnMut(String) -> Result<()> + 'static,
 ) -> Result<TrainOutcome> {
     let cfg = run_config(r)?;
-    let defaults = Phases {
-        t1: cfg.algorithm.t1,
-        t2: cfg.algorithm.t2,
-        beta: cfg.algorithm.beta,
-        tol: cfg.algorithm.tol,
-    };
+    let defaults = cfg.algorithm.clone();
     let opts = TrainOptions {
         run_dir: r.out.clone(),
         resume: r.resume,
@@ -180,13 +175,7 @@ pub fn evaluate_checkpoint(
     )?;
     let mut out = BTreeMap::new();
     for (name, subset) in &data.tests {
-        let m = evaluate(
-            &model,
-            subset,
-            cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size),
-            eval_schedule(&cfg),
-            None,
-        )?;
+        let m = evaluate(&model, subset, &cfg, None)?;
         out.insert(name.clone(), serde_json::to_value(m)?);
     }
     Ok(serde_json::json!({
