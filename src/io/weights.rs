@@ -9,11 +9,13 @@ use anyhow::{bail, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// Metadata key/value marking ffebm's own checkpoints (whose `optimizer.*` tensors are not
-/// weights).
+/// Metadata key/value marking ffebm's own checkpoints (whose `optimizer.*` and `carry.*`
+/// tensors are not weights).
 pub const FORMAT_KEY: &str = "format";
 pub const CHECKPOINT_FORMAT: &str = "ffebm-checkpoint";
 pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+/// The free states a warm-started run carries to its next batch.
+pub const CARRY_PREFIX: &str = "carry.";
 
 /// Which names a file used for each feedforward conv (synapse 0 and/or its alias).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,7 +170,8 @@ pub fn load_model_tensors(model: &mut Model, file: &TensorFile, path: &Path) -> 
         }
     }
     for key in &file.order {
-        if used.contains(key) || (is_checkpoint && key.starts_with(OPTIMIZER_PREFIX)) {
+        let not_weights = key.starts_with(OPTIMIZER_PREFIX) || key.starts_with(CARRY_PREFIX);
+        if used.contains(key) || (is_checkpoint && not_weights) {
             continue;
         }
         let valid = expected_keys(model);

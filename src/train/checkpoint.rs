@@ -6,7 +6,8 @@
 use super::optim::Optimizer;
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored};
 use crate::io::weights::{
-    load_model_tensors, model_tensors, KeyStyle, CHECKPOINT_FORMAT, FORMAT_KEY, OPTIMIZER_PREFIX,
+    load_model_tensors, model_tensors, KeyStyle, CARRY_PREFIX, CHECKPOINT_FORMAT, FORMAT_KEY,
+    OPTIMIZER_PREFIX,
 };
 use crate::model::Model;
 use crate::relax::BlockState;
@@ -46,8 +47,6 @@ pub struct LoopState {
 
 const STATE_KEY: &str = "loop_state";
 const CONFIG_KEY: &str = "run_config";
-
-const CARRY_PREFIX: &str = "carry.";
 
 /// Writes a checkpoint atomically. `carry`: the free states a warm-started run starts its
 /// next batch from (`carry.{block}.{layer}`, channels-last).

@@ -295,3 +295,61 @@ fn a_run_that_cannot_start_leaves_no_run_directory() {
     );
     assert!(!dir.exists(), "{} was created", dir.display());
 }
+
+/// A warm-started run (drn_xs carries each batch's free states to the next) checkpoints the
+/// carried states; resuming it mid-epoch restores them and the model alone loads from the
+/// checkpoint (its `carry.*` tensors are not weights): the resumed run ends bit-identical to
+/// the uninterrupted one.
+#[test]
+fn warm_started_runs_resume_with_their_carried_states() {
+    if common::shared_data().is_none() {
+        return;
+    }
+    let cfg = || {
+        let sets: Vec<String> = [
+            "data.train_limit=120",
+            "data.test_limit=100",
+            "train.epochs=2",
+            "train.log_every=10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        RunConfig::resolve(Some("drn_xs"), None, None, &sets, 3).unwrap()
+    };
+    assert!(cfg().algorithm.warm_start);
+    let opts = |dir: &PathBuf, resume: bool, stop: Option<u64>| TrainOptions {
+        run_dir: dir.clone(),
+        resume,
+        quiet: true,
+        stop_after_steps: stop,
+        ..Default::default()
+    };
+    let full_dir = tmp("warm-full");
+    let full = train(cfg(), opts(&full_dir, false, None)).unwrap();
+    assert!(full.completed);
+    let dir = tmp("warm-part");
+    // 30 steps per epoch: stop in the middle of the first
+    assert!(!train(cfg(), opts(&dir, false, Some(13))).unwrap().completed);
+    let last = dir.join(ffebm::train::trainer::LAST);
+    let carried = ffebm::train::checkpoint::load_carried_states(&last)
+        .unwrap()
+        .expect("a warm-started checkpoint carries free states");
+    assert_eq!(carried.len(), 1);
+    assert_eq!(carried[0].layers.len(), 2);
+    let mut model = ffebm::model::Model::new(cfg().model, 0).unwrap();
+    let file = ffebm::io::tensors::read_tensor_file(&last).unwrap();
+    ffebm::io::weights::load_model_tensors(&mut model, &file, &last).unwrap();
+    let done = train(cfg(), opts(&dir, true, None)).unwrap();
+    assert!(done.completed);
+    assert_eq!(
+        done.model, full.model,
+        "weights differ from the uninterrupted run"
+    );
+    let a: Vec<_> = done.epochs.iter().map(strip_time).collect();
+    let b: Vec<_> = full.epochs.iter().map(strip_time).collect();
+    assert_eq!(a, b, "metrics differ from the uninterrupted run");
+    for d in [dir, full_dir] {
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
