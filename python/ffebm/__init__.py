@@ -50,6 +50,7 @@ __all__ = [
     "presets",
     "save_tensors",
     "set_threads",
+    "start_run",
     "threads",
     "train",
 ]
@@ -123,6 +124,7 @@ def train(
     resume: bool = False,
     callback: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None,
     quiet: bool = False,
+    init: Optional[Model] = None,
 ) -> TrainResult:
     """Trains a model and writes its run directory exactly as ``ffebm train`` does (same
     options, same seed: same ``config.toml``, metrics and checkpoints).
@@ -132,7 +134,9 @@ def train(
     ``out_dir``: the run directory (required); ``resume=True`` continues the run in
     ``out_dir`` from its last checkpoint. ``callback(record)`` is called after every epoch
     (and its checkpoints) with the epoch's metrics dict; returning ``False`` stops the run
-    there (resumable), raising stops it with that exception.
+    there (resumable), raising stops it with that exception. ``init``: start a new run from
+    this model's weights (e.g. a PyTorch ``state_dict`` loaded into it) instead of the
+    seed's initialisation, through :func:`start_run`.
 
     Ctrl-C finishes the current step, saves ``checkpoint_last`` and raises KeyboardInterrupt
     (a second Ctrl-C aborts the step; the last checkpoint stays valid). Progress goes to
@@ -143,6 +147,8 @@ def train(
     text = None if resume else config_text(config)
     if resume and (config is not None or preset is not None):
         raise ValueError("resume=True continues the run in out_dir; do not give config or preset")
+    if resume and init is not None:
+        raise ValueError("resume=True continues the run in out_dir from its checkpoint; do not give init")
     run_dir, completed, epochs_json, net = _ffebm.train(
         os.fspath(out_dir),
         preset,
@@ -156,8 +162,45 @@ def train(
         seed,
         quiet,
         callback,
+        None if init is None else init._net,
     )
     return TrainResult(run_dir, completed, json.loads(epochs_json), Model(net))
+
+
+def start_run(
+    out_dir: PathLike,
+    model: Model,
+    config: Union[PathLike, Mapping[str, Any], None] = None,
+    *,
+    preset: Optional[str] = None,
+    overrides: Union[Mapping[str, Any], Iterable[str], None] = None,
+    seed: int = 0,
+    epochs: Optional[int] = None,
+    classes: Optional[int] = None,
+    data_dir: Optional[PathLike] = None,
+    download: bool = False,
+) -> str:
+    """Saves ``model`` as the step-0 checkpoint of a new run: writes ``out_dir/config.toml``
+    (the run as :func:`train` resolves the same options) and ``checkpoint_last.safetensors``
+    (the model's weights and BN statistics, zero optimiser moments), and returns the run
+    directory. ``ffebm train --resume out_dir`` or ``train(out_dir=out_dir, resume=True)``
+    then trains it, exactly as a fresh run whose initialisation had given these weights.
+
+    The model must be the run's ``[model]`` (build it from the same preset or description);
+    a differing description, a directory already holding a run or data that does not load
+    raise ValueError (FileNotFoundError for missing data) and write nothing."""
+    return _ffebm.start_run(
+        os.fspath(out_dir),
+        model._net,
+        preset,
+        config_text(config),
+        _overrides(overrides),
+        classes,
+        epochs,
+        None if data_dir is None else os.fspath(data_dir),
+        download,
+        seed,
+    )
 
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "read_tensors",
     "run_toml_of_json",
     "set_threads",
+    "start_run",
     "threads",
     "toml_literal",
     "train",
@@ -122,4 +123,17 @@ def train(
     seed: int,
     quiet: bool,
     callback: Optional[Any],
+    init: Optional[Net] = None,
 ) -> Tuple[str, bool, str, Net]: ...
+def start_run(
+    out: str,
+    model: Net,
+    preset: Optional[str],
+    config_toml: Optional[str],
+    sets: List[str],
+    classes: Optional[int],
+    epochs: Optional[int],
+    data_dir: Optional[str],
+    download: bool,
+    seed: int,
+) -> str: ...

@@ -397,7 +397,7 @@ fn evaluate(
 /// Trains; returns `(run_dir, completed, epochs JSON, model)`.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (out, preset, config_toml, sets, classes, epochs, data_dir, download, resume, seed, quiet, callback))]
+#[pyo3(signature = (out, preset, config_toml, sets, classes, epochs, data_dir, download, resume, seed, quiet, callback, init=None))]
 fn train(
     py: Python<'_>,
     out: PathBuf,
@@ -412,6 +412,7 @@ fn train(
     seed: u64,
     quiet: bool,
     callback: Option<Py<PyAny>>,
+    init: Option<PyRef<'_, PyNet>>,
 ) -> PyResult<(String, bool, String, PyNet)> {
     let req = TrainRequest {
         preset,
@@ -425,6 +426,7 @@ fn train(
         resume,
         seed,
         quiet,
+        init: init.map(|n| n.net.clone()),
     };
     let o = run::training(py, req, callback)?;
     Ok((
@@ -433,6 +435,42 @@ fn train(
         o.epochs_json,
         wrap(o.model),
     ))
+}
+
+/// Writes the run directory of a new run starting from `model`'s weights (config.toml and
+/// checkpoint_last at step 0); returns the run directory.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (out, model, preset, config_toml, sets, classes, epochs, data_dir, download, seed))]
+fn start_run(
+    py: Python<'_>,
+    out: PathBuf,
+    model: PyRef<'_, PyNet>,
+    preset: Option<String>,
+    config_toml: Option<String>,
+    sets: Vec<String>,
+    classes: Option<usize>,
+    epochs: Option<usize>,
+    data_dir: Option<PathBuf>,
+    download: bool,
+    seed: u64,
+) -> PyResult<String> {
+    let net = model.net.clone();
+    let dir = out.display().to_string();
+    let req = TrainRequest {
+        preset,
+        config_toml,
+        sets,
+        classes,
+        epochs,
+        data_dir,
+        download,
+        out,
+        seed,
+        ..TrainRequest::default()
+    };
+    run::detached(py, move || engine::start_run(&req, &net).map(drop))?;
+    Ok(dir)
 }
 
 #[pymodule]
@@ -448,5 +486,6 @@ fn _ffebm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_tensors, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_function(wrap_pyfunction!(start_run, m)?)?;
     Ok(())
 }

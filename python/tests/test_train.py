@@ -122,3 +122,95 @@ def test_training_errors_are_value_errors_and_leave_nothing(data_dir, tmp_path):
         ffebm.train(preset="mnist_mlp")
     with pytest.raises(FileNotFoundError, match="a run directory"):
         ffebm.train(out_dir=tmp_path / "missing", resume=True)
+
+
+def test_a_run_started_from_a_model_trains_as_the_cli_from_those_weights(cli, data_dir, tmp_path):
+    """`start_run` saves a model as the step-0 checkpoint of a new run. From the weights the
+    seed gives, training it (Python `init=` or `ffebm train --resume`) is the fresh CLI run
+    bit for bit; from other weights, CLI and Python agree with each other and not with it."""
+    fresh = tmp_path / "fresh"
+    args = ["train", "--preset", "mnist_mlp", "--seed", "7", "--out", fresh, "-q"]
+    for s in SETS:
+        args += ["--set", s]
+    run_cli(cli, *args)
+    same = ffebm.Model.from_preset("mnist_mlp", seed=7)
+    r = ffebm.train(preset="mnist_mlp", out_dir=tmp_path / "same", overrides=SETS, seed=7,
+                    quiet=True, init=same)
+    assert r.completed
+    assert (tmp_path / "same" / "config.toml").read_text() == (fresh / "config.toml").read_text()
+    assert records(tmp_path / "same") == records(fresh)
+    for name in ("checkpoint_last.safetensors", "checkpoint_best.safetensors"):
+        same_checkpoint(tmp_path / "same" / name, fresh / name)
+
+    other = ffebm.Model.from_preset("mnist_mlp", seed=8)
+    run_dir = ffebm.start_run(tmp_path / "cli", other, preset="mnist_mlp", overrides=SETS, seed=7)
+    assert run_dir == str(tmp_path / "cli")
+    assert (tmp_path / "cli" / "config.toml").read_text() == (fresh / "config.toml").read_text()
+    saved = ffebm.Model.load(tmp_path / "cli" / "checkpoint_last.safetensors")
+    for k, v in other.state_dict().items():
+        assert np.array_equal(bits(saved.state_dict()[k]), bits(v)), k
+    run_cli(cli, "train", "--resume", tmp_path / "cli", "-q")
+    ffebm.train(preset="mnist_mlp", out_dir=tmp_path / "py", overrides=SETS, seed=7, quiet=True,
+                init=other)
+    assert records(tmp_path / "py") == records(tmp_path / "cli") != records(fresh)
+    same_checkpoint(tmp_path / "py" / "checkpoint_last.safetensors",
+                    tmp_path / "cli" / "checkpoint_last.safetensors")
+
+
+def test_start_run_errors_write_nothing(data_dir, tmp_path):
+    cifar = ffebm.Model.from_preset("cifar10_tiny")
+    with pytest.raises(ValueError, match=r"differs from the run's \[model\] in .*`input`"):
+        ffebm.start_run(tmp_path / "a", cifar, preset="mnist_mlp", overrides=SETS)
+    with pytest.raises(ValueError, match=r"differs from the run's \[model\]"):
+        ffebm.train(preset="mnist_mlp", out_dir=tmp_path / "a", overrides=SETS, init=cifar, quiet=True)
+    assert not (tmp_path / "a").exists()
+    m = ffebm.Model.from_preset("mnist_mlp")
+    ffebm.start_run(tmp_path / "b", m, preset="mnist_mlp", overrides=SETS)
+    before = (tmp_path / "b" / "checkpoint_last.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run"):
+        ffebm.start_run(tmp_path / "b", m, preset="mnist_mlp", overrides=SETS)
+    with pytest.raises(ValueError, match="do not give init"):
+        ffebm.train(out_dir=tmp_path / "b", resume=True, init=m)
+    assert (tmp_path / "b" / "checkpoint_last.safetensors").read_bytes() == before
+    with pytest.raises(ValueError, match="optim.lrr"):
+        ffebm.start_run(tmp_path / "c", m, preset="mnist_mlp", overrides={"optim.lrr": 1.0})
+    assert not (tmp_path / "c").exists()
+
+
+#: A small run of the MNIST DRN preset (batch 4, warm start): seconds.
+DRN_SETS = ["data.train_limit=120", "data.test_limit=100", "train.epochs=2", "train.log_every=10"]
+
+
+def test_drn_preset_trains_as_the_cli_and_resumes_its_warm_start(cli, data_dir, tmp_path):
+    """drn_xs carries each batch's free states to the next (warm start): a Python run stopped
+    after epoch 1 and resumed (the carried states come from its checkpoint) writes the CLI's
+    uninterrupted run, and a run started from the seed's model through `init=` does too."""
+    args = ["train", "--preset", "drn_xs", "--seed", "3", "--out", tmp_path / "cli", "-q"]
+    for s in DRN_SETS:
+        args += ["--set", s]
+    run_cli(cli, *args)
+    part = ffebm.train(preset="drn_xs", out_dir=tmp_path / "py", overrides=DRN_SETS, seed=3,
+                       quiet=True, callback=lambda r: r["epoch"] < 1)
+    assert not part.completed
+    carried = [k for k in ffebm.load_tensors(tmp_path / "py" / "checkpoint_last.safetensors")
+               if k.startswith("carry.")]
+    assert carried == ["carry.0.0", "carry.0.1"]
+    assert ffebm.train(out_dir=tmp_path / "py", resume=True, quiet=True).completed
+    init = ffebm.Model.from_preset("drn_xs", seed=3)
+    ffebm.train(preset="drn_xs", out_dir=tmp_path / "init", overrides=DRN_SETS, seed=3,
+                quiet=True, init=init)
+    cli_records = records(tmp_path / "cli")
+    assert len(cli_records) >= 2 + 60 // 10
+    assert records(tmp_path / "py") == cli_records == records(tmp_path / "init")
+    for d in ("py", "init"):
+        same_checkpoint(tmp_path / d / "checkpoint_last.safetensors",
+                        tmp_path / "cli" / "checkpoint_last.safetensors")
+    # the checkpoint (carried states beside the weights) loads and evaluates as `ffebm eval`
+    last = tmp_path / "py" / "checkpoint_last.safetensors"
+    assert ffebm.Model.load(last).defaults["warm_start"] is True
+    ev = ffebm.evaluate(last)
+    out = run_cli(cli, "eval", "--checkpoint", last).stdout
+    m = ev["sets"]["test"]
+    assert ev["step"] == 60 and m["top1"] == pytest.approx(
+        [r for r in cli_records if r["kind"] == "epoch"][-1]["test_top1"])
+    assert f"test: {m['samples']} images, loss {m['loss']:.4f}, top1 {m['top1']:.2f}%" in out, out

@@ -10,8 +10,8 @@ mod train;
 pub use compute::{free, gdd, gradients, time_gradients};
 pub use net::{toml_literal, Net};
 pub use train::{
-    evaluate_checkpoint, read_tensors, run_toml_of_json, train, write_tensors, TrainOutcome,
-    TrainRequest,
+    evaluate_checkpoint, read_tensors, run_toml_of_json, start_run, train, write_tensors,
+    TrainOutcome, TrainRequest,
 };
 
 use anyhow::{bail, ensure, Context, Result};

@@ -5,8 +5,10 @@ use super::net::toml_of_json;
 use super::{stored_of, value_of, Named, Net, Value};
 use anyhow::{ensure, Context, Result};
 use ffebm::io::tensors::{read_tensor_file, write_tensor_file};
-use ffebm::model::Model;
-use ffebm::train::checkpoint::{checkpoint_config, load_checkpoint};
+use ffebm::model::{Model, ModelConfig};
+use ffebm::train::checkpoint::{checkpoint_config, load_checkpoint, save_checkpoint, LoopState};
+use ffebm::train::data::load_run_data;
+use ffebm::train::optim::Optimizer;
 use ffebm::train::trainer::LAST;
 use ffebm::train::{evaluate, RunConfig, TrainOptions};
 use std::collections::{BTreeMap, HashMap};
@@ -55,6 +57,9 @@ pub struct TrainRequest {
     pub resume: bool,
     pub seed: u64,
     pub quiet: bool,
+    /// Start from this model's weights instead of the seed's initialisation (see
+    /// [`start_run`]).
+    pub init: Option<Net>,
 }
 
 /// What a training session leaves.
@@ -108,12 +113,67 @@ fn run_config(r: &TrainRequest) -> Result<RunConfig> {
     )
 }
 
+/// The `[model]` keys whose values differ between two model descriptions.
+fn differing_keys(a: &ModelConfig, b: &ModelConfig) -> Result<Vec<String>> {
+    let (a, b) = (serde_json::to_value(a)?, serde_json::to_value(b)?);
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect())
+}
+
+/// Writes the run directory of a new run that starts from `init`'s weights: `config.toml`
+/// (as `ffebm train` resolves the request) and `checkpoint_last` at step 0 (zero optimiser
+/// moments, no carried states). Resuming it (`ffebm train --resume DIR`) trains exactly as
+/// a fresh run whose initialisation gave these weights. `init` must be the run's `[model]`;
+/// the data must load (a run that cannot start leaves nothing behind).
+pub fn start_run(r: &TrainRequest, init: &Net) -> Result<RunConfig> {
+    ensure!(
+        !r.resume,
+        "init= starts a new run from a model, resume=True continues a run: give one of them"
+    );
+    let cfg = run_config(r)?;
+    let differ = differing_keys(&cfg.model, &init.model.config)?;
+    ensure!(
+        differ.is_empty(),
+        "init: the model's description differs from the run's [model] in {} (build the model from the same preset or description, or give the run config={{\"model\": model.config, ...}})",
+        differ
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let dir = &r.out;
+    ensure!(
+        !dir.join(LAST).exists(),
+        "{} already holds a run; continue it with resume=True or choose another out_dir",
+        dir.display()
+    );
+    load_run_data(&cfg.data, cfg.seed, true)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    let text = cfg.to_toml()?;
+    ffebm::io::atomic_write(&dir.join("config.toml"), text.as_bytes())?;
+    let opt = Optimizer::new(cfg.optim.clone(), &init.model);
+    let state = LoopState::default();
+    save_checkpoint(&dir.join(LAST), &init.model, &opt, &state, &text, None)?;
+    Ok(cfg)
+}
+
 /// A dict run description (JSON) as TOML text.
 pub fn run_toml_of_json(json: &str) -> Result<String> {
     toml_of_json(json)
 }
 
-/// Trains (or resumes) a run. `interrupt` makes the trainer stop after its current step
+/// Trains (or resumes) a run; with `init`, a new run from that model's weights
+/// ([`start_run`], then resumed). `interrupt` makes the trainer stop after its current step
 /// with a checkpoint; `on_epoch` receives each epoch record as JSON after its checkpoints
 /// (an error from it stops training with that error).
 pub fn train(
@@ -121,11 +181,14 @@ pub fn train(
     interrupt: Arc<AtomicBool>,
     mut on_epoch: impl FnMut(String) -> Result<()> + 'static,
 ) -> Result<TrainOutcome> {
-    let cfg = run_config(r)?;
+    let (cfg, resume) = match &r.init {
+        Some(net) => (start_run(r, net)?, true),
+        None => (run_config(r)?, r.resume),
+    };
     let defaults = cfg.algorithm.clone();
     let opts = TrainOptions {
         run_dir: r.out.clone(),
-        resume: r.resume,
+        resume,
         quiet: r.quiet,
         stop_after_steps: None,
         interrupt: Some(interrupt),
