@@ -9,6 +9,7 @@ pub mod core;
 pub mod data;
 pub mod energy;
 pub mod grad;
+pub mod hooks;
 pub mod io;
 pub mod model;
 pub mod relax;

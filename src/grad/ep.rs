@@ -160,6 +160,7 @@ fn run(
                 let mut rb = phase(chain, free, base, k, nb.as_ref(), ep, 0)?;
                 for t in 0..=ep.t2 {
                     if t > 0 {
+                        crate::hooks::check_cancelled()?;
                         for (r, nd) in [(&mut ra, &na), (&mut rb, &nb)] {
                             if let Some(nd) = nd {
                                 r.sweep(ep.order, Some(nd), None, None)

@@ -467,6 +467,7 @@ pub fn relax(
         sample_sweeps: Vec::new(),
     };
     for t in 0..schedule.sweeps {
+        crate::hooks::check_cancelled()?;
         let use_mask = schedule.per_sample && schedule.tol.is_some();
         let stats = r.sweep(
             order,

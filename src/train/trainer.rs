@@ -435,6 +435,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
         )?;
         saved = Some((state.epoch, state.step));
         last_save = Instant::now();
+        crate::hooks::epoch_finished(&rec)?;
         if opts.should_stop(session_steps) && state.epoch < cfg.train.epochs {
             return Ok(RunSummary {
                 run_dir: dir.clone(),
