@@ -97,7 +97,7 @@ fn run_config(r: &TrainRequest) -> Result<RunConfig> {
             "{} has no checkpoint to resume from",
             r.out.display()
         );
-        return RunConfig::resolve(None, None, Some(&text), &sets, r.seed)
+        return RunConfig::resolve(None, None, Some(&text), &sets, Some(r.seed))
             .with_context(|| format!("in {}", path.display()));
     }
     ensure!(
@@ -109,7 +109,7 @@ fn run_config(r: &TrainRequest) -> Result<RunConfig> {
         r.classes,
         r.config_toml.as_deref(),
         &sets,
-        r.seed,
+        Some(r.seed),
     )
 }
 
@@ -188,6 +188,7 @@ pub fn train(
     let defaults = cfg.algorithm.clone();
     let opts = TrainOptions {
         run_dir: r.out.clone(),
+        numbered: false,
         resume,
         quiet: r.quiet,
         stop_after_steps: None,
@@ -223,7 +224,7 @@ pub fn evaluate_checkpoint(
     if let Some(d) = data_dir {
         sets.push(format!("data.dir={:?}", d.display().to_string()));
     }
-    let cfg = RunConfig::resolve(None, None, Some(&text), &sets, seed)?;
+    let cfg = RunConfig::resolve(None, None, Some(&text), &sets, Some(seed))?;
     let mut model = Model::new(cfg.model.clone(), cfg.seed)?;
     let mut opt = ffebm::train::optim::Optimizer::new(cfg.optim.clone(), &model);
     let state = load_checkpoint(checkpoint, &mut model, &mut opt)?;
