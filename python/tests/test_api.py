@@ -223,7 +223,7 @@ def test_presets_and_descriptions():
     p = ffebm.preset("splitting_small_2block")
     algo = {"name": "ep", "t1": 60, "t2": 20, "beta": 0.2, "variant": "centered", "tol": None,
             "per_sample_tol": False, "free_order": "even-first", "nudged_order": "odd-first",
-            "bn_updates": "once-per-batch", "warm_start": False}
+            "nudged_form": "offsets", "bn_updates": "once-per-batch", "warm_start": False}
     assert p["algorithm"] == algo and p["model"]["input"] == [3, 32, 32]
     assert p["train"]["optim"]["name"] == "adam" and p["train"]["normalize"] is True
     m = ffebm.Model.from_preset("splitting_small_2block", classes=100)

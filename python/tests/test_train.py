@@ -70,7 +70,7 @@ def test_python_run_directory_equals_the_cli_one(cli, data_dir, tmp_path):
     for name, m in ev["sets"].items():
         line = f"{name}: {m['samples']} images, loss {m['loss']:.4f}, top1 {m['top1']:.2f}%, top5 {m['top5']:.2f}%"
         assert line in out, (line, out)
-    assert ev["sets"]["test"]["top1"] == pytest.approx(seen[-1]["test_top1"])
+    assert ev["sets"][seen[-1]["test_name"]]["top1"] == pytest.approx(seen[-1]["test_top1"])
 
 
 def test_dict_config_overrides_and_early_stop(data_dir, tmp_path):
@@ -210,7 +210,8 @@ def test_drn_preset_trains_as_the_cli_and_resumes_its_warm_start(cli, data_dir, 
     assert ffebm.Model.load(last).defaults["warm_start"] is True
     ev = ffebm.evaluate(last)
     out = run_cli(cli, "eval", "--checkpoint", last).stdout
-    m = ev["sets"]["test"]
-    assert ev["step"] == 60 and m["top1"] == pytest.approx(
-        [r for r in cli_records if r["kind"] == "epoch"][-1]["test_top1"])
-    assert f"test: {m['samples']} images, loss {m['loss']:.4f}, top1 {m['top1']:.2f}%" in out, out
+    last_epoch = [r for r in cli_records if r["kind"] == "epoch"][-1]
+    name = last_epoch["test_name"]  # e.g. test-first100 with data.test_limit
+    m = ev["sets"][name]
+    assert ev["step"] == 60 and m["top1"] == pytest.approx(last_epoch["test_top1"])
+    assert f"{name}: {m['samples']} images, loss {m['loss']:.4f}, top1 {m['top1']:.2f}%" in out, out

@@ -97,7 +97,8 @@ fn run_config(r: &TrainRequest) -> Result<RunConfig> {
             "{} has no checkpoint to resume from",
             r.out.display()
         );
-        return RunConfig::resolve(None, None, Some(&text), &sets, Some(r.seed))
+        // a resumed run keeps its own seed (a different one would break exact resumption)
+        return RunConfig::resolve(None, None, Some(&text), &sets, None)
             .with_context(|| format!("in {}", path.display()));
     }
     ensure!(
