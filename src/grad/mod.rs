@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod ep;
 pub mod id;
+pub mod power;
 pub mod settings;
 
 pub use chain::{free_phase, free_phase_with, Chain, FreePhase};
@@ -60,6 +61,9 @@ pub struct Estimate {
     pub grads: Grads,
     /// How often the estimator evaluated each block's feedforward transform (BN statistics).
     pub transform_evals: Vec<TransformEvals>,
+    /// Resistor power at the nudged equilibria of DRN blocks (`(block, β, power)`), when
+    /// asked for ([`estimator_with_power`]).
+    pub nudged_power: Vec<(usize, power::NudgedPower)>,
 }
 
 /// Receives per-step detail: `(block k, step t, the estimate after t steps)`.
@@ -90,6 +94,7 @@ impl GradientEstimator for ep::Ep {
         Ok(Estimate {
             grads: out.grads,
             transform_evals: out.transform_evals,
+            nudged_power: out.power,
         })
     }
 
@@ -119,6 +124,7 @@ impl GradientEstimator for Id {
         Ok(Estimate {
             transform_evals: out.transform_evals(self.t2),
             grads: out.grads,
+            nudged_power: Vec::new(),
         })
     }
 
@@ -145,8 +151,17 @@ impl GradientEstimator for Id {
 
 /// The estimator `cfg` describes.
 pub fn estimator(cfg: &AlgoConfig) -> Box<dyn GradientEstimator> {
+    estimator_with_power(cfg, false)
+}
+
+/// The estimator `cfg` describes; with `power`, EP also reads out the resistor power at the
+/// nudged equilibria of DRN blocks.
+pub fn estimator_with_power(cfg: &AlgoConfig, power: bool) -> Box<dyn GradientEstimator> {
     match cfg.name {
-        Algorithm::Ep => Box::new(ep::Ep::from_config(cfg)),
+        Algorithm::Ep => Box::new(ep::Ep {
+            power,
+            ..ep::Ep::from_config(cfg)
+        }),
         Algorithm::IdExact | Algorithm::IdReference => Box::new(Id {
             t2: cfg.t2,
             exact: cfg.name == Algorithm::IdExact,
@@ -165,6 +180,8 @@ pub struct StepOutput {
     /// The BatchNorm running-statistics updates the step owes (apply with
     /// [`crate::model::feedforward::apply_bn_updates`]).
     pub bn_updates: Vec<BnUpdate>,
+    /// Resistor power of every DRN block at its equilibria, when asked for (else empty).
+    pub power: Vec<power::BlockPower>,
 }
 
 /// Free phase then the gradients of `cfg.name`, as in a training step (BN in training mode).
@@ -190,6 +207,20 @@ pub fn compute_gradients_from(
     cfg: &AlgoConfig,
     start: Option<&[crate::relax::BlockState]>,
 ) -> Result<StepOutput> {
+    compute_gradients_with(model, kernels, x, labels, cfg, start, false)
+}
+
+/// [`compute_gradients_from`], with the resistor power readout of DRN blocks at the free and
+/// (EP) nudged equilibria when `power` is set.
+pub fn compute_gradients_with(
+    model: &Model,
+    kernels: &[PreparedBlock],
+    x: &Tensor,
+    labels: &[u32],
+    cfg: &AlgoConfig,
+    start: Option<&[crate::relax::BlockState]>,
+    power: bool,
+) -> Result<StepOutput> {
     anyhow::ensure!(
         labels.len() == x.dim0(),
         "{} labels for a batch of {}",
@@ -206,7 +237,12 @@ pub fn compute_gradients_from(
         start,
     )?;
     let loss = free.loss(labels)?.mean();
-    let est = estimator(cfg).gradients(&chain, &free, labels)?;
+    let est = estimator_with_power(cfg, power).gradients(&chain, &free, labels)?;
+    let power = if power {
+        power::block_powers(&chain, &free, &est.nudged_power)?
+    } else {
+        Vec::new()
+    };
     let bn_updates = running_stat_updates(
         cfg.bn_updates,
         &free.transform_evals(),
@@ -217,5 +253,6 @@ pub fn compute_gradients_from(
         loss,
         free,
         bn_updates,
+        power,
     })
 }

@@ -29,6 +29,12 @@ pub struct EpochAccum {
     pub free_sweeps_sum: f64,
     pub batches: u64,
     pub seconds: f64,
+    /// Sums of the resistor power readouts (see [`super::metrics::power_record`]) over the
+    /// `power_batches` logged batches of the epoch.
+    #[serde(default)]
+    pub power_sums: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    pub power_batches: u64,
 }
 
 /// Where the loop is.

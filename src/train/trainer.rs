@@ -4,13 +4,13 @@
 use super::checkpoint::{load_carried_states, load_checkpoint, save_checkpoint, LoopState};
 use super::config::RunConfig;
 use super::data::{load_run_data, RunData};
-use super::metrics::{EpochRecord, EvalMetrics, MetricsWriter, StepRecord};
+use super::metrics::{power_record, EpochRecord, EvalMetrics, MetricsWriter, StepRecord};
 use super::optim::Optimizer;
 use super::session::{note, prepare as prepare_session, record_changes, start};
 use crate::core::loss::topk_correct;
 use crate::core::Tensor;
 use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions, Subset};
-use crate::grad::{compute_gradients_from, free_phase_with, Chain};
+use crate::grad::{compute_gradients_with, free_phase_with, Chain};
 use crate::model::feedforward::apply_bn_updates;
 use crate::model::feedforward::BnMode;
 use crate::model::{prepare, Model};
@@ -269,8 +269,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             let start = carry
                 .as_deref()
                 .filter(|c: &&[BlockState]| c[0].layers[0].dim0() == x.dim0());
-            let out = compute_gradients_from(&model, &kernels, &x, &y, &cfg.algorithm, start)
-                .map_err(|e| stop(e, at, saved))?;
+            // the resistor power of DRN blocks is read out on logged steps only
+            let logged = (state.step + 1) % cfg.train.log_every as u64 == 0;
+            let out =
+                compute_gradients_with(&model, &kernels, &x, &y, &cfg.algorithm, start, logged)
+                    .map_err(|e| stop(e, at, saved))?;
+            let power = power_record(&out.power);
             if let Some((id, _)) = out
                 .grads
                 .entries
@@ -297,6 +301,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             a.samples += n;
             a.batches += 1;
             a.free_sweeps_sum += mean_sweeps(&out.free.sweeps);
+            if !power.is_empty() {
+                a.power_batches += 1;
+                for (k, p) in &power {
+                    *a.power_sums.entry(k.clone()).or_default() += p;
+                }
+            }
             a.seconds = acc_before + epoch_start.elapsed().as_secs_f64();
             state.step += 1;
             state.batch = i + 1;
@@ -324,6 +334,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                     free_sweeps: a.free_sweeps_sum / a.batches as f64,
                     images_per_s: ips,
                     time,
+                    power,
                 })?;
                 if bars.plain {
                     note(&format!("epoch {} batch {}/{nb} step {}: loss {loss:.4} top1 {top1:.2}% top5 {top5:.2}% lr {lr:.3e} {ips:.1} img/s", epoch + 1, state.batch, state.step));
@@ -403,6 +414,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             images_per_s: a.samples as f64 / a.seconds.max(1e-9),
             epoch_time: a.seconds,
             time: state.elapsed + session.elapsed().as_secs_f64(),
+            power: a
+                .power_sums
+                .iter()
+                .map(|(k, s)| (k.clone(), s / a.power_batches.max(1) as f64))
+                .collect(),
         };
         metrics.epoch(&rec)?;
         bars.println(epoch_line(&rec, &data));

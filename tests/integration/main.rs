@@ -12,6 +12,7 @@ mod data_download;
 mod data_imagenet32;
 mod data_pipeline;
 mod data_real;
+mod drn_power;
 mod drn_reference;
 mod energy;
 mod gdd;

@@ -194,6 +194,23 @@ fn warm_started_runs_resume_exactly() {
         },
     )
     .unwrap();
+    // the resistor power is read out on logged steps and averaged into the epoch records
+    let text = std::fs::read_to_string(full.run_dir.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<EpochRecord> = text
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"epoch\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 2);
+    for e in &epochs {
+        for k in ["block0.free", "block0.plus", "block0.minus"] {
+            assert!(
+                e.power.get(k).is_some_and(|p| *p > 0.0),
+                "{k} in {:?}",
+                e.power
+            );
+        }
+    }
     // 12 steps per epoch: stopped in the middle of the first epoch and of the second
     let dir = tmp("warm-parts");
     let train_dir = |resume: bool, stop: Option<u64>| {
