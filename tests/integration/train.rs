@@ -534,3 +534,26 @@ fn limited_test_sets_are_named_for_what_they_hold() {
         assert_eq!(got, want, "test_limit {limit:?}");
     }
 }
+
+/// Issue 8: a DRN preset (or any preset) asked for with a dataset it was not built for is
+/// refused naming the preset, the dataset and the two ways out.
+#[test]
+fn a_preset_asked_for_with_another_dataset_is_refused_naming_both() {
+    for (preset, dataset) in [
+        ("drn_xs", "cifar10"),
+        ("drn_1h", "cifar100"),
+        ("cifar10_drn", "mnist"),
+    ] {
+        let sets = vec![format!("data.dataset={dataset}")];
+        let e = RunConfig::resolve(Some(preset), None, None, &sets, Some(0))
+            .and_then(|c| c.validate().map(|_| c))
+            .unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains(&format!("preset `{preset}`"))
+                && m.contains(&format!("data.dataset = {dataset}"))
+                && m.contains("set model.input"),
+            "{m}"
+        );
+    }
+}
