@@ -60,6 +60,36 @@ pub struct Estimate {
     pub grads: Grads,
     /// How often the estimator evaluated each block's feedforward transform (BN statistics).
     pub transform_evals: Vec<TransformEvals>,
+    /// The sweeps each block's relaxations ran beyond the free phase (`free` left at 0).
+    pub sweeps: Vec<PhaseSweeps>,
+}
+
+/// Sweeps of one block's relaxations in one gradient computation (or their mean over
+/// batches): the free phase, EP's nudged phases (`plus` at β_a = +β, `minus` at β_b = −β; 0
+/// when the variant contrasts with the free state instead) and ID's unrolled sweeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PhaseSweeps {
+    pub free: f64,
+    #[serde(default)]
+    pub plus: f64,
+    #[serde(default)]
+    pub minus: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unrolled: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+impl PhaseSweeps {
+    /// `self + w·other`, field by field.
+    pub fn add_scaled(&mut self, other: &PhaseSweeps, w: f64) {
+        self.free += w * other.free;
+        self.plus += w * other.plus;
+        self.minus += w * other.minus;
+        self.unrolled += w * other.unrolled;
+    }
 }
 
 /// Receives per-step detail: `(block k, step t, the estimate after t steps)`.
@@ -87,9 +117,17 @@ pub trait GradientEstimator {
 impl GradientEstimator for ep::Ep {
     fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
         let out = ep::ep_gradients(chain, free, labels, self)?;
+        let (beta_a, beta_b) = self.variant.betas(self.beta);
+        let ran = |b: f32| if b != 0.0 { self.t2 as f64 } else { 0.0 };
+        let phases = PhaseSweeps {
+            plus: ran(beta_a),
+            minus: ran(beta_b),
+            ..Default::default()
+        };
         Ok(Estimate {
             grads: out.grads,
             transform_evals: out.transform_evals,
+            sweeps: vec![phases; chain.len()],
         })
     }
 
@@ -116,9 +154,14 @@ impl GradientEstimator for Id {
     fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
         let sweeps = vec![self.t2; chain.len()];
         let out = id::id_from_block(chain, free, labels, 0, &sweeps, self.order, self.exact)?;
+        let unrolled = PhaseSweeps {
+            unrolled: self.t2 as f64,
+            ..Default::default()
+        };
         Ok(Estimate {
             transform_evals: out.transform_evals(self.t2),
             grads: out.grads,
+            sweeps: vec![unrolled; chain.len()],
         })
     }
 
@@ -165,6 +208,8 @@ pub struct StepOutput {
     /// The BatchNorm running-statistics updates the step owes (apply with
     /// [`crate::model::feedforward::apply_bn_updates`]).
     pub bn_updates: Vec<BnUpdate>,
+    /// Sweeps each block ran, per phase.
+    pub sweeps: Vec<PhaseSweeps>,
 }
 
 /// Free phase then the gradients of `cfg.name`, as in a training step (BN in training mode).
@@ -212,10 +257,20 @@ pub fn compute_gradients_from(
         &free.transform_evals(),
         &est.transform_evals,
     );
+    let sweeps = est
+        .sweeps
+        .iter()
+        .zip(&free.sweeps)
+        .map(|(s, &f)| PhaseSweeps {
+            free: f as f64,
+            ..*s
+        })
+        .collect();
     Ok(StepOutput {
         grads: est.grads,
         loss,
         free,
         bn_updates,
+        sweeps,
     })
 }

@@ -29,6 +29,12 @@ pub struct EpochAccum {
     pub free_sweeps_sum: f64,
     pub batches: u64,
     pub seconds: f64,
+    /// Per block, the sum over `phase_batches` batches of the sweeps of each phase
+    /// (checkpoints written before it existed lack it).
+    #[serde(default)]
+    pub phase_sweeps_sum: Vec<crate::grad::PhaseSweeps>,
+    #[serde(default)]
+    pub phase_batches: u64,
 }
 
 /// Where the loop is.
