@@ -102,22 +102,35 @@ fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<(
     }
 }
 
+/// A unit for energies up to `max_pj`: (scale from pJ, name).
+fn energy_unit(max_pj: f64) -> (f64, &'static str) {
+    [
+        (1e12, "J"),
+        (1e9, "mJ"),
+        (1e6, "uJ"),
+        (1e3, "nJ"),
+        (1.0, "pJ"),
+    ]
+    .into_iter()
+    .find(|(s, _)| max_pj >= *s)
+    .unwrap_or((1.0, "pJ"))
+}
+
 fn stacked(r: &Report) -> StackedBars {
+    let top = r.blocks.iter().map(|b| b.step.total()).fold(0.0, f64::max);
+    let (scale, unit) = energy_unit(top);
     let mut values = vec![Vec::new(); COMPONENTS.len()];
     for b in &r.blocks {
         for (c, v) in b.step.values().iter().enumerate() {
-            values[c].push(v * 1e-6); // pJ → µJ
+            values[c].push(v / scale);
         }
     }
     StackedBars {
-        title: format!(
-            "{} on {}: energy of one step (batch {})",
-            r.workload, r.tech, r.batch
-        ),
+        title: format!("{} on {}: one training step", r.workload, r.tech),
         categories: r.blocks.iter().map(|b| b.name.clone()).collect(),
         components: COMPONENTS.iter().map(|c| c.1.to_string()).collect(),
         values,
-        y_label: "energy per step (uJ)".into(),
+        y_label: format!("energy per step ({unit}, batch {})", r.batch),
     }
 }
 
@@ -169,17 +182,22 @@ fn sweep(a: &CostArgs, w: &Workload, tech: &Tech, spec: &str) -> Result<()> {
         write_json(path, &points)?;
     }
     if let Some(path) = &a.plot {
+        let top = points
+            .iter()
+            .map(|p| p.report.step.energy_pj)
+            .fold(0.0, f64::max);
+        let (scale, unit) = energy_unit(top);
         let mut series = vec![SweepSeries {
             name: "total".into(),
             y: points
                 .iter()
-                .map(|p| p.report.step.energy_pj * 1e-6)
+                .map(|p| p.report.step.energy_pj / scale)
                 .collect(),
         }];
         for (c, (_, label)) in COMPONENTS.iter().enumerate() {
             let y: Vec<f64> = points
                 .iter()
-                .map(|p| p.report.step.energy.values()[c] * 1e-6)
+                .map(|p| p.report.step.energy.values()[c] / scale)
                 .collect();
             if y.iter().all(|v| *v > 0.0) {
                 series.push(SweepSeries {
@@ -189,9 +207,9 @@ fn sweep(a: &CostArgs, w: &Workload, tech: &Tech, spec: &str) -> Result<()> {
             }
         }
         let fig = SweepFigure {
-            title: format!("{} on {}: energy of one step", w.name, tech.name),
+            title: format!("{} on {}: one step", w.name, tech.name),
             x_label: key.trim().into(),
-            y_label: "energy per step (uJ)".into(),
+            y_label: format!("energy per step ({unit})"),
             x: values.clone(),
             series,
             x_log: false,

@@ -100,8 +100,14 @@ pub struct BlockCounts {
     pub params: f64,
     /// Weights stored as crossbar cells (coupling matrices; biases stay digital).
     pub cells: f64,
-    /// Matrix shape `[rows, cols]` of each coupling in a crossbar (tiled by the pricing).
-    pub matrices: Vec<[usize; 2]>,
+    /// Matrix shape `[rows, cols, positions]` of each coupling in a crossbar (tiled by the
+    /// pricing), with the positions (pixels) it is evaluated at per pass.
+    pub matrices: Vec<[usize; 3]>,
+    /// Whether every settle reads the crossbars in both directions (hopfield: bottom-up and
+    /// top-down; resistive: one).
+    pub bidirectional: bool,
+    /// State units of the block (all layers), per sample.
+    pub state_units: f64,
     /// Per sample: the longest chain of digital work (for latency).
     pub digital_per_sample: Ops,
 }
@@ -225,10 +231,10 @@ pub fn step_counts(
     };
     let (mut cells, mut biases, mut matrices) = (0.0, 0.0, Vec::new());
     for cpl in &l.couplings {
-        let (rows, cols, _) = crossbar_shape(cpl, l.kernel);
+        let (rows, cols, positions) = crossbar_shape(cpl, l.kernel);
         cells += (rows * cols) as f64;
         biases += cols as f64;
-        matrices.push([rows, cols]);
+        matrices.push([rows, cols, positions]);
     }
     let dac_inputs = match l.kind {
         BlockKind::Resistive => drive * if l.duplicate { 2.0 } else { 1.0 },
@@ -292,6 +298,8 @@ pub fn step_counts(
         params,
         cells,
         matrices,
+        bidirectional: l.kind == BlockKind::Hopfield,
+        state_units: states,
         digital_per_sample,
     })
 }

@@ -158,8 +158,29 @@ pub fn tiles(tech: &Tech, c: &BlockCounts) -> f64 {
     let (r, k) = (tech.get("analog.array_rows"), tech.get("analog.array_cols"));
     c.matrices
         .iter()
-        .map(|[rows, cols]| (*rows as f64 / r).ceil() * (*cols as f64 / k).ceil())
+        .map(|[rows, cols, _]| (*rows as f64 / r).ceil() * (*cols as f64 / k).ceil())
         .sum()
+}
+
+/// Digitised partial sums (`analog.partial_sums = "digital"`), per settle per sample: the
+/// column outputs of every row tile converted (`⌈rows/R⌉·cols` per position, and
+/// `⌈cols/C⌉·rows` for the top-down pass of a hopfield coupling) and added digitally, the
+/// updated states driven back (one DAC per state unit). Returns (ADC, adds, DAC).
+pub fn partial_sum_conversions(tech: &Tech, c: &BlockCounts) -> (f64, f64, f64) {
+    let (r, k) = (tech.get("analog.array_rows"), tech.get("analog.array_cols"));
+    let mut adc = 0.0;
+    let mut adds = 0.0;
+    for &[rows, cols, pos] in &c.matrices {
+        let (rows, cols, pos) = (rows as f64, cols as f64, pos as f64);
+        let (rt, ct) = ((rows / r).ceil(), (cols / k).ceil());
+        adc += rt * cols * pos;
+        adds += (rt - 1.0) * cols * pos;
+        if c.bidirectional {
+            adc += ct * rows * pos;
+            adds += (ct - 1.0) * rows * pos;
+        }
+    }
+    (adc * c.settles, adds * c.settles, c.state_units * c.settles)
 }
 
 /// Energy of block `block`'s counts `c` (with `pulses` weight writes) under `exec`.
@@ -198,15 +219,25 @@ pub fn energy(
         },
         Execution::Analog => {
             let (adc, dac) = conversion_pj(tech);
-            let eb = match drn_power_w {
+            let mut eb = match drn_power_w {
                 Some(p) => p * c.settles * tech.get("analog.settle_ns") * 1e3,
                 None => c.cell_reads * cell_read_pj(tech),
             };
+            let mut conversions = c.adc * adc + c.dac * dac;
+            if tech.digital_partial_sums {
+                let (n_adc, adds, n_dac) = partial_sum_conversions(tech, c);
+                conversions += n_adc * adc + n_dac * dac;
+                let ops = Ops {
+                    adds,
+                    ..Default::default()
+                };
+                eb += digital(tech, &ops, true);
+            }
             Energy {
                 ff_compute: digital(tech, &c.ff, true),
                 ff_memory: words(tech, c.ff_sram_words, c.ff_dram_words),
                 eb_compute: eb,
-                conversions: c.adc * adc + c.dac * dac,
+                conversions,
                 writes: pulses * write_pulse_pj(tech),
                 digital_overhead: digital(tech, &overhead_ops, false)
                     + words(tech, 0.0, c.optimiser_dram_words),

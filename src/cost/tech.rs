@@ -151,7 +151,14 @@ pub const FIELDS: &[(&str, Kind, &str)] = &[
 ];
 
 /// Top-level and section keys that hold text, not numbers.
-const TEXT_KEYS: &[&str] = &["base", "name", "description", "execution", "gpu.name"];
+const TEXT_KEYS: &[&str] = &[
+    "base",
+    "name",
+    "description",
+    "execution",
+    "gpu.name",
+    "analog.partial_sums",
+];
 
 /// The built-in technology presets: (name, TOML text).
 pub const PRESETS: &[(&str, &str)] = &[
@@ -176,6 +183,10 @@ pub struct Tech {
     pub description: String,
     pub execution: Execution,
     pub gpu_name: String,
+    /// `analog.partial_sums = "digital"`: the partial sums of a coupling's row tiles are
+    /// converted and added digitally at every settle (else `"analog"`, the default: summed
+    /// as currents).
+    pub digital_partial_sums: bool,
     /// Every field of [`FIELDS`], by `section.key`.
     pub values: BTreeMap<String, Sourced>,
 }
@@ -239,6 +250,7 @@ impl Tech {
                 description: String::new(),
                 execution: Execution::Analog,
                 gpu_name: String::new(),
+                digital_partial_sums: false,
                 values: BTreeMap::new(),
             },
         };
@@ -262,6 +274,14 @@ impl Tech {
             None if !has_base => {
                 bail!("{what}: missing key `execution` (\"analog\", \"digital\" or \"gpu\")")
             }
+            None => {}
+        }
+        match text_of("analog.partial_sums")?.as_deref() {
+            Some("analog") => tech.digital_partial_sums = false,
+            Some("digital") => tech.digital_partial_sums = true,
+            Some(other) => bail!(
+                "{what}: `analog.partial_sums` = {other:?}: expected \"analog\" or \"digital\""
+            ),
             None => {}
         }
         for &(key, kind, _) in FIELDS {

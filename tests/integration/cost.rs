@@ -79,7 +79,8 @@ fn counts_of_one_dense_block_match_the_hand_computation() {
     assert_eq!(c.params, 55.0);
     assert_eq!(c.optimiser.muls, 550.0);
     assert_eq!(c.optimiser_dram_words, 385.0);
-    assert_eq!(c.matrices, vec![[8, 3]]);
+    assert_eq!(c.matrices, vec![[8, 3, 1]]);
+    assert_eq!(c.state_units, 11.0);
 }
 
 #[test]
@@ -349,4 +350,51 @@ fn the_readme_example_is_what_the_command_prints() {
         "README example is stale: rerun `ffebm {}`",
         args.join(" ")
     );
+}
+
+#[test]
+fn a_trained_run_records_the_sweeps_that_cost_reads() {
+    if common::shared_data().is_none() {
+        return;
+    }
+    let sets: Vec<String> = [
+        "data.train_limit=64",
+        "data.test_limit=32",
+        "data.batch_size=32",
+        "algorithm.t1=30",
+        "algorithm.tol=0.001",
+        "algorithm.t2=4",
+        "train.epochs=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg =
+        ffebm::train::RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, Some(1)).unwrap();
+    let dir = std::env::temp_dir().join(format!("ffebm-cost-trained-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = ffebm::train::train(
+        cfg,
+        ffebm::train::TrainOptions {
+            run_dir: dir.clone(),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rec = &run.epochs[0];
+    let s = rec.sweeps_per_block.as_ref().expect("sweeps_per_block")["block0"];
+    assert!(s.free > 0.0 && s.free < 30.0, "free sweeps {}", s.free);
+    assert!(
+        (s.free - rec.free_sweeps).abs() < 1e-9,
+        "one block: the mean is the block's"
+    );
+    assert_eq!((s.plus, s.minus), (4.0, 4.0));
+    let w = Workload::from_run_dir(&dir).unwrap();
+    assert_eq!(w.epochs[0].sweeps[0], s);
+    assert_eq!(
+        w.sweeps_source,
+        "recorded per block and phase for 1 of 1 epochs"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

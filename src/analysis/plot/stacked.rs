@@ -24,10 +24,10 @@ pub struct StackedBars {
 const LEGEND_W: u32 = 190;
 
 impl StackedBars {
-    /// Total size in pixels: 110 px per bar (at least 420) plus the legend, × 460.
+    /// Total size in pixels: 110 px per bar (at least 520) plus the legend, × 460.
     pub fn size(&self) -> (u32, u32) {
         (
-            (110 * self.categories.len() as u32).max(420) + 90 + LEGEND_W,
+            (110 * self.categories.len() as u32).max(520) + 90 + LEGEND_W,
             460,
         )
     }
@@ -107,7 +107,13 @@ impl Render for StackedBars {
             .x_label_formatter(&x_fmt)
             .x_label_style(font(12.0))
             .y_labels(8)
-            .y_label_formatter(&|v| format!("{v:.3}"))
+            .y_label_formatter(&|v| {
+                if y_hi >= 10.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            })
             .y_label_style(font(12.0))
             .y_desc(self.y_label.as_str())
             .axis_desc_style(font(13.0))
