@@ -398,3 +398,111 @@ fn a_trained_run_records_the_sweeps_that_cost_reads() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn gpu_execution_is_its_own_baseline_and_tiles_cost_only_with_digital_partial_sums() {
+    let w = workload(common::two_block_config(0.5, 0.5), 8, 40);
+    let gpu = estimate(&w, &Tech::preset("gpu_a100").unwrap()).unwrap();
+    assert!((gpu.run.energy_gain() - 1.0).abs() < 1e-12);
+    assert!((gpu.run.speedup() - 1.0).abs() < 1e-12);
+    let digital = estimate(&w, &Tech::preset("digital_45nm").unwrap()).unwrap();
+    assert_eq!(digital.step.energy.conversions, 0.0);
+    assert_eq!(digital.step.energy.writes, 0.0);
+    // tile rows: no effect with analog partial sums, fewer conversions with larger tiles
+    // when each row tile's outputs are digitised
+    let (analog, _) = Tech::parse("base = \"rram_64x64\"\n", "t").unwrap();
+    let (dsum, _) = Tech::parse(
+        "base = \"rram_64x64\"\n[analog]\npartial_sums = \"digital\"\n",
+        "t",
+    )
+    .unwrap();
+    let conv = |t: &Tech, rows: f64| {
+        let t = t.with_value("analog.array_rows", rows).unwrap();
+        estimate(&w, &t).unwrap().step.energy.conversions
+    };
+    assert_eq!(conv(&analog, 4.0), conv(&analog, 64.0));
+    let (small, large) = (conv(&dsum, 4.0), conv(&dsum, 64.0));
+    assert!(
+        small > large && large > conv(&analog, 64.0),
+        "{small} {large}"
+    );
+}
+
+#[test]
+fn the_command_writes_json_figures_and_sweeps_and_refuses_bad_sweeps() {
+    let dir = common::temp_dir("cost", "cli");
+    let (json, png, sweep) = (dir.join("r.json"), dir.join("r.png"), dir.join("s.svg"));
+    let out = common::ffebm(&[
+        "cost",
+        "--preset",
+        "cifar10_tiny",
+        "--tech",
+        "pcm_512",
+        "--json",
+        common::path_str(&json),
+        "--plot",
+        common::path_str(&png),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["tech"], "pcm_512");
+    let blocks = v["blocks"].as_array().unwrap();
+    let sum: f64 = blocks
+        .iter()
+        .map(|b| {
+            COMPONENTS
+                .iter()
+                .map(|(c, _)| b["step"][c].as_f64().unwrap())
+                .sum::<f64>()
+        })
+        .sum();
+    let total = v["step"]["energy_pj"].as_f64().unwrap();
+    assert!((sum - total).abs() <= 1e-9 * total, "{sum} vs {total}");
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+    let out = common::ffebm(&[
+        "cost",
+        "--preset",
+        "cifar10_tiny",
+        "--sweep",
+        "analog.settle_ns=10,100",
+        "--plot",
+        common::path_str(&sweep),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    assert!(std::fs::read_to_string(&sweep).unwrap().contains("<svg"));
+    for (bad, msg) in [
+        (
+            "analog.settle_time=1",
+            "unknown technology key `analog.settle_time`",
+        ),
+        ("analog.settle_ns=1,x", "`x` is not a number"),
+        (
+            "digital.dram_word_pj=-1",
+            "`digital.dram_word_pj` = -1: an energy cannot be negative",
+        ),
+    ] {
+        let out = common::ffebm(&["cost", "--preset", "cifar10_tiny", "--sweep", bad]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{bad}: {err}");
+    }
+    let out = common::ffebm(&[
+        "cost",
+        "--preset",
+        "cifar10_tiny",
+        "--set",
+        "algorithm.name=id-exact",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prices EP training"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
