@@ -126,6 +126,8 @@ mod tests {
             epoch_time: 1.0,
             time: 3.0,
             power: BTreeMap::new(),
+            sweeps_per_block: None,
+            pulses: None,
         };
         assert!(epoch_finished(&rec).is_ok(), "no observer: no-op");
         let seen = std::rc::Rc::new(RefCell::new(Vec::new()));

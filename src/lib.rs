@@ -6,6 +6,7 @@ pub mod analysis;
 pub mod bench;
 pub mod cli;
 pub mod core;
+pub mod cost;
 pub mod data;
 pub mod energy;
 pub mod grad;

@@ -3,6 +3,7 @@
 mod analysis;
 mod bench;
 mod common;
+mod cost;
 mod grad;
 mod presets;
 mod train;
@@ -44,6 +45,8 @@ pub enum Command {
     Plot(analysis::PlotArgs),
     /// Time the conv kernels and the free phase / EP / ID steps of presets.
     Bench(bench::BenchArgs),
+    /// Energy and latency of EP training on hybrid hardware (per block, step, epoch, run).
+    Cost(cost::CostArgs),
 }
 
 /// Lets SIGPIPE end the process quietly, as it does Unix tools (`ffebm presets | head`):
@@ -83,5 +86,6 @@ pub fn run() -> Result<()> {
         Command::Bench(a) => bench::run(&g, a),
         Command::Gdd(a) => analysis::gdd(&g, a),
         Command::Plot(a) => analysis::plot(&g, a),
+        Command::Cost(a) => cost::run(&g, a),
     }
 }

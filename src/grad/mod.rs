@@ -64,6 +64,36 @@ pub struct Estimate {
     /// Resistor power at the nudged equilibria of DRN blocks (`(block, β, power)`), when
     /// asked for ([`estimator_with_power`]).
     pub nudged_power: Vec<(usize, power::NudgedPower)>,
+    /// The sweeps each block's relaxations ran beyond the free phase (`free` left at 0).
+    pub sweeps: Vec<PhaseSweeps>,
+}
+
+/// Sweeps of one block's relaxations in one gradient computation (or their mean over
+/// batches): the free phase, EP's nudged phases (`plus` at β_a = +β, `minus` at β_b = −β; 0
+/// when the variant contrasts with the free state instead) and ID's unrolled sweeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PhaseSweeps {
+    pub free: f64,
+    #[serde(default)]
+    pub plus: f64,
+    #[serde(default)]
+    pub minus: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unrolled: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+impl PhaseSweeps {
+    /// `self + w·other`, field by field.
+    pub fn add_scaled(&mut self, other: &PhaseSweeps, w: f64) {
+        self.free += w * other.free;
+        self.plus += w * other.plus;
+        self.minus += w * other.minus;
+        self.unrolled += w * other.unrolled;
+    }
 }
 
 /// Receives per-step detail: `(block k, step t, the estimate after t steps)`.
@@ -91,10 +121,18 @@ pub trait GradientEstimator {
 impl GradientEstimator for ep::Ep {
     fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
         let out = ep::ep_gradients(chain, free, labels, self)?;
+        let (beta_a, beta_b) = self.variant.betas(self.beta);
+        let ran = |b: f32| if b != 0.0 { self.t2 as f64 } else { 0.0 };
+        let phases = PhaseSweeps {
+            plus: ran(beta_a),
+            minus: ran(beta_b),
+            ..Default::default()
+        };
         Ok(Estimate {
             grads: out.grads,
             transform_evals: out.transform_evals,
             nudged_power: out.power,
+            sweeps: vec![phases; chain.len()],
         })
     }
 
@@ -121,10 +159,15 @@ impl GradientEstimator for Id {
     fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
         let sweeps = vec![self.t2; chain.len()];
         let out = id::id_from_block(chain, free, labels, 0, &sweeps, self.order, self.exact)?;
+        let unrolled = PhaseSweeps {
+            unrolled: self.t2 as f64,
+            ..Default::default()
+        };
         Ok(Estimate {
             transform_evals: out.transform_evals(self.t2),
             grads: out.grads,
             nudged_power: Vec::new(),
+            sweeps: vec![unrolled; chain.len()],
         })
     }
 
@@ -182,6 +225,8 @@ pub struct StepOutput {
     pub bn_updates: Vec<BnUpdate>,
     /// Resistor power of every DRN block at its equilibria, when asked for (else empty).
     pub power: Vec<power::BlockPower>,
+    /// Sweeps each block ran, per phase.
+    pub sweeps: Vec<PhaseSweeps>,
 }
 
 /// Free phase then the gradients of `cfg.name`, as in a training step (BN in training mode).
@@ -248,11 +293,21 @@ pub fn compute_gradients_with(
         &free.transform_evals(),
         &est.transform_evals,
     );
+    let sweeps = est
+        .sweeps
+        .iter()
+        .zip(&free.sweeps)
+        .map(|(s, &f)| PhaseSweeps {
+            free: f as f64,
+            ..*s
+        })
+        .collect();
     Ok(StepOutput {
         grads: est.grads,
         loss,
         free,
         bn_updates,
         power,
+        sweeps,
     })
 }

@@ -35,6 +35,12 @@ pub struct EpochAccum {
     pub power_sums: std::collections::BTreeMap<String, f64>,
     #[serde(default)]
     pub power_batches: u64,
+    /// Per block, the sum over `phase_batches` batches of the sweeps of each phase
+    /// (checkpoints written before it existed lack it).
+    #[serde(default)]
+    pub phase_sweeps_sum: Vec<crate::grad::PhaseSweeps>,
+    #[serde(default)]
+    pub phase_batches: u64,
 }
 
 /// Where the loop is.

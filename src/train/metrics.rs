@@ -66,6 +66,14 @@ pub struct EpochRecord {
     pub images_per_s: f64,
     pub epoch_time: f64,
     pub time: f64,
+    /// Mean relaxation sweeps per batch of each energy-based block (`"block{k}"`, k 0-based)
+    /// and phase, as the estimator ran them (absent in runs written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweeps_per_block: Option<BTreeMap<String, PhaseSweeps>>,
+    /// Weight-update pulses of the epoch per energy-based block (`"block{k}"`), from the
+    /// analog device model when one is simulated (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulses: Option<BTreeMap<String, u64>>,
     /// Resistor power of the DRN blocks, the mean over the epoch's logged steps (the power is
     /// read out on every `train.log_every`-th batch only).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -85,6 +93,8 @@ pub fn power_record(power: &[crate::grad::power::BlockPower]) -> BTreeMap<String
     }
     out
 }
+
+pub use crate::grad::PhaseSweeps;
 
 /// Appends records to `metrics.jsonl` and rewrites `metrics.csv`.
 pub struct MetricsWriter {

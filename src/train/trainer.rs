@@ -1,10 +1,14 @@
 //! The training loop: epochs of gradient steps (EP or ID), evaluation, metrics, progress
 //! and checkpoints that resume exactly.
 
-use super::checkpoint::{load_carried_states, load_checkpoint, save_checkpoint, LoopState};
+use super::checkpoint::{
+    load_carried_states, load_checkpoint, save_checkpoint, EpochAccum, LoopState,
+};
 use super::config::RunConfig;
 use super::data::{load_run_data, RunData};
-use super::metrics::{power_record, EpochRecord, EvalMetrics, MetricsWriter, StepRecord};
+use super::metrics::{
+    power_record, EpochRecord, EvalMetrics, MetricsWriter, PhaseSweeps, StepRecord,
+};
 use super::optim::Optimizer;
 use super::session::{note, prepare as prepare_session, record_changes, start};
 use crate::core::loss::topk_correct;
@@ -172,6 +176,22 @@ impl Bars {
     }
 }
 
+/// The mean sweeps per batch of each block and phase over the epoch (`None` when no batch
+/// recorded them, e.g. an epoch resumed from an older checkpoint).
+fn sweeps_per_block(a: &EpochAccum) -> Option<BTreeMap<String, PhaseSweeps>> {
+    (a.phase_batches > 0).then(|| {
+        a.phase_sweeps_sum
+            .iter()
+            .enumerate()
+            .map(|(k, sum)| {
+                let mut mean = PhaseSweeps::default();
+                mean.add_scaled(sum, 1.0 / a.phase_batches as f64);
+                (format!("block{k}"), mean)
+            })
+            .collect()
+    })
+}
+
 fn mean_sweeps(s: &[usize]) -> f64 {
     s.iter().sum::<usize>() as f64 / s.len().max(1) as f64
 }
@@ -307,6 +327,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                     *a.power_sums.entry(k.clone()).or_default() += p;
                 }
             }
+            a.phase_sweeps_sum
+                .resize(out.sweeps.len(), Default::default());
+            for (sum, s) in a.phase_sweeps_sum.iter_mut().zip(&out.sweeps) {
+                sum.add_scaled(s, 1.0);
+            }
+            a.phase_batches += 1;
             a.seconds = acc_before + epoch_start.elapsed().as_secs_f64();
             state.step += 1;
             state.batch = i + 1;
@@ -419,6 +445,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                 .iter()
                 .map(|(k, s)| (k.clone(), s / a.power_batches.max(1) as f64))
                 .collect(),
+            sweeps_per_block: sweeps_per_block(&a),
+            pulses: None,
         };
         metrics.epoch(&rec)?;
         bars.println(epoch_line(&rec, &data));

@@ -7,6 +7,7 @@ mod checkpoint_integrity;
 mod cli_analysis;
 mod cli_grad;
 mod cli_robust;
+mod cost;
 mod data_corrupt;
 mod data_download;
 mod data_imagenet32;
