@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod core;
 pub mod data;
+pub mod dist;
 pub mod energy;
 pub mod grad;
 pub mod hooks;

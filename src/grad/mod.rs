@@ -10,7 +10,7 @@ pub mod ep;
 pub mod id;
 pub mod settings;
 
-pub use chain::{free_phase, free_phase_with, Chain, FreePhase};
+pub use chain::{free_phase, free_phase_with, BatchPart, Chain, FreePhase};
 pub use settings::{AlgoConfig, EpVariant, NudgedForm};
 
 use crate::core::Tensor;
@@ -190,13 +190,32 @@ pub fn compute_gradients_from(
     cfg: &AlgoConfig,
     start: Option<&[crate::relax::BlockState]>,
 ) -> Result<StepOutput> {
+    compute_gradients_part(model, kernels, x, labels, cfg, start, None)
+}
+
+/// [`compute_gradients_from`] on `part` of a batch split over processes (`None`: the whole
+/// batch): the gradients are this part's contributions to those of the mean loss over the
+/// whole batch (sum them over the parts), BatchNorm uses the whole batch's statistics (so
+/// the running-statistics updates are the whole batch's), and `loss` is this part's mean.
+pub fn compute_gradients_part(
+    model: &Model,
+    kernels: &[PreparedBlock],
+    x: &Tensor,
+    labels: &[u32],
+    cfg: &AlgoConfig,
+    start: Option<&[crate::relax::BlockState]>,
+    part: Option<BatchPart<'_>>,
+) -> Result<StepOutput> {
     anyhow::ensure!(
         labels.len() == x.dim0(),
         "{} labels for a batch of {}",
         labels.len(),
         x.dim0()
     );
-    let chain = Chain::new(model, kernels);
+    let chain = match part {
+        Some(p) => Chain::for_part(model, kernels, p),
+        None => Chain::new(model, kernels),
+    };
     let free = free_phase_with(
         &chain,
         x,
