@@ -199,9 +199,21 @@ pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
         },
         comm.as_ref(),
     );
-    // finalises MPI: every rank gets here, with the same result
-    drop(comm);
-    let summary = summary?;
+    let summary = match summary {
+        Err(e) if comm.size() > 1 => {
+            // every rank has the same error (agreed): each prints it before any exits, as
+            // mpirun ends the other ranks at the first non-zero exit
+            errln!("error: {e:#}");
+            comm.sum_f64(&mut [0.0]);
+            drop(comm);
+            std::process::exit(1);
+        }
+        summary => {
+            // finalises MPI: every rank gets here, with the same result
+            drop(comm);
+            summary?
+        }
+    };
     let signalled = signal.load(Ordering::SeqCst) != 0;
     if !lead {
         if !summary.completed && signalled {
