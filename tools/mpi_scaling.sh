@@ -24,7 +24,7 @@ run() { # name, command...
     read -r user sys <"$out/time"
     # seconds per step from the metrics' wall clock (steps 2..N: the first warms caches)
     per=$(python3 -c "import json,sys; r=[json.loads(l) for l in open('$out/$name-$i/metrics.jsonl') if '\"step\"' in l]; r=[x for x in r if x['kind']=='step']; print((r[-1]['time']-r[0]['time'])/(len(r)-1))")
-    comm=$(grep -o 'gradient all-reduce.*' "$out/log" || true)
+    comm=$(grep -ao 'gradient all-reduce.*' "$out/log" || true)
     printf '%-10s rep %d: wall %.1f s, CPU %.1f s (user %s, sys %s), %.3f s/step (steps 2-%d) %s\n' \
         "$name" "$i" "$(echo "$t1 - $t0" | bc)" "$(echo "$user + $sys" | bc)" "$user" "$sys" "$per" "$steps" "$comm"
 }

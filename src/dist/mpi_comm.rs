@@ -54,7 +54,10 @@ impl MpiCommunicator {
             .lines()
             .next()
             .unwrap_or("")
-            .trim_end_matches(',')
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
             .to_string();
         Ok(MpiCommunicator {
             rank: world.rank() as usize,
