@@ -230,6 +230,11 @@ pub fn train_with(
     let sync_bn = split && has_batchnorm(&model);
     // seconds in the gradient sums and in all sums (BatchNorm's too), for the closing note
     let (mut grad_sum_secs, sums_before) = (0.0f64, comm.sum_seconds());
+    let comm_note = |model: &Model, steps: u64, grad_secs: f64| {
+        if split && !opts.quiet {
+            note(&comm_line(comm, model, steps, grad_secs, sums_before));
+        }
+    };
     let session = Instant::now();
     let mut last_save = Instant::now();
     // the last checkpoint of the run: (epoch, step), for messages
@@ -399,15 +404,7 @@ pub fn train_with(
                 last_save = Instant::now();
             }
             if stop_now && state.batch < nb {
-                if split && !opts.quiet {
-                    note(&comm_line(
-                        comm,
-                        &model,
-                        session_steps,
-                        grad_sum_secs,
-                        sums_before,
-                    ));
-                }
+                comm_note(&model, session_steps, grad_sum_secs);
                 return Ok(RunSummary {
                     run_dir: dir.clone(),
                     epochs: epochs_of(&metrics)?,
@@ -497,15 +494,7 @@ pub fn train_with(
         crate::hooks::epoch_finished(&rec)?;
         let interrupted = any_rank(comm, opts.interrupted());
         if opts.should_stop(session_steps, interrupted) && state.epoch < cfg.train.epochs {
-            if split && !opts.quiet {
-                note(&comm_line(
-                    comm,
-                    &model,
-                    session_steps,
-                    grad_sum_secs,
-                    sums_before,
-                ));
-            }
+            comm_note(&model, session_steps, grad_sum_secs);
             return Ok(RunSummary {
                 run_dir: dir.clone(),
                 epochs: epochs_of(&metrics)?,
@@ -517,15 +506,7 @@ pub fn train_with(
     if let Some(b) = &bars.batch {
         b.finish_and_clear();
     }
-    if split && !opts.quiet {
-        note(&comm_line(
-            comm,
-            &model,
-            session_steps,
-            grad_sum_secs,
-            sums_before,
-        ));
-    }
+    comm_note(&model, session_steps, grad_sum_secs);
     Ok(RunSummary {
         run_dir: dir.clone(),
         epochs: epochs_of(&metrics)?,
