@@ -8,6 +8,7 @@ pub mod cli;
 pub mod core;
 pub mod cost;
 pub mod data;
+pub mod dist;
 pub mod energy;
 pub mod grad;
 pub mod hooks;

@@ -2,7 +2,7 @@
 
 use super::common::{Global, ModelArgs, PhaseArgs};
 use crate::core::tensor::nchw_to_nhwc;
-use crate::grad::{compute_gradients_with, power::BlockPower, Algorithm};
+use crate::grad::{compute_gradients_with, power::BlockPower, Algorithm, StepOptions};
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
 use crate::model::feedforward::{apply_bn_updates, BnUpdates};
 use crate::model::prepare;
@@ -106,7 +106,17 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let (t1, t2, beta) = (gc.t1, gc.t2, gc.beta);
     let kernels = prepare(&model)?;
     let t = std::time::Instant::now();
-    let out = compute_gradients_with(&model, &kernels, &x, &y, &gc, None, true)?;
+    let out = compute_gradients_with(
+        &model,
+        &kernels,
+        &x,
+        &y,
+        &gc,
+        StepOptions {
+            power: true,
+            ..Default::default()
+        },
+    )?;
     let secs = t.elapsed().as_secs_f64();
     apply_bn_updates(&mut model, &out.bn_updates);
     let mut tensors = style.grad_tensors(&model, &out.grads)?;

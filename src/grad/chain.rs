@@ -2,10 +2,13 @@
 //! energy-based blocks of a model, assembled once per step), the free phase (SPEC §2.1),
 //! backpropagation through a feedforward transform, and the readout at the end of the chain.
 
+use crate::core::batchnorm::{BatchSums, WholeBatch};
 use crate::core::loss::{softmax_cross_entropy, squared_error, Losses};
 use crate::core::Tensor;
 use crate::energy::{BlockState, EnergyBlock, Nudge};
-use crate::model::feedforward::{ff_forward, ff_vjp, BnMode, FfCache, FfGrads, TransformEvals};
+use crate::model::feedforward::{
+    ff_forward_shared, ff_vjp_shared, BnMode, FfCache, FfGrads, TransformEvals,
+};
 use crate::model::readout::{accumulate_readout_grads, model_logits, model_loss_and_state_grad};
 use crate::model::{CostKind, Grads, Model, ParamId, PreparedBlock};
 use crate::relax::{relax, NonFiniteError, Order, Relaxation, Schedule};
@@ -17,6 +20,19 @@ pub struct Chain<'a> {
     pub model: &'a Model,
     pub kernels: &'a [PreparedBlock],
     pub blocks: Vec<EnergyBlock<'a>>,
+    /// Set when this process holds only part of the batch (data-parallel training).
+    pub part: Option<BatchPart<'a>>,
+}
+
+/// This process's part of a batch split over several processes: gradients are those of the
+/// mean loss over the whole batch (`batch` samples; summing the parts' gradients gives the
+/// whole batch's) and BatchNorm uses the whole batch's statistics (`sums`).
+#[derive(Clone, Copy)]
+pub struct BatchPart<'a> {
+    /// Samples in the whole batch.
+    pub batch: usize,
+    /// Sums BatchNorm statistics over the parts.
+    pub sums: &'a dyn BatchSums,
 }
 
 impl<'a> Chain<'a> {
@@ -25,6 +41,29 @@ impl<'a> Chain<'a> {
             model,
             kernels,
             blocks: EnergyBlock::all(model, kernels),
+            part: None,
+        }
+    }
+
+    /// The chain of a process that holds `part` of the batch.
+    pub fn for_part(model: &'a Model, kernels: &'a [PreparedBlock], part: BatchPart<'a>) -> Self {
+        Chain {
+            part: Some(part),
+            ..Chain::new(model, kernels)
+        }
+    }
+
+    /// The number of samples losses are averaged over: the whole batch's (`local` samples
+    /// are here).
+    pub fn batch_len(&self, local: usize) -> usize {
+        self.part.map_or(local, |p| p.batch)
+    }
+
+    /// Sums BatchNorm statistics over the parts of the batch.
+    pub fn batch_sums(&self) -> &'a dyn BatchSums {
+        match self.part {
+            Some(p) => p.sums,
+            None => &WholeBatch,
         }
     }
 
@@ -126,7 +165,7 @@ impl<'a> Chain<'a> {
             .bn
             .as_ref()
             .map(|_| std::mem::take(grads.get_mut(bn(true))));
-        let dx = ff_vjp(
+        let dx = ff_vjp_shared(
             block,
             self.kernels[k].ff.as_ref(),
             cache,
@@ -138,6 +177,7 @@ impl<'a> Chain<'a> {
                 bn_gamma: gamma.as_mut(),
                 bn_beta: beta.as_mut(),
             }),
+            self.batch_sums(),
         )?;
         *grads.get_mut(id(0, false)) = w;
         if let Some(b) = b {
@@ -234,8 +274,15 @@ pub fn free_phase_with(
     let mut input = x.clone();
     for (k, (block, kern)) in model.blocks.iter().zip(chain.kernels).enumerate() {
         let mut cache = FfCache::default();
-        let drive = ff_forward(block, kern.ff.as_ref(), &input, mode, &mut cache)
-            .with_context(|| format!("block {k}: feedforward transform"))?;
+        let drive = ff_forward_shared(
+            block,
+            kern.ff.as_ref(),
+            &input,
+            mode,
+            &mut cache,
+            chain.batch_sums(),
+        )
+        .with_context(|| format!("block {k}: feedforward transform"))?;
         let first = match start {
             Some(s) => s[k].clone(),
             None => BlockState::zeros(&block.layout.layers, x.dim0()),

@@ -101,7 +101,7 @@ fn block_contrast(
         term.param_contrast(a, b, c, grads)?;
     }
     if k + 1 == chain.len() {
-        let n = labels.len() as f32;
+        let n = chain.batch_len(labels.len()) as f32;
         for r in [&*ra, &*rb] {
             chain.accumulate_readout(r.state.last(), labels, 0.5 / n, grads)?;
         }
@@ -135,7 +135,8 @@ fn run(
     check(ep)?;
     let model = chain.model;
     let mut grads = model.zero_grads();
-    let n = labels.len() as f32;
+    // the whole batch's size (`labels` may be a part of it)
+    let n = chain.batch_len(labels.len()) as f32;
     let kk = chain.len();
     let (beta_a, beta_b) = ep.variant.betas(ep.beta);
     let c = 1.0 / ((beta_a - beta_b) * n);

@@ -11,7 +11,7 @@ pub mod id;
 pub mod power;
 pub mod settings;
 
-pub use chain::{free_phase, free_phase_with, Chain, FreePhase};
+pub use chain::{free_phase, free_phase_with, BatchPart, Chain, FreePhase};
 pub use settings::{AlgoConfig, EpVariant, NudgedForm};
 
 use crate::core::Tensor;
@@ -252,27 +252,54 @@ pub fn compute_gradients_from(
     cfg: &AlgoConfig,
     start: Option<&[crate::relax::BlockState]>,
 ) -> Result<StepOutput> {
-    compute_gradients_with(model, kernels, x, labels, cfg, start, false)
+    compute_gradients_with(
+        model,
+        kernels,
+        x,
+        labels,
+        cfg,
+        StepOptions {
+            start,
+            ..Default::default()
+        },
+    )
 }
 
-/// [`compute_gradients_from`], with the resistor power readout of DRN blocks at the free and
-/// (EP) nudged equilibria when `power` is set.
+/// Options of one gradient computation beyond the batch and the settings.
+#[derive(Clone, Copy, Default)]
+pub struct StepOptions<'a> {
+    /// Start the free phase from these states (a warm start) instead of zero states.
+    pub start: Option<&'a [crate::relax::BlockState]>,
+    /// Compute on `part` of a batch split over processes (`None`: the whole batch): the
+    /// gradients are this part's contributions to those of the mean loss over the whole batch
+    /// (sum them over the parts), BatchNorm uses the whole batch's statistics (so the
+    /// running-statistics updates are the whole batch's), and `loss` is this part's mean.
+    pub part: Option<BatchPart<'a>>,
+    /// Read out the resistor power of DRN blocks at the free and (EP) nudged equilibria (of
+    /// this part of the batch).
+    pub power: bool,
+}
+
+/// [`compute_gradients`] with [`StepOptions`].
 pub fn compute_gradients_with(
     model: &Model,
     kernels: &[PreparedBlock],
     x: &Tensor,
     labels: &[u32],
     cfg: &AlgoConfig,
-    start: Option<&[crate::relax::BlockState]>,
-    power: bool,
+    opts: StepOptions<'_>,
 ) -> Result<StepOutput> {
+    let StepOptions { start, part, power } = opts;
     anyhow::ensure!(
         labels.len() == x.dim0(),
         "{} labels for a batch of {}",
         labels.len(),
         x.dim0()
     );
-    let chain = Chain::new(model, kernels);
+    let chain = match part {
+        Some(p) => Chain::for_part(model, kernels, p),
+        None => Chain::new(model, kernels),
+    };
     let free = free_phase_with(
         &chain,
         x,

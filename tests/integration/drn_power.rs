@@ -9,6 +9,12 @@ use ffebm::model::feedforward::BnMode;
 use ffebm::model::{prepare, Model, ModelConfig, ParamId};
 use ffebm::relax::Schedule;
 
+const POWER: StepOptions = StepOptions {
+    start: None,
+    part: None,
+    power: true,
+};
+
 /// A DRN fed directly by a 1×2×2 input: 8 voltage sources, 4 hidden diodes, 3 outputs.
 const DRN: &str = "input = [1, 2, 2]\nclasses = 3\nalpha = 0.5\ninit_v = 0.5\ncost = \"squared-error\"\n\n[[blocks]]\nkind = \"resistive\"\nchannels = [1]\npools = \"\"\nnorm = \"none\"\nfc = [4, 3]\ngain = 5.0\n";
 
@@ -80,7 +86,7 @@ fn drn_power_is_the_sum_of_g_times_squared_voltage_drops() {
 
     // through a training step: the free power again, and one reading per nudged phase
     let cfg = AlgoConfig::ep(20, 8, 0.05);
-    let out = compute_gradients_with(&m, &kern, &x, &y, &cfg, None, true).unwrap();
+    let out = compute_gradients_with(&m, &kern, &x, &y, &cfg, POWER).unwrap();
     assert_eq!(out.power.len(), 1);
     let p = &out.power[0];
     assert!((p.free - expected).abs() / expected < 1e-5);
@@ -95,8 +101,8 @@ fn drn_power_is_the_sum_of_g_times_squared_voltage_drops() {
     // not asked for: nothing read out; ID has no nudged phases
     let quiet = compute_gradients(&m, &kern, &x, &y, &cfg).unwrap();
     assert!(quiet.power.is_empty());
-    let id = compute_gradients_with(&m, &kern, &x, &y, &cfg.with(Algorithm::IdExact), None, true)
-        .unwrap();
+    let id =
+        compute_gradients_with(&m, &kern, &x, &y, &cfg.with(Algorithm::IdExact), POWER).unwrap();
     assert_eq!(id.power.len(), 1);
     assert!(id.power[0].nudged.is_empty());
     assert_eq!(id.power[0].free, p.free);
@@ -114,7 +120,6 @@ fn hopfield_blocks_have_no_resistor_power() {
     .unwrap();
     let kern = prepare(&m).unwrap();
     let (x, y) = batch(&m, 2, 1);
-    let out =
-        compute_gradients_with(&m, &kern, &x, &y, &AlgoConfig::ep(5, 3, 0.5), None, true).unwrap();
+    let out = compute_gradients_with(&m, &kern, &x, &y, &AlgoConfig::ep(5, 3, 0.5), POWER).unwrap();
     assert!(out.power.is_empty());
 }

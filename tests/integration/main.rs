@@ -19,6 +19,8 @@ mod energy;
 mod gdd;
 mod gradients;
 mod learning;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod plot_figures;
 mod plot_metrics;
 mod plot_save;
