@@ -183,7 +183,6 @@ mod tests {
                 );
             }
         }
-        let g = random_tensor(&[3, 5], 1);
         let mut dw = Tensor::zeros(&[3, 5]);
         add_row_col(
             &mut dw,

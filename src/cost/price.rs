@@ -6,8 +6,8 @@
 //! crossbar read      E = V_read² · G_mean · t_read        per cell read, G_mean = (G_min + G_max)/2
 //! write pulse        E = V_write² · G_mean · t_write       per pulse
 //! conversion         E = FOM · 2^bits                        per ADC / DAC conversion (Walden)
-//! DRN block          E = P · t_settle per settle when its power P is known (see
-//!                    [`drn_block_power_w`]), else as crossbar reads
+//! DRN block          E = P · t_settle per settle when a run recorded its power readout
+//!                    (see [`drn_block_power_w`]), else as crossbar reads
 //! GPU                E = FLOPs · P_board / (peak · utilization)
 //! pulses (estimate)  |Δw| / Δw_min per weight per step, Δw_min = 2·w_max / levels and
 //!                    |Δw| ≈ lr (Adam's step is at most about the learning rate)
@@ -79,14 +79,20 @@ impl Energy {
     }
 }
 
-/// Where a DRN block's power comes from. Hook for the power readout of deep resistive
-/// networks (`energy::terms::resistive`): when it reports the power a block dissipates at
-/// its equilibrium, return it here (watts, per sample) and the block is priced as
-/// `P · t_settle` per settle. Until then `None`: the block is priced as crossbar reads
-/// (every conductance read at `analog.read_voltage_v` for `analog.read_pulse_ns`), an
-/// estimate.
-pub fn drn_block_power_w(_block: usize) -> Option<f64> {
-    None
+/// Watts a DRN block dissipates per sample, from its power readout `model_power`
+/// (`Σ g·(vᵢ − vⱼ)²` in the model's units, `grad::power`) and its input gain:
+///
+/// `P = model_power · (G_max / weight_max) · (V_read / gain)²`
+///
+/// i.e. the model's circuit built with a conductance of `weight_max` model units at the
+/// technology's `analog.g_max_us`, and its largest input source (`gain · 1`, inputs in
+/// [0, 1]) at `analog.read_voltage_v`. A resistive network's equilibrium is unchanged by
+/// scaling every conductance, and scales with its sources when its diode thresholds do,
+/// so this physical circuit computes what the model computes.
+pub fn drn_block_power_w(tech: &Tech, model_power: f64, gain: f64) -> f64 {
+    let siemens_per_unit = tech.get("analog.g_max_us") * 1e-6 / tech.get("analog.weight_max");
+    let volts_per_unit = tech.get("analog.read_voltage_v") / gain;
+    model_power * siemens_per_unit * volts_per_unit.powi(2)
 }
 
 /// Energy per 32-bit word from DRAM and from SRAM.

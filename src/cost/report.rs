@@ -10,6 +10,7 @@ use super::price::{self, drn_block_power_w, Energy};
 use super::tech::{Execution, Tech};
 use super::workload::{EpochPlan, Workload};
 use crate::model::config::BlockKind;
+use crate::model::BlockLayout;
 use anyhow::Result;
 use serde::Serialize;
 
@@ -95,6 +96,14 @@ fn step_pulses(tech: &Tech, plan: &EpochPlan, counts: &[BlockCounts], steps: f64
     }
 }
 
+/// The power of block `k` in watts per sample when it is a DRN block whose power the run
+/// recorded (see [`drn_block_power_w`]).
+fn drn_watts(tech: &Tech, w: &Workload, layout: Option<&BlockLayout>, k: usize) -> Option<f64> {
+    let l = layout.filter(|l| l.kind == BlockKind::Resistive)?;
+    let p = w.drn_power.get(k).copied().flatten()?;
+    Some(drn_block_power_w(tech, p, l.gain as f64))
+}
+
 /// Prices `counts` (one per block) with `pulses` on `tech` and on its GPU baseline.
 fn totals(
     tech: &Tech,
@@ -103,18 +112,12 @@ fn totals(
     pulses: &[f64],
     batch: f64,
 ) -> (Totals, Vec<Energy>) {
-    let kinds: Vec<BlockKind> = w
-        .model
-        .layouts()
-        .map(|l| l.iter().map(|b| b.kind).collect())
-        .unwrap_or_default();
+    let layouts = w.model.layouts().unwrap_or_default();
     let per_block: Vec<Energy> = counts
         .iter()
         .enumerate()
         .map(|(k, c)| {
-            let drn = (kinds.get(k) == Some(&BlockKind::Resistive))
-                .then(|| drn_block_power_w(k))
-                .flatten();
+            let drn = drn_watts(tech, w, layouts.get(k), k);
             price::energy(tech, tech.execution, c, pulses[k], drn)
         })
         .collect();
@@ -208,9 +211,22 @@ pub fn estimate(w: &Workload, tech: &Tech) -> Result<Report> {
         _ => "none: weights are digital (their updates are in the optimiser's DRAM traffic)".to_string(),
     };
     let mut notes = w.notes.clone();
-    if layouts.iter().any(|l| l.kind == BlockKind::Resistive) && tech.execution == Execution::Analog
-    {
-        notes.push("DRN blocks: priced as crossbar reads of their conductances (an estimate until the DRN power readout is wired into cost::price::drn_block_power_w)".into());
+    if tech.execution == Execution::Analog {
+        for (k, l) in layouts.iter().enumerate() {
+            if l.kind != BlockKind::Resistive {
+                continue;
+            }
+            notes.push(match drn_watts(tech, w, Some(l), k) {
+                Some(watts) => format!(
+                    "DRN block {k}: resistor power {:.4e} (model units, the run's readout) = {:.3} µW per sample (conductance weight_max ↦ g_max, input source gain·1 ↦ read voltage), for analog.settle_ns per settle",
+                    w.drn_power[k].unwrap_or_default(),
+                    watts * 1e6
+                ),
+                None => format!(
+                    "DRN block {k}: priced as crossbar reads of its conductances, an estimate: price a run directory (`--run`) whose training logged the DRN power readout to use the measured resistor power"
+                ),
+            });
+        }
     }
     Ok(Report {
         workload: w.name.clone(),

@@ -35,6 +35,11 @@ pub struct Workload {
     pub epochs: Vec<EpochPlan>,
     /// Where the sweeps come from, for the report.
     pub sweeps_source: String,
+    /// Resistor power of each block as the run's DRN power readout measured it, in model
+    /// units (`Σ g·(vᵢ − vⱼ)²` per sample): the mean over the recorded epochs and their
+    /// phases; `None` where nothing was recorded (no run directory, no DRN block, or a run
+    /// that predates the readout).
+    pub drn_power: Vec<Option<f64>>,
     /// Statements about fallbacks, for the report.
     pub notes: Vec<String>,
 }
@@ -85,6 +90,7 @@ impl Workload {
                 "configured: T1 = {}, T2 = {} per nudged phase",
                 cfg.algorithm.t1, cfg.algorithm.t2
             ),
+            drn_power: vec![None; blocks],
             notes,
         })
     }
@@ -119,6 +125,8 @@ pub fn apply_records(w: &mut Workload, records: &[EpochRecord], path: &Path) -> 
     let blocks = w.model.layouts()?.len();
     let configured = configured_sweeps(&w.algo, blocks);
     let (mut per_block, mut mean_only, mut pulses) = (0, 0, 0);
+    // per block: (sum of the recorded phase powers, number of them)
+    let mut power = vec![(0.0f64, 0usize); blocks];
     for r in records {
         ensure!(
             r.epoch >= 1,
@@ -185,7 +193,34 @@ pub fn apply_records(w: &mut Workload, records: &[EpochRecord], path: &Path) -> 
             plan.pulses = Some(p);
             pulses += 1;
         }
+        for (key, &p) in &r.power {
+            let block = key
+                .strip_prefix("block")
+                .and_then(|rest| rest.split_once('.'))
+                .filter(|(_, phase)| ["free", "plus", "minus"].contains(phase))
+                .and_then(|(k, _)| k.parse::<usize>().ok())
+                .filter(|&k| k < blocks)
+                .with_context(|| {
+                    format!(
+                        "{}: epoch {}: `power.{key}` is not `block<k>.free|plus|minus` of one of the model's {blocks} blocks",
+                        path.display(),
+                        r.epoch
+                    )
+                })?;
+            ensure!(
+                p.is_finite() && p >= 0.0,
+                "{}: epoch {}: `power.{key}` = {p} is not a finite, non-negative power",
+                path.display(),
+                r.epoch
+            );
+            power[block].0 += p;
+            power[block].1 += 1;
+        }
     }
+    w.drn_power = power
+        .iter()
+        .map(|&(sum, n)| (n > 0).then(|| sum / n as f64))
+        .collect();
     let total = w.epochs.len();
     w.sweeps_source = match (per_block, mean_only) {
         (0, 0) => format!(

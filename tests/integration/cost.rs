@@ -38,6 +38,7 @@ fn workload(model: ModelConfig, batch: usize, train: usize) -> Workload {
             pulses: None,
         }],
         sweeps_source: "configured".into(),
+        drn_power: vec![None],
         notes: vec![],
     }
 }
@@ -295,6 +296,86 @@ fn sweeps_and_pulses_are_read_from_a_run_directory() {
         ),
         "{text}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_drn_block_is_priced_with_the_resistor_power_its_run_recorded() {
+    let dir = common::temp_dir("cost", "drn-power");
+    let cfg = ffebm::train::config::RunConfig::resolve(
+        Some("drn_xs"),
+        None,
+        None,
+        &["train.epochs=2".to_string()],
+        None,
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.toml"), cfg.to_toml().unwrap()).unwrap();
+    let epoch = |e: usize, extra: &str| {
+        format!(
+            "{{\"kind\":\"epoch\",\"epoch\":{e},\"step\":{},\"lr\":0.001,\"train_loss\":1.0,\"train_top1\":50.0,\"train_top5\":90.0,\"test_loss\":1.0,\"test_top1\":50.0,\"test_top5\":90.0,\"evals\":{{}},\"free_sweeps\":4.0,\"images_per_s\":1.0,\"epoch_time\":1.0,\"time\":1.0{extra}}}\n",
+            e * 10
+        )
+    };
+    let rram = Tech::preset("rram_64x64").unwrap();
+    // without a readout: the crossbar-read estimate, and the report says so
+    std::fs::write(dir.join("metrics.jsonl"), epoch(1, "")).unwrap();
+    let w = Workload::from_run_dir(&dir).unwrap();
+    assert_eq!(w.drn_power, vec![None]);
+    let r = estimate(&w, &rram).unwrap();
+    let estimated = r.blocks[0].step.eb_compute;
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("priced as crossbar reads")),
+        "{:?}",
+        r.notes
+    );
+    // epoch 1 read 3e5 / 5e5 / 4e5 (mean 4e5), epoch 2 read 6e5 at the free state only:
+    // the mean of the four readings is 4.5e5 model units
+    let text = epoch(
+        1,
+        ",\"power\":{\"block0.free\":3e5,\"block0.plus\":5e5,\"block0.minus\":4e5}",
+    ) + &epoch(2, ",\"power\":{\"block0.free\":6e5}");
+    std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+    let w = Workload::from_run_dir(&dir).unwrap();
+    assert_eq!(w.drn_power, vec![Some(4.5e5)]);
+    let r = estimate(&w, &rram).unwrap();
+    // by hand: P = 4.5e5 · (10 µS / 0.25) · (0.5 V / gain 100)² = 4.5e5 · 4e-5 S · 2.5e-5 V²
+    //          = 4.5e-4 W per sample, for 100 ns per settle: 4.5e-11 J = 45 pJ per settle
+    assert_eq!(
+        (
+            rram.get("analog.g_max_us"),
+            rram.get("analog.weight_max"),
+            rram.get("analog.read_voltage_v"),
+            rram.get("analog.settle_ns")
+        ),
+        (10.0, 0.25, 0.5, 100.0),
+        "the hand computation assumes these rram_64x64 numbers"
+    );
+    assert_eq!(cfg.model.blocks[0].gain, Some(100.0));
+    let settles = r.blocks[0].step_counts.settles;
+    let want = 45.0 * settles;
+    let got = r.blocks[0].step.eb_compute;
+    assert!((got - want).abs() <= 1e-9 * want, "{got} pJ vs {want} pJ");
+    assert!(got != estimated);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("DRN block 0: resistor power 4.5000e5")),
+        "{:?}",
+        r.notes
+    );
+    // a malformed or negative reading is refused naming it
+    for (bad, what) in [
+        (",\"power\":{\"block0.free\":-1.0}", "power.block0.free"),
+        (",\"power\":{\"block3.free\":1.0}", "power.block3.free"),
+        (",\"power\":{\"block0.middle\":1.0}", "power.block0.middle"),
+    ] {
+        std::fs::write(dir.join("metrics.jsonl"), epoch(1, bad)).unwrap();
+        let e = format!("{:#}", Workload::from_run_dir(&dir).unwrap_err());
+        assert!(e.contains(what), "{e}");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
