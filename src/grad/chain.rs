@@ -17,6 +17,8 @@ pub struct Chain<'a> {
     pub model: &'a Model,
     pub kernels: &'a [PreparedBlock],
     pub blocks: Vec<EnergyBlock<'a>>,
+    /// The dynamic analog non-idealities (converters, noise) of the step; `None`: ideal.
+    pub analog: Option<&'a crate::analog::Runtime>,
 }
 
 impl<'a> Chain<'a> {
@@ -25,6 +27,20 @@ impl<'a> Chain<'a> {
             model,
             kernels,
             blocks: EnergyBlock::all(model, kernels),
+            analog: None,
+        }
+    }
+
+    /// The chain of a physical circuit (see [`crate::analog`]): `model` and `kernels` are the
+    /// circuit's (varied) parameters, `analog` its converters and noise.
+    pub fn with_analog(
+        model: &'a Model,
+        kernels: &'a [PreparedBlock],
+        analog: Option<&'a crate::analog::Runtime>,
+    ) -> Self {
+        Chain {
+            analog,
+            ..Chain::new(model, kernels)
         }
     }
 
@@ -234,26 +250,36 @@ pub fn free_phase_with(
     let mut input = x.clone();
     for (k, (block, kern)) in model.blocks.iter().zip(chain.kernels).enumerate() {
         let mut cache = FfCache::default();
-        let drive = ff_forward(block, kern.ff.as_ref(), &input, mode, &mut cache)
+        let mut drive = ff_forward(block, kern.ff.as_ref(), &input, mode, &mut cache)
             .with_context(|| format!("block {k}: feedforward transform"))?;
+        if let Some(a) = chain.analog {
+            a.dac(k, &mut drive);
+        }
         let first = match start {
             Some(s) => s[k].clone(),
             None => BlockState::zeros(&block.layout.layers, x.dim0()),
         };
         let (state, report) = {
             let mut r = Relaxation::new(&chain.blocks[k], &drive, first, "free phase");
+            if let Some(a) = chain.analog {
+                r.set_update_noise(a.update_noise(k));
+            }
             let report =
                 relax(&mut r, order, None, schedule, None).map_err(|e| with_block(e, k))?;
             (r.into_state(), report)
         };
         input = state.last().clone();
+        if let Some(a) = chain.analog {
+            a.adc(k, &mut input);
+        }
         out.sweeps.push(report.sweeps);
         out.sample_sweeps.push(report.sample_sweeps);
         out.states.push(state);
         out.drives.push(drive);
         out.ff.push(cache);
     }
-    out.logits = model_logits(model, out.states.last().expect("blocks").last())?;
+    // the output as the readout reads it (through the last block's ADC)
+    out.logits = model_logits(model, &input)?;
     Ok(out)
 }
 

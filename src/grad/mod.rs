@@ -190,13 +190,27 @@ pub fn compute_gradients_from(
     cfg: &AlgoConfig,
     start: Option<&[crate::relax::BlockState]>,
 ) -> Result<StepOutput> {
+    compute_gradients_on(model, kernels, x, labels, cfg, start, None)
+}
+
+/// [`compute_gradients_from`] on a physical circuit (see [`crate::analog`]): `model` and
+/// `kernels` are its (varied) parameters, `analog` its converters and noise for this step.
+pub fn compute_gradients_on(
+    model: &Model,
+    kernels: &[PreparedBlock],
+    x: &Tensor,
+    labels: &[u32],
+    cfg: &AlgoConfig,
+    start: Option<&[crate::relax::BlockState]>,
+    analog: Option<&crate::analog::Runtime>,
+) -> Result<StepOutput> {
     anyhow::ensure!(
         labels.len() == x.dim0(),
         "{} labels for a batch of {}",
         labels.len(),
         x.dim0()
     );
-    let chain = Chain::new(model, kernels);
+    let chain = Chain::with_analog(model, kernels, analog);
     let free = free_phase_with(
         &chain,
         x,

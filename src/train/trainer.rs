@@ -1,16 +1,19 @@
 //! The training loop: epochs of gradient steps (EP or ID), evaluation, metrics, progress
 //! and checkpoints that resume exactly.
 
-use super::checkpoint::{load_carried_states, load_checkpoint, save_checkpoint, LoopState};
+use super::checkpoint::{
+    load_carried_states, load_checkpoint, load_circuit_devices, save_checkpoint_with, LoopState,
+};
 use super::config::RunConfig;
 use super::data::{load_run_data, RunData};
 use super::metrics::{EpochRecord, EvalMetrics, MetricsWriter, StepRecord};
 use super::optim::Optimizer;
 use super::session::{note, prepare as prepare_session, record_changes, start};
+use crate::analog::Circuit;
 use crate::core::loss::topk_correct;
 use crate::core::Tensor;
 use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions, Subset};
-use crate::grad::{compute_gradients_from, free_phase_with, Chain};
+use crate::grad::{compute_gradients_on, free_phase_with, Chain};
 use crate::model::feedforward::apply_bn_updates;
 use crate::model::feedforward::BnMode;
 use crate::model::{prepare, Model};
@@ -67,6 +70,19 @@ pub struct RunSummary {
 pub const LAST: &str = "checkpoint_last.safetensors";
 pub const BEST: &str = "checkpoint_best.safetensors";
 
+/// The seed of the analog noise of optimiser step `step` (`u64::MAX`: evaluations).
+fn noise_seed(seed: u64, step: u64) -> u64 {
+    seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The generator of the stochastic rounding after optimiser step `step`.
+fn storage_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5354_4f52_4147_4521);
+    rng.set_stream(step);
+    rng
+}
+
 fn batch_tensor(b: Batch) -> Result<Tensor> {
     Ok(Tensor::from_vec(&b.shape, b.x)?)
 }
@@ -80,8 +96,25 @@ pub fn evaluate(
     cfg: &RunConfig,
     bar: Option<&ProgressBar>,
 ) -> Result<EvalMetrics> {
+    let circuit = Circuit::new(&cfg.analog, model, cfg.seed)?;
+    evaluate_circuit(model, &circuit, subset, cfg, bar)
+}
+
+/// [`evaluate`] on the physical circuit `circuit` realises for the nominal `model` (its
+/// converters and noise included; the noise of an evaluation is drawn from the device seed).
+pub fn evaluate_circuit(
+    model: &Model,
+    circuit: &Circuit,
+    subset: &Subset,
+    cfg: &RunConfig,
+    bar: Option<&ProgressBar>,
+) -> Result<EvalMetrics> {
+    let physical = circuit.physical(model)?;
+    let model = physical.as_ref().unwrap_or(model);
     let kernels = prepare(model)?;
-    let chain = Chain::new(model, &kernels);
+    let runtime =
+        (!circuit.is_ideal()).then(|| circuit.runtime(noise_seed(circuit.seed, u64::MAX)));
+    let chain = Chain::with_analog(model, &kernels, runtime.as_ref());
     let batch_size = cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size);
     let opts = LoaderOptions {
         layout: Layout::Nhwc,
@@ -188,10 +221,18 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
     let session_dir = start(prepared, &cfg_toml, &opts)?;
     let dir = &session_dir.lock.dir().to_path_buf();
     let mut opt = Optimizer::new(cfg.optim.clone(), &model);
+    let mut circuit = Circuit::new(&cfg.analog, &model, cfg.seed)?;
     let mut state = if opts.resume {
-        load_checkpoint(&dir.join(LAST), &mut model, &mut opt)
-            .map_err(|e| e.context(format!("cannot resume from {}", dir.join(LAST).display())))?
+        let state = load_checkpoint(&dir.join(LAST), &mut model, &mut opt)
+            .and_then(|s| {
+                load_circuit_devices(&dir.join(LAST), &model, &mut circuit, true)?;
+                Ok(s)
+            })
+            .map_err(|e| e.context(format!("cannot resume from {}", dir.join(LAST).display())))?;
+        state
     } else {
+        // the programmed weights start on their storage levels
+        circuit.store(&mut model, &mut storage_rng(circuit.seed, 0));
         LoopState::default()
     };
     let metrics = MetricsWriter::open(dir, opts.resume.then_some(state.step))?;
@@ -264,13 +305,26 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
         for (i, batch) in (state.batch..).zip(loader.spawn_from(state.batch)) {
             let y = batch.y.clone();
             let x = batch_tensor(batch)?;
-            let kernels = prepare(&model)?;
+            let physical = circuit.physical(&model)?;
+            let circuit_model = physical.as_ref().unwrap_or(&model);
+            let kernels = prepare(circuit_model)?;
+            let runtime = (!circuit.is_ideal())
+                .then(|| circuit.runtime(noise_seed(circuit.seed, state.step)));
             let at = (epoch + 1, i + 1, state.step + 1);
             let start = carry
                 .as_deref()
                 .filter(|c: &&[BlockState]| c[0].layers[0].dim0() == x.dim0());
-            let out = compute_gradients_from(&model, &kernels, &x, &y, &cfg.algorithm, start)
-                .map_err(|e| stop(e, at, saved))?;
+            let out = compute_gradients_on(
+                circuit_model,
+                &kernels,
+                &x,
+                &y,
+                &cfg.algorithm,
+                start,
+                runtime.as_ref(),
+            )
+            .map_err(|e| stop(e, at, saved))?;
+            drop(physical);
             if let Some((id, _)) = out
                 .grads
                 .entries
@@ -286,6 +340,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             apply_bn_updates(&mut model, &out.bn_updates);
             opt.step(&mut model, &out.grads, lr);
             model.project_params();
+            circuit.store(&mut model, &mut storage_rng(circuit.seed, state.step + 1));
             if cfg.algorithm.warm_start {
                 carry = Some(out.free.states.clone());
             }
@@ -340,13 +395,14 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             if state.batch < nb && (stop_now || due) {
                 let mut s = state.clone();
                 s.elapsed += session.elapsed().as_secs_f64();
-                save_checkpoint(
+                save_checkpoint_with(
                     &dir.join(LAST),
                     &model,
                     &opt,
                     &s,
                     &cfg_toml,
                     carry.as_deref(),
+                    circuit.tensors(&model),
                 )?;
                 saved = Some((state.epoch, state.step));
                 last_save = Instant::now();
@@ -366,13 +422,19 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             bars.start(name.clone(), 0, 0);
             evals.insert(
                 name.clone(),
-                evaluate(&model, subset, &cfg, bars.batch.as_ref())?,
+                evaluate_circuit(&model, &circuit, subset, &cfg, bars.batch.as_ref())?,
             );
         }
         let val = match &data.val {
             Some(v) => {
                 bars.start("validation".into(), 0, 0);
-                Some(evaluate(&model, v, &cfg, bars.batch.as_ref())?)
+                Some(evaluate_circuit(
+                    &model,
+                    &circuit,
+                    v,
+                    &cfg,
+                    bars.batch.as_ref(),
+                )?)
             }
             None => None,
         };
@@ -416,22 +478,24 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             state.best_epoch = Some(epoch + 1);
             s.best_top1 = state.best_top1;
             s.best_epoch = state.best_epoch;
-            save_checkpoint(
+            save_checkpoint_with(
                 &dir.join(BEST),
                 &model,
                 &opt,
                 &s,
                 &cfg_toml,
                 carry.as_deref(),
+                circuit.tensors(&model),
             )?;
         }
-        save_checkpoint(
+        save_checkpoint_with(
             &dir.join(LAST),
             &model,
             &opt,
             &s,
             &cfg_toml,
             carry.as_deref(),
+            circuit.tensors(&model),
         )?;
         saved = Some((state.epoch, state.step));
         last_save = Instant::now();
