@@ -125,6 +125,7 @@ mod tests {
             images_per_s: 100.0,
             epoch_time: 1.0,
             time: 3.0,
+            pulses: None,
         };
         assert!(epoch_finished(&rec).is_ok(), "no observer: no-op");
         let seen = std::rc::Rc::new(RefCell::new(Vec::new()));

@@ -66,6 +66,32 @@ macro_rules! analog_settings {
             /// Round stored weights stochastically after every update (default: nearest).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub stochastic_rounding: Option<bool>,
+            /// Weight programming by pulses: `constant-step` or `soft-bounds` (aihwkit's
+            /// ConstantStepDevice / SoftBoundsDevice); left out: exact optimiser steps.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub device: Option<String>,
+            /// Mean step of one pulse (aihwkit `dw_min`, default 0.001).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub dw_min: Option<f32>,
+            /// Device-to-device spread of `dw_min`, relative (default 0.3).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub dw_min_dtod: Option<f32>,
+            /// Cycle-to-cycle spread of each pulse's step, relative (default 0.3).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub dw_min_std: Option<f32>,
+            /// Up/down asymmetry: up steps `dw·(1 + up_down)`, down steps `dw·(1 − up_down)`
+            /// (default 0).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub up_down: Option<f32>,
+            /// Upper weight bound of the device (default 0.6).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub w_max: Option<f32>,
+            /// Lower bound (default −w_max; 0 for conductances whatever is set).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub w_min: Option<f32>,
+            /// Pulses per weight and update at most (default 31, aihwkit's `desired_bl`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub max_pulses: Option<u32>,
         }
 
     };
@@ -92,10 +118,12 @@ macro_rules! impl_settings {
 
 impl_settings!(AnalogSpec; weight_std, update_noise, measure_noise, measure_repeats, dac_bits,
     dac_bound, adc_bits, adc_bound, error_bits, error_bound, weight_levels, weight_bound,
-    stochastic_rounding);
+    stochastic_rounding, device, dw_min, dw_min_dtod, dw_min_std, up_down, w_max, w_min,
+    max_pulses);
 impl_settings!(AnalogConfig; weight_std, update_noise, measure_noise, measure_repeats, dac_bits,
     dac_bound, adc_bits, adc_bound, error_bits, error_bound, weight_levels, weight_bound,
-    stochastic_rounding);
+    stochastic_rounding, device, dw_min, dw_min_dtod, dw_min_std, up_down, w_max, w_min,
+    max_pulses);
 
 analog_settings! {
     /// Non-ideality settings of one block (every field optional: left out = ideal, or
@@ -133,6 +161,14 @@ pub const SETTING_KEYS: &[&str] = &[
     "weight_levels",
     "weight_bound",
     "stochastic_rounding",
+    "device",
+    "dw_min",
+    "dw_min_dtod",
+    "dw_min_std",
+    "up_down",
+    "w_max",
+    "w_min",
+    "max_pulses",
 ];
 
 /// A quantizer: `bits` over `[−bound, bound]`, or each sample's abs-max range when `bound`
@@ -151,6 +187,19 @@ pub struct Storage {
     pub stochastic: bool,
 }
 
+/// A pulsed weight device (aihwkit semantics, see [`crate::core::analog::program_pulses`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PulseDevice {
+    pub soft_bounds: bool,
+    pub dw_min: f32,
+    pub dw_min_dtod: f32,
+    pub dw_min_std: f32,
+    pub up_down: f32,
+    pub w_max: f32,
+    pub w_min: f32,
+    pub max_pulses: u32,
+}
+
 /// The resolved non-idealities of one energy-based block (all zero / `None`: ideal).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BlockAnalog {
@@ -162,6 +211,7 @@ pub struct BlockAnalog {
     pub adc: Option<Quantizer>,
     pub error: Option<Quantizer>,
     pub storage: Option<Storage>,
+    pub pulse: Option<PulseDevice>,
 }
 
 impl BlockAnalog {
@@ -215,6 +265,46 @@ pub const PRESETS: &[AnalogPreset] = &[
             dac_bits: Some(8),
             adc_bits: Some(8),
             error_bits: Some(8),
+            ..AnalogSpec::default()
+        },
+    },
+    AnalogPreset {
+        name: "rram-constantstep",
+        source: "aihwkit ConstantStepDevice defaults (dw_min 0.001, dw_min_dtod 0.3, \
+                 dw_min_std 0.3, w_max = −w_min = 0.6, up_down 0) programmed with at most 31 \
+                 pulses (PresetUpdateParameters.desired_bl), with aihwkit's PresetIOParameters \
+                 converters (7-bit DAC, 9-bit ADC)",
+        spec: || AnalogSpec {
+            device: Some("constant-step".into()),
+            dw_min: Some(0.001),
+            dw_min_dtod: Some(0.3),
+            dw_min_std: Some(0.3),
+            up_down: Some(0.0),
+            w_max: Some(0.6),
+            max_pulses: Some(31),
+            dac_bits: Some(7),
+            adc_bits: Some(9),
+            error_bits: Some(7),
+            ..AnalogSpec::default()
+        },
+    },
+    AnalogPreset {
+        name: "reram-softbounds",
+        source: "aihwkit ReRamSBPresetDevice (SoftBounds fit to Gong et al., Nat. Commun. 2018): \
+                 dw_min 0.002, w_max 1.25, w_min −0.75, dw_min_dtod 0.3, dw_min_std 3.75, \
+                 up_down 0; 31 pulses at most; PresetIOParameters converters",
+        spec: || AnalogSpec {
+            device: Some("soft-bounds".into()),
+            dw_min: Some(0.002),
+            dw_min_dtod: Some(0.3),
+            dw_min_std: Some(3.75),
+            up_down: Some(0.0),
+            w_max: Some(1.25),
+            w_min: Some(-0.75),
+            max_pulses: Some(31),
+            dac_bits: Some(7),
+            adc_bits: Some(9),
+            error_bits: Some(7),
             ..AnalogSpec::default()
         },
     },
@@ -345,6 +435,71 @@ fn quantizer(
     }
 }
 
+fn pulse_device(s: &AnalogSpec, prefix: &str) -> Result<Option<PulseDevice>> {
+    let soft_bounds = match s.device.as_deref() {
+        None => {
+            for (key, set) in [
+                ("dw_min", s.dw_min.is_some()),
+                ("dw_min_dtod", s.dw_min_dtod.is_some()),
+                ("dw_min_std", s.dw_min_std.is_some()),
+                ("up_down", s.up_down.is_some()),
+                ("w_max", s.w_max.is_some()),
+                ("w_min", s.w_min.is_some()),
+                ("max_pulses", s.max_pulses.is_some()),
+            ] {
+                ensure!(
+                    !set,
+                    "{prefix}.{key} is a pulsed-device setting but {prefix}.device is not set (`constant-step` or `soft-bounds`)"
+                );
+            }
+            return Ok(None);
+        }
+        Some("constant-step") => false,
+        Some("soft-bounds") => true,
+        Some(other) => bail!(
+            "{prefix}.device = \"{other}\": unknown device (known: constant-step, soft-bounds)"
+        ),
+    };
+    let dw_min = s.dw_min.unwrap_or(0.001);
+    ensure!(
+        dw_min > 0.0 && dw_min.is_finite(),
+        "{prefix}.dw_min = {dw_min}: must be positive"
+    );
+    let w_max = s.w_max.unwrap_or(0.6);
+    let w_min = s.w_min.unwrap_or(-w_max);
+    ensure!(
+        w_max.is_finite() && w_min.is_finite() && w_min < w_max,
+        "{prefix}.w_min = {w_min} must be below {prefix}.w_max = {w_max}"
+    );
+    ensure!(
+        !soft_bounds || (w_max > 0.0 && w_min < 0.0),
+        "{prefix}: soft bounds need w_min < 0 < w_max (got {w_min}, {w_max})"
+    );
+    let up_down = s.up_down.unwrap_or(0.0);
+    ensure!(
+        up_down.abs() < 1.0,
+        "{prefix}.up_down = {up_down}: must lie in (−1, 1)"
+    );
+    let max_pulses = s.max_pulses.unwrap_or(31);
+    ensure!(
+        max_pulses >= 1,
+        "{prefix}.max_pulses = 0: an update needs at least one pulse"
+    );
+    Ok(Some(PulseDevice {
+        soft_bounds,
+        dw_min,
+        dw_min_dtod: std_value(
+            s.dw_min_dtod.or(Some(0.3)),
+            &format!("{prefix}.dw_min_dtod"),
+        )?,
+        dw_min_std: std_value(s.dw_min_std.or(Some(0.3)), &format!("{prefix}.dw_min_std"))?,
+        up_down,
+        w_max,
+        w_min,
+        max_pulses,
+    }))
+}
+
 fn resolve_spec(s: &AnalogSpec, prefix: &str) -> Result<BlockAnalog> {
     let repeats = s.measure_repeats.unwrap_or(1);
     ensure!(
@@ -377,7 +532,9 @@ fn resolve_spec(s: &AnalogSpec, prefix: &str) -> Result<BlockAnalog> {
         (Some(_), None) => bail!("{prefix}.weight_levels needs {prefix}.weight_bound"),
         (None, Some(_)) => bail!("{prefix}.weight_bound needs {prefix}.weight_levels"),
     };
+    let pulse = pulse_device(s, prefix)?;
     Ok(BlockAnalog {
+        pulse,
         weight_std: std_value(s.weight_std, &format!("{prefix}.weight_std"))?,
         update_noise: std_value(s.update_noise, &format!("{prefix}.update_noise"))?,
         measure_noise: std_value(s.measure_noise, &format!("{prefix}.measure_noise"))?,
@@ -443,6 +600,19 @@ mod tests {
         assert!(err("weight_levels = 16", 1).contains("analog.weight_bound"));
         assert!(err("measure_repeats = 0", 1).contains("analog.measure_repeats"));
         assert!(err("adc_bound = 2.0", 1).contains("analog.adc_bits"));
+        assert!(err("device = \"memristor\"", 1).contains("analog.device"));
+        assert!(err("dw_min = 0.01", 1).contains("analog.device"));
+        assert!(err("device = \"constant-step\"\ndw_min = -1.0", 1).contains("analog.dw_min"));
+        assert!(
+            err("[blocks.0]\ndevice = \"soft-bounds\"\nw_min = 0.1", 1).contains("analog.blocks.0")
+        );
+        for p in PRESETS {
+            let c = AnalogConfig {
+                preset: Some(p.name.into()),
+                ..Default::default()
+            };
+            assert!(!c.resolve(2).unwrap()[1].is_ideal(), "{}", p.name);
+        }
         assert!(toml::from_str::<AnalogConfig>("weight_sd = 0.1").is_err());
     }
 }

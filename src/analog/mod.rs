@@ -12,7 +12,10 @@
 //!   the next stage and the readout read), a DAC on the error current `δ` nudging a non-last
 //!   block (quantizers in [`crate::core::analog`]);
 //! * **weight storage** — stored weights on uniform levels, rounded to the nearest or
-//!   stochastically after every optimiser step ([`Circuit::store`]).
+//!   stochastically after every optimiser step ([`Circuit::store`]);
+//! * **weight programming** — the optimiser computes the desired weights, a pulsed device
+//!   (ConstantStep or SoftBounds, [`crate::core::analog::program_pulses`]) decides what they
+//!   become ([`Circuit::program`]); each device's pulse step is `dw_min·(1 + dtod·ξ)`.
 //!
 //! Everything is off by default; a [`Chain`](crate::grad::Chain) without a runtime and a
 //! nominal model is the ideal code path, bit for bit.
@@ -27,13 +30,18 @@ use crate::io::tensors::{Stored, TensorFile};
 use crate::model::{CouplingKind, Model, ParamId};
 use crate::relax::{Relaxation, UpdateNoise};
 use anyhow::{ensure, Context, Result};
+use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Prefix of the device draws in a checkpoint (`analog.xi.<parameter name>`).
-pub const DEVICE_PREFIX: &str = "analog.xi.";
+/// Prefix of the analog device tensors in a checkpoint: `analog.xi.<parameter name>` (the
+/// variability draws) and `analog.dw.<parameter name>` (the pulse steps).
+pub const DEVICE_PREFIX: &str = "analog.";
+const XI: &str = "analog.xi.";
+const DW: &str = "analog.dw.";
 
 /// A non-ideal realisation of a model: the resolved settings of every block and the device
 /// draws `ξ` of every varied weight.
@@ -44,6 +52,9 @@ pub struct Circuit {
     pub seed: u64,
     /// `ξ` per energy-based weight of a block with `weight_std > 0`.
     pub devices: Vec<(ParamId, Tensor)>,
+    /// The pulse step of every device, per energy-based weight of a block with a pulsed
+    /// device.
+    pub steps: Vec<(ParamId, Tensor)>,
 }
 
 /// The energy-based weights of block `k` and whether each is a conductance.
@@ -79,7 +90,19 @@ impl Circuit {
         let blocks = cfg.resolve(model.blocks.len())?;
         let seed = cfg.seed.unwrap_or(run_seed);
         let mut devices = Vec::new();
+        let mut steps = Vec::new();
         for (k, b) in blocks.iter().enumerate() {
+            if let Some(p) = b.pulse {
+                for (id, _) in block_weights(model, k) {
+                    let ParamId::Synapse { index, .. } = id else {
+                        unreachable!()
+                    };
+                    let mut rng = device_rng(seed, (1 << 63) | ((k as u64) << 32) | index as u64);
+                    let mut dw = kern::standard_normal(model.param(id).shape(), &mut rng);
+                    kern::pulse_steps(&mut dw, p.dw_min, p.dw_min_dtod);
+                    steps.push((id, dw));
+                }
+            }
             if b.weight_std > 0.0 {
                 for (id, _) in block_weights(model, k) {
                     let ParamId::Synapse { index, .. } = id else {
@@ -94,6 +117,7 @@ impl Circuit {
             blocks,
             seed,
             devices,
+            steps,
         })
     }
 
@@ -103,6 +127,7 @@ impl Circuit {
             blocks: vec![BlockAnalog::default(); blocks],
             seed: 0,
             devices: Vec::new(),
+            steps: Vec::new(),
         }
     }
 
@@ -113,6 +138,7 @@ impl Circuit {
 
     /// Whether the physical weights differ from the nominal ones.
     fn varies_weights(&self) -> bool {
+        // pulse-programmed weights are clipped to their bounds at the start of a run only
         !self.devices.is_empty() || self.blocks.iter().any(|b| b.storage.is_some())
     }
 
@@ -153,6 +179,17 @@ impl Circuit {
 
     fn store_with(&self, model: &mut Model, mut rng: Option<&mut ChaCha8Rng>) {
         for (k, b) in self.blocks.iter().enumerate() {
+            if let Some(p) = b.pulse {
+                // a device holds values within its bounds only
+                for (id, conductance) in block_weights(model, k) {
+                    let lo = if conductance {
+                        p.w_min.max(0.0)
+                    } else {
+                        p.w_min
+                    };
+                    kern::clip(model.param_mut(id), lo, p.w_max);
+                }
+            }
             let Some(s) = b.storage else { continue };
             for (id, conductance) in block_weights(model, k) {
                 let lo = if conductance { 0.0 } else { -s.bound };
@@ -165,6 +202,56 @@ impl Circuit {
         }
     }
 
+    /// Whether weights are programmed by pulses.
+    pub fn programs(&self) -> bool {
+        !self.steps.is_empty()
+    }
+
+    /// The present values of the pulse-programmed weights (call before the optimiser step).
+    pub fn programmed_weights(&self, model: &Model) -> Vec<(ParamId, Tensor)> {
+        self.steps
+            .iter()
+            .map(|(id, _)| (*id, model.param(*id).clone()))
+            .collect()
+    }
+
+    /// Turns the optimiser's desired weights (in `model`) into what the devices do: from the
+    /// weights `before` the step, pulses towards the desired values. Returns the pulses fired
+    /// per block (`block{k}`).
+    pub fn program(
+        &self,
+        model: &mut Model,
+        before: Vec<(ParamId, Tensor)>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut fired = BTreeMap::new();
+        let nonneg = model.non_negative_params();
+        for ((id, mut w), (sid, dw)) in before.into_iter().zip(&self.steps) {
+            ensure!(id == *sid, "programmed weights out of order");
+            let ParamId::Synapse { block: k, .. } = id else {
+                unreachable!("pulsed devices hold synapse weights")
+            };
+            let p = self.blocks[k].pulse.expect("a pulsed block");
+            let resp = kern::PulseResponse {
+                soft_bounds: p.soft_bounds,
+                lo: if nonneg.contains(&id) {
+                    p.w_min.max(0.0)
+                } else {
+                    p.w_min
+                },
+                hi: p.w_max,
+                up_down: p.up_down,
+                write_noise: p.dw_min_std,
+                max_pulses: p.max_pulses,
+            };
+            let n = kern::program_pulses(&mut w, model.param(id), dw, &resp, rng)
+                .with_context(|| format!("programming `{}`", model.param_name(id)))?;
+            *model.param_mut(id) = w;
+            *fired.entry(format!("block{k}")).or_insert(0) += n;
+        }
+        Ok(fired)
+    }
+
     /// The dynamic part for one step, its noise drawn from `seed`.
     pub fn runtime(&self, seed: u64) -> Runtime {
         Runtime {
@@ -174,23 +261,27 @@ impl Circuit {
         }
     }
 
-    /// The device draws as checkpoint tensors (`analog.xi.<parameter name>`).
+    /// The device tensors as checkpoint tensors (`analog.xi.<name>`, `analog.dw.<name>`).
     pub fn tensors(&self, model: &Model) -> Vec<(String, Stored)> {
-        self.devices
-            .iter()
-            .map(|(id, xi)| {
-                (
-                    format!("{DEVICE_PREFIX}{}", model.param_name(*id)),
-                    Stored::F32(xi.clone()),
-                )
-            })
-            .collect()
+        let named = |prefix: &str, v: &[(ParamId, Tensor)]| -> Vec<(String, Stored)> {
+            v.iter()
+                .map(|(id, t)| {
+                    (
+                        format!("{prefix}{}", model.param_name(*id)),
+                        Stored::F32(t.clone()),
+                    )
+                })
+                .collect()
+        };
+        let mut out = named(XI, &self.devices);
+        out.extend(named(DW, &self.steps));
+        out
     }
 
-    /// Replaces the device draws by those saved in a checkpoint: the same circuit as the run
-    /// that wrote it. With `require_all`, every device of this circuit must be in the file;
-    /// otherwise devices the file lacks keep their draws from the seed. Returns how many were
-    /// loaded.
+    /// Replaces the device tensors by those saved in a checkpoint: the same circuit as the
+    /// run that wrote it. With `require_all`, every device of this circuit must be in the
+    /// file; otherwise devices the file lacks keep their draws from the seed. Returns how many
+    /// tensors were loaded.
     pub fn load_devices(
         &mut self,
         f: &TensorFile,
@@ -199,25 +290,32 @@ impl Circuit {
         require_all: bool,
     ) -> Result<usize> {
         let mut loaded = 0;
-        for (id, xi) in &mut self.devices {
-            let key = format!("{DEVICE_PREFIX}{}", model.param_name(*id));
-            if !require_all && !f.tensors.contains_key(&key) {
-                continue;
+        for (prefix, list) in [(XI, &mut self.devices), (DW, &mut self.steps)] {
+            for (id, t) in list.iter_mut() {
+                let key = format!("{prefix}{}", model.param_name(*id));
+                if !require_all && !f.tensors.contains_key(&key) {
+                    continue;
+                }
+                let src = f.f32(&key, path).with_context(|| {
+                    "the checkpoint has no device draws for this analog configuration".to_string()
+                })?;
+                ensure!(
+                    src.shape() == t.shape(),
+                    "{}: `{key}` has shape {:?}, expected {:?}",
+                    path.display(),
+                    src.shape(),
+                    t.shape()
+                );
+                *t = src.clone();
+                loaded += 1;
             }
-            let src = f.f32(&key, path).with_context(|| {
-                "the checkpoint has no device draws for this analog configuration".to_string()
-            })?;
-            ensure!(
-                src.shape() == xi.shape(),
-                "{}: `{key}` has shape {:?}, expected {:?}",
-                path.display(),
-                src.shape(),
-                xi.shape()
-            );
-            *xi = src.clone();
-            loaded += 1;
         }
         Ok(loaded)
+    }
+
+    /// Number of device tensors (variability draws and pulse steps).
+    pub fn device_tensors(&self) -> usize {
+        self.devices.len() + self.steps.len()
     }
 }
 
@@ -241,8 +339,11 @@ fn convert(q: Option<Quantizer>, x: &mut Tensor) {
 }
 
 impl Runtime {
-    fn rng(&self) -> ChaCha8Rng {
-        device_rng(self.seed, self.stream.fetch_add(1, Ordering::Relaxed))
+    /// The next noise stream: a fast generator (xoshiro256++) seeded from stream `i` of the
+    /// step's ChaCha8 seed, so streams are independent and reproducible.
+    fn rng(&self) -> SmallRng {
+        let mut seeder = device_rng(self.seed, self.stream.fetch_add(1, Ordering::Relaxed));
+        SmallRng::from_rng(&mut seeder).expect("ChaCha8 never fails")
     }
 
     /// The DAC on block `k`'s drive.

@@ -53,7 +53,11 @@ pub struct GddArgs {
     pub out: PathBuf,
 }
 
-fn default_batch(kind: DatasetKind, dir: Option<&Path>, n: usize) -> Result<(Tensor, Vec<u32>)> {
+pub(super) fn default_batch(
+    kind: DatasetKind,
+    dir: Option<&Path>,
+    n: usize,
+) -> Result<(Tensor, Vec<u32>)> {
     let root = crate::data::data_dir(dir)?;
     let ds = Dataset::load(
         kind,

@@ -5,6 +5,7 @@ mod bench;
 mod common;
 mod grad;
 mod presets;
+mod robustness;
 mod train;
 
 use anyhow::Result;
@@ -44,6 +45,9 @@ pub enum Command {
     Plot(analysis::PlotArgs),
     /// Time the conv kernels and the free phase / EP / ID steps of presets.
     Bench(bench::BenchArgs),
+    /// Analog robustness study: EP on the physical circuit vs ID-exact on the same circuit
+    /// and on the nominal twin, per tensor, sweeping one non-ideality's strength.
+    Robustness(robustness::RobustnessArgs),
 }
 
 /// Lets SIGPIPE end the process quietly, as it does Unix tools (`ffebm presets | head`):
@@ -61,7 +65,10 @@ fn die_quietly_on_closed_pipes() {
 /// their output, keep going and drop it; the other commands stop quietly, like Unix tools.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Train(_) | Command::Gdd(_)) {
+    if !matches!(
+        cli.command,
+        Command::Train(_) | Command::Gdd(_) | Command::Robustness(_)
+    ) {
         die_quietly_on_closed_pipes();
     }
     if let Some(n) = cli.threads {
@@ -83,5 +90,6 @@ pub fn run() -> Result<()> {
         Command::Bench(a) => bench::run(&g, a),
         Command::Gdd(a) => analysis::gdd(&g, a),
         Command::Plot(a) => analysis::plot(&g, a),
+        Command::Robustness(a) => robustness::run(&g, a),
     }
 }

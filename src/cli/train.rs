@@ -260,11 +260,11 @@ pub fn eval(_g: &Global, a: EvalArgs) -> Result<()> {
         &mut circuit,
         false,
     )?;
-    if saved < circuit.devices.len() {
+    if saved < circuit.device_tensors() {
         eprintln!(
-            "note: {} of {} varied weight tensors drawn from analog seed {} (the checkpoint has no draws for them)",
-            circuit.devices.len() - saved,
-            circuit.devices.len(),
+            "note: {} of {} analog device tensors drawn from analog seed {} (the checkpoint has no draws for them)",
+            circuit.device_tensors() - saved,
+            circuit.device_tensors(),
             circuit.seed
         );
     }

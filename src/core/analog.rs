@@ -165,6 +165,79 @@ pub fn store_levels(
     }
 }
 
+/// Per-device pulse steps from draws `ξ`: `dw_i = dw_min·max(0, 1 + dtod·ξ_i)` (in place).
+pub fn pulse_steps(xi: &mut Tensor, dw_min: f32, dtod: f32) {
+    xi.data_mut()
+        .iter_mut()
+        .for_each(|v| *v = dw_min * (1.0 + dtod * *v).max(0.0));
+}
+
+/// `x ← clamp(x, lo, hi)` element-wise.
+pub fn clip(x: &mut Tensor, lo: f32, hi: f32) {
+    x.data_mut().iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+}
+
+/// A pulsed device's response (aihwkit semantics): a pulse moves a weight by
+/// `±dw·α_±·(1 + σ_c·ξ)` times the bound factor — `1` for ConstantStep, `1 − w/hi` up and
+/// `1 − w/lo` down for SoftBounds — then clips it to `[lo, hi]`; `α_± = 1 ± up_down`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PulseResponse {
+    pub soft_bounds: bool,
+    pub lo: f32,
+    pub hi: f32,
+    pub up_down: f32,
+    /// Cycle-to-cycle spread σ_c of a pulse's step.
+    pub write_noise: f32,
+    pub max_pulses: u32,
+}
+
+/// Programs `w` towards `target` by pulses: `n = min(round(|target − w|/dw), max_pulses)`
+/// pulses in the direction of the difference, each with the device's own step `dw` (one per
+/// weight) and response. Returns the number of pulses fired.
+pub fn program_pulses(
+    w: &mut Tensor,
+    target: &Tensor,
+    dw: &Tensor,
+    r: &PulseResponse,
+    rng: &mut impl Rng,
+) -> Result<u64, ShapeError> {
+    for (t, name) in [(target, "target"), (dw, "device steps")] {
+        if t.shape() != w.shape() {
+            return Err(ShapeError::new(
+                "program_pulses",
+                name,
+                t.shape(),
+                format!("{:?} (the weight's)", w.shape()),
+            ));
+        }
+    }
+    let mut fired = 0u64;
+    for ((v, &t), &d) in w.data_mut().iter_mut().zip(target.data()).zip(dw.data()) {
+        if d <= 0.0 {
+            continue;
+        }
+        let n = ((t - *v).abs() / d).round().min(r.max_pulses as f32) as u32;
+        let up = t > *v;
+        let alpha = if up { 1.0 + r.up_down } else { 1.0 - r.up_down };
+        for _ in 0..n {
+            let xi: f32 = if r.write_noise > 0.0 {
+                StandardNormal.sample(rng)
+            } else {
+                0.0
+            };
+            let bound = match (r.soft_bounds, up) {
+                (false, _) => 1.0,
+                (true, true) => 1.0 - *v / r.hi,
+                (true, false) => 1.0 - *v / r.lo,
+            };
+            let step = d * alpha * (1.0 + r.write_noise * xi) * bound.max(0.0);
+            *v = (if up { *v + step } else { *v - step }).clamp(r.lo, r.hi);
+        }
+        fired += n as u64;
+    }
+    Ok(fired)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +315,64 @@ mod tests {
         assert!(
             (p - 0.2).abs() < 5.0 * (0.2f64 * 0.8 / n as f64).sqrt(),
             "{p}"
+        );
+    }
+    #[test]
+    fn pulses_follow_the_device_model() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let cs = PulseResponse {
+            soft_bounds: false,
+            lo: -1.0,
+            hi: 1.0,
+            up_down: 0.2,
+            write_noise: 0.0,
+            max_pulses: 31,
+        };
+        let dw = Tensor::full(&[4], 0.01);
+        // 0.05 up = 5 pulses of 0.012; 0.05 down = 5 pulses of 0.008; 1.0 up: capped at 31,
+        // then clipped at the bound; 0.004 rounds to no pulse
+        let mut w = Tensor::from_vec(&[4], vec![0.0, 0.0, 0.9, 0.5]).unwrap();
+        let t = Tensor::from_vec(&[4], vec![0.05, -0.05, 1.9, 0.504]).unwrap();
+        let n = program_pulses(&mut w, &t, &dw, &cs, &mut rng).unwrap();
+        assert_eq!(n, 5 + 5 + 31);
+        let want = [0.06, -0.04, 1.0, 0.5];
+        for (a, b) in w.data().iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{:?}", w.data());
+        }
+        // SoftBounds: the up step shrinks as 1 − w/hi, the down step as 1 − w/lo
+        let sb = PulseResponse {
+            soft_bounds: true,
+            up_down: 0.0,
+            ..cs
+        };
+        let mut w = Tensor::from_vec(&[2], vec![0.5, 0.5]).unwrap();
+        let t = Tensor::from_vec(&[2], vec![0.51, 0.49]).unwrap();
+        program_pulses(&mut w, &t, &Tensor::full(&[2], 0.01), &sb, &mut rng).unwrap();
+        assert!((w.data()[0] - 0.505).abs() < 1e-6 && (w.data()[1] - 0.485).abs() < 1e-6);
+        // write noise: the step spread has std σ_c·dw over many one-pulse updates
+        let noisy = PulseResponse {
+            write_noise: 0.3,
+            up_down: 0.0,
+            ..cs
+        };
+        let n = 100_000;
+        let mut w = Tensor::zeros(&[n]);
+        let fired = program_pulses(
+            &mut w,
+            &Tensor::full(&[n], 0.01),
+            &Tensor::full(&[n], 0.01),
+            &noisy,
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(fired, n as u64);
+        let steps: Vec<f64> = w.data().iter().map(|&v| v as f64 / 0.01).collect();
+        let mean = steps.iter().sum::<f64>() / n as f64;
+        let sd = (steps.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        assert!((mean - 1.0).abs() < 5.0 * 0.3 / (n as f64).sqrt(), "{mean}");
+        assert!(
+            (sd - 0.3).abs() < 5.0 * 0.3 / (2.0 * n as f64).sqrt(),
+            "{sd}"
         );
     }
 }

@@ -128,7 +128,7 @@ pub struct Relaxation<'a> {
 #[derive(Clone, Debug)]
 pub struct UpdateNoise {
     pub sigma: f32,
-    pub rng: rand_chacha::ChaCha8Rng,
+    pub rng: rand::rngs::SmallRng,
 }
 
 impl<'a> Relaxation<'a> {

@@ -29,6 +29,9 @@ pub struct EpochAccum {
     pub free_sweeps_sum: f64,
     pub batches: u64,
     pub seconds: f64,
+    /// Weight-programming pulses so far this epoch, per energy-based block (`block{k}`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pulses: std::collections::BTreeMap<String, u64>,
 }
 
 /// Where the loop is.
@@ -116,7 +119,7 @@ pub fn load_circuit_devices(
     circuit: &mut crate::analog::Circuit,
     require_all: bool,
 ) -> Result<usize> {
-    if circuit.devices.is_empty() {
+    if circuit.device_tensors() == 0 {
         return Ok(0);
     }
     let f = read_tensor_file(path)?;

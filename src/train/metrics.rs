@@ -63,6 +63,10 @@ pub struct EpochRecord {
     pub images_per_s: f64,
     pub epoch_time: f64,
     pub time: f64,
+    /// Weight-programming pulses fired during the epoch, per energy-based block
+    /// (`block{k}`, k the 0-based block index); only with pulsed devices (`analog.device`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulses: Option<BTreeMap<String, u64>>,
 }
 
 /// Appends records to `metrics.jsonl` and rewrites `metrics.csv`.

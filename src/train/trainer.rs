@@ -338,8 +338,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                 return Err(stop(anyhow::anyhow!(why), at, saved));
             }
             apply_bn_updates(&mut model, &out.bn_updates);
+            let before = circuit.programmed_weights(&model);
             opt.step(&mut model, &out.grads, lr);
             model.project_params();
+            if circuit.programs() {
+                let mut rng = storage_rng(circuit.seed ^ 0x50_554c_5345, state.step + 1);
+                for (b, n) in circuit.program(&mut model, before, &mut rng)? {
+                    *state.accum.pulses.entry(b).or_insert(0) += n;
+                }
+            }
             circuit.store(&mut model, &mut storage_rng(circuit.seed, state.step + 1));
             if cfg.algorithm.warm_start {
                 carry = Some(out.free.states.clone());
@@ -465,6 +472,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             images_per_s: a.samples as f64 / a.seconds.max(1e-9),
             epoch_time: a.seconds,
             time: state.elapsed + session.elapsed().as_secs_f64(),
+            pulses: circuit.programs().then(|| a.pulses.clone()),
         };
         metrics.epoch(&rec)?;
         bars.println(epoch_line(&rec, &data));
