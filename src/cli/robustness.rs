@@ -1,10 +1,9 @@
 //! `ffebm robustness`: EP on the physical circuit against ID-exact on the same circuit and on
 //! the nominal twin, per tensor, for a sweep of one non-ideality's strength.
 
-use super::common::{check_batch, errln, outln, Global, ModelArgs, PhaseArgs};
+use super::common::{errln, outln, Global, ModelArgs, PhaseArgs};
 use crate::analysis::plot::{SweepFigure, SweepSeries};
 use crate::analysis::robustness::{robustness, RobustnessConfig};
-use crate::data::DatasetKind;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -42,22 +41,14 @@ pub struct RobustnessArgs {
 
 pub fn run(g: &Global, a: RobustnessArgs) -> Result<()> {
     let (model, preset, _) = a.model.build(g.seed)?;
-    let (x, y) = match &a.input {
-        Some(p) => super::grad::read_batch(p)?,
-        None => {
-            let kind = match &preset {
-                Some(p) => p.train.dataset.parse()?,
-                None => DatasetKind::Cifar10,
-            };
-            super::analysis::default_batch(kind, a.data_dir.as_deref(), a.batch_size)
-                .context("loading the default batch (or pass --input BATCH.safetensors)")?
-        }
-    };
-    let source = a
-        .input
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("(the default batch)"));
-    check_batch(&model, &x, &source)?;
+    let (x, y, _) = super::analysis::analysis_batch(
+        &model,
+        a.input.as_deref(),
+        None,
+        preset.as_ref(),
+        a.data_dir.as_deref(),
+        a.batch_size,
+    )?;
     let algo = a.phases.resolve(preset.as_ref())?;
     algo.validate()?;
     let cfg = RobustnessConfig {
