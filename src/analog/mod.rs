@@ -21,8 +21,10 @@
 //! nominal model is the ideal code path, bit for bit.
 
 pub mod config;
+pub mod presets;
 
-pub use config::{analog_preset, AnalogConfig, AnalogSpec, BlockAnalog, Quantizer, PRESETS};
+pub use config::{AnalogConfig, AnalogSpec, BlockAnalog, Quantizer};
+pub use presets::{analog_preset, AnalogPreset, PRESETS};
 
 use crate::core::analog as kern;
 use crate::core::Tensor;
