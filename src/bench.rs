@@ -36,9 +36,16 @@ pub struct StepResult {
     pub free_phase_gflops: f64,
     pub ep_step_s: f64,
     pub ep_step_gflops: f64,
-    /// ID step with the reference variant (what the reference code runs).
+    /// ID step: the reference variant (what the reference code runs), or ID-exact for
+    /// models with resistive blocks (the reference variant is not defined for them).
     pub id_step_s: f64,
     pub id_step_gflops: f64,
+    /// `id-reference` or `id-exact`.
+    pub id_algorithm: String,
+    /// Training images per epoch of the preset's dataset.
+    pub train_images: usize,
+    /// `train_images / batch` EP steps: an epoch of training without evaluation.
+    pub ep_epoch_s: f64,
 }
 
 /// Everything `ffebm bench` measures.
@@ -120,9 +127,24 @@ pub fn bench_steps(preset_name: &str, b: usize, reps: usize, seed: u64) -> Resul
     let ep = time(reps, || {
         compute_gradients(&model, &kernels, &x, &y, &cfg.with(Algorithm::Ep))
     })?;
+    let resistive = p
+        .model
+        .layouts()?
+        .iter()
+        .any(|l| l.kind == crate::model::BlockKind::Resistive);
+    let id_algo = if resistive {
+        Algorithm::IdExact
+    } else {
+        Algorithm::IdReference
+    };
     let id = time(reps, || {
-        compute_gradients(&model, &kernels, &x, &y, &cfg.with(Algorithm::IdReference))
+        compute_gradients(&model, &kernels, &x, &y, &cfg.with(id_algo))
     })?;
+    let train_images = p
+        .train
+        .dataset
+        .parse::<crate::data::DatasetKind>()?
+        .train_images();
     let gf = |macs: u64, s: f64| 2.0 * macs as f64 / s / 1e9;
     Ok(StepResult {
         preset: preset_name.into(),
@@ -132,6 +154,9 @@ pub fn bench_steps(preset_name: &str, b: usize, reps: usize, seed: u64) -> Resul
         ep_step_s: ep,
         ep_step_gflops: gf(ep_step_macs(&costs, &t1, cfg.t2, b), ep),
         id_step_s: id,
-        id_step_gflops: gf(id_step_macs(&costs, &t1, cfg.t2, false, b), id),
+        id_step_gflops: gf(id_step_macs(&costs, &t1, cfg.t2, resistive, b), id),
+        id_algorithm: id_algo.to_string(),
+        train_images,
+        ep_epoch_s: ep * train_images.div_ceil(b) as f64,
     })
 }

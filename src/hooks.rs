@@ -125,6 +125,8 @@ mod tests {
             images_per_s: 100.0,
             epoch_time: 1.0,
             time: 3.0,
+            power: BTreeMap::new(),
+            sweeps_per_block: None,
             pulses: None,
         };
         assert!(epoch_finished(&rec).is_ok(), "no observer: no-op");

@@ -12,7 +12,9 @@
 //! * [`TrainingCurves`]: loss / top-1 / top-5 / learning rate against epoch for one or
 //!   several runs; [`read_metrics_jsonl`] and [`RunCurves::from_run_dir`] read a run's
 //!   `metrics.jsonl`, [`plot_runs`] is the `ffebm plot RUN_DIR…` entry point.
-//! * [`SweepFigure`]: EP–ID discrepancy against β (log-log) or T2 (lin-log).
+//! * [`SweepFigure`]: EP–ID discrepancy against β (log-log) or T2 (lin-log); also any
+//!   quantity against a swept value (`ffebm cost --sweep`).
+//! * [`StackedBars`]: bars stacked by component (`ffebm cost --plot`).
 //!
 //! Text is drawn with an embedded subset of DejaVu Sans (`assets/fonts/`, Bitstream
 //! Vera licence) registered with plotters' `ab_glyph` font table, so rendering needs
@@ -25,11 +27,13 @@
 //! red note. Constant curves get a padded axis range. Empty input is an error.
 
 mod bars;
+mod stacked;
 mod sweep;
 mod training;
 mod transient;
 
 pub use bars::{BarSeries, CosineBars};
+pub use stacked::StackedBars;
 pub use sweep::{ReferenceSlope, SweepFigure, SweepSeries};
 pub use training::{plot_runs, read_metrics_jsonl, EpochRecord, RunCurves, TrainingCurves};
 pub use transient::{TransientBlock, TransientFigure, TransientLayer, TRANSIENT_HEADER_H};

@@ -2,7 +2,7 @@
 
 use super::common::{Global, ModelArgs, PhaseArgs};
 use crate::core::tensor::nchw_to_nhwc;
-use crate::grad::Algorithm;
+use crate::grad::{compute_gradients_with, power::BlockPower, Algorithm, StepOptions};
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
 use crate::model::feedforward::{apply_bn_updates, BnUpdates};
 use crate::model::prepare;
@@ -117,14 +117,17 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let runtime = (!circuit.is_ideal()).then(|| circuit.runtime(circuit.seed));
     let kernels = prepare(circuit_model)?;
     let t = std::time::Instant::now();
-    let out = crate::grad::compute_gradients_on(
+    let out = compute_gradients_with(
         circuit_model,
         &kernels,
         &x,
         &y,
         &gc,
-        None,
-        runtime.as_ref(),
+        StepOptions {
+            power: true,
+            analog: runtime.as_ref(),
+            ..Default::default()
+        },
     )?;
     drop(physical);
     let secs = t.elapsed().as_secs_f64();
@@ -132,6 +135,9 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let mut tensors = style.grad_tensors(&model, &out.grads)?;
     tensors.push(("loss".into(), Stored::scalar(out.loss)));
     tensors.push(("logits".into(), Stored::F32(out.free.logits.clone())));
+    for (key, p) in power_entries(&out.power) {
+        tensors.push((key, Stored::scalar(p as f32)));
+    }
     for (name, t) in style.model_tensors(&model)? {
         if name.contains("running_") || name.ends_with("num_batches_tracked") {
             tensors.push((format!("state_after.{name}"), t));
@@ -151,7 +157,10 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
         for (name, s) in &tensors {
             if let (Stored::F32(t), false) = (
                 s,
-                name == "loss" || name == "logits" || name.starts_with("state_after."),
+                name == "loss"
+                    || name == "logits"
+                    || name.starts_with("state_after.")
+                    || name.starts_with("power."),
             ) {
                 let n = crate::core::ops::sum_sq(t).sqrt();
                 let m = t.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -159,6 +168,25 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
             }
         }
     }
+    if !g.quiet {
+        for (key, p) in power_entries(&out.power) {
+            println!("{key:<44} {p:>14.6e}");
+        }
+    }
     println!("loss {:.6}; wrote {}", out.loss, a.out.display());
     Ok(())
+}
+
+/// `power.block<k>.{free,plus,minus}`: the batch-mean resistor power of each DRN block at its
+/// free equilibrium and at the nudged equilibria of positive and negative β.
+fn power_entries(power: &[BlockPower]) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for b in power {
+        out.push((format!("power.block{}.free", b.block), b.free));
+        for n in &b.nudged {
+            let sign = if n.beta > 0.0 { "plus" } else { "minus" };
+            out.push((format!("power.block{}.{sign}", b.block), n.power));
+        }
+    }
+    out
 }

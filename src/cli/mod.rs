@@ -3,6 +3,7 @@
 mod analysis;
 mod bench;
 mod common;
+mod cost;
 mod grad;
 mod presets;
 mod robustness;
@@ -45,6 +46,8 @@ pub enum Command {
     Plot(analysis::PlotArgs),
     /// Time the conv kernels and the free phase / EP / ID steps of presets.
     Bench(bench::BenchArgs),
+    /// Energy and latency of EP training on hybrid hardware (per block, step, epoch, run).
+    Cost(cost::CostArgs),
     /// Analog robustness study: EP on the physical circuit vs ID-exact on the same circuit
     /// and on the nominal twin, per tensor, sweeping one non-ideality's strength.
     Robustness(robustness::RobustnessArgs),
@@ -90,6 +93,7 @@ pub fn run() -> Result<()> {
         Command::Bench(a) => bench::run(&g, a),
         Command::Gdd(a) => analysis::gdd(&g, a),
         Command::Plot(a) => analysis::plot(&g, a),
+        Command::Cost(a) => cost::run(&g, a),
         Command::Robustness(a) => robustness::run(&g, a),
     }
 }

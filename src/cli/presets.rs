@@ -31,13 +31,17 @@ fn shape(s: &LayerShape) -> String {
 
 pub fn run(g: &Global, a: PresetsArgs) -> Result<()> {
     let Some(name) = a.name else {
-        println!("{:<28} {:>8} {:>10}  summary", "preset", "layers", "params");
+        println!(
+            "{:<28} {:<9} {:>8} {:>10}  summary",
+            "preset", "dataset", "layers", "params"
+        );
         for n in NAMES {
             let p = preset(n, None)?;
             let layers: usize = p.model.layouts()?.iter().map(|b| b.layers.len()).sum();
             let params = Model::new(p.model.clone(), 0)?.num_params();
             println!(
-                "{n:<28} {layers:>8} {:>10}  {}",
+                "{n:<28} {:<9} {layers:>8} {:>10}  {}",
+                p.train.dataset,
                 si(params as f64),
                 p.summary
             );

@@ -3,7 +3,7 @@
 use super::common::{errln, outln, Global};
 use crate::train::checkpoint::checkpoint_config;
 use crate::train::trainer::LAST;
-use crate::train::{train, RunConfig, TrainOptions};
+use crate::train::{train_with, RunConfig, TrainOptions};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -91,6 +91,10 @@ pub struct TrainArgs {
     /// directories": what may change on resume).
     #[arg(long, conflicts_with_all = ["preset", "config", "out"])]
     pub resume: Option<PathBuf>,
+    /// Stop after this many optimiser steps of this session, saving `checkpoint_last` (e.g.
+    /// to fit a cluster job's time limit); continue with --resume.
+    #[arg(long, value_name = "STEPS")]
+    pub stop_after: Option<u64>,
 }
 
 /// `key=value` for a string value, quoted as TOML.
@@ -181,16 +185,52 @@ pub fn run(g: &Global, a: TrainArgs) -> Result<()> {
         }
     };
     absolute_data_dir(&mut cfg)?;
-    let (interrupt, signal) = interrupt_on_signals(g.quiet)?;
-    let summary = train(
+    // MPI when started by mpirun/srun (built with `--features mpi`), else one process
+    let comm = crate::dist::from_environment()?;
+    let lead = comm.rank() == 0;
+    let (interrupt, signal) = interrupt_on_signals(g.quiet || !lead)?;
+    let summary = train_with(
         cfg,
         TrainOptions {
             quiet: g.quiet,
             interrupt: Some(interrupt),
+            stop_after_steps: a.stop_after,
             ..opts
         },
-    )?;
+        comm.as_ref(),
+    );
+    let summary = match summary {
+        Err(e) if comm.size() > 1 => {
+            // every rank has the same error (agreed): each prints it before any exits, as
+            // mpirun ends the other ranks at the first non-zero exit
+            errln!("error: {e:#}");
+            comm.sum_f64(&mut [0.0]);
+            drop(comm);
+            std::process::exit(1);
+        }
+        summary => {
+            // finalises MPI: every rank gets here, with the same result
+            drop(comm);
+            summary?
+        }
+    };
+    let signalled = signal.load(Ordering::SeqCst) != 0;
+    if !lead {
+        if !summary.completed && signalled {
+            std::process::exit(128 + signal.load(Ordering::SeqCst));
+        }
+        return Ok(());
+    }
     let dir = &summary.run_dir;
+    if !summary.completed && !signalled && a.stop_after.is_some() {
+        errln!(
+            "stopped after --stop-after {} steps; state saved to {}\nresume with: ffebm train --resume {}",
+            a.stop_after.unwrap_or(0),
+            dir.join(LAST).display(),
+            dir.display()
+        );
+        return Ok(());
+    }
     if !summary.completed {
         let done = summary.epochs.last().map_or(0, |e| e.epoch);
         errln!(
@@ -269,7 +309,7 @@ pub fn eval(_g: &Global, a: EvalArgs) -> Result<()> {
         );
     }
     for (name, subset) in &tests {
-        let m = crate::train::trainer::evaluate_circuit(&model, &circuit, subset, &cfg, None)?;
+        let m = crate::train::evaluate_circuit(&model, &circuit, subset, &cfg, None)?;
         println!(
             "{name}: {} images, loss {:.4}, top1 {:.2}%, top5 {:.2}%, free sweeps {:.1}",
             m.samples, m.loss, m.top1, m.top5, m.sweeps

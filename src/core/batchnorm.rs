@@ -7,8 +7,42 @@
 //! Running statistics follow PyTorch: `r_μ ← (1−m) r_μ + m μ`,
 //! `r_σ² ← (1−m) r_σ² + m σ² n/(n−1)` (unbiased), where `n` is the count per channel.
 //! Evaluation mode uses the running statistics.
+//!
+//! A batch split over several processes (data-parallel training) normalises with the
+//! statistics of the whole batch (synchronised BatchNorm): every per-channel sum above —
+//! `Σx`, `Σ(x−μ)²` and the count in the forward pass, `Σȳ` and `Σȳx̂` in the backward pass —
+//! is summed over the parts by a [`BatchSums`] before it is used, so each part computes what
+//! one process holding the whole batch computes (up to the order of the f64 sums).
 
 use super::tensor::{ShapeError, Tensor};
+
+/// Sums per-channel batch statistics over the parts of a batch split across processes
+/// (synchronised BatchNorm). Every part calls [`BatchSums::sum_parts`] the same number of
+/// times in the same order with buffers of the same length.
+pub trait BatchSums: Sync {
+    /// Replaces every element of `sums` by its sum over all parts of the batch.
+    fn sum_parts(&self, sums: &mut ChannelSums);
+}
+
+/// The whole batch is here: sums need no reduction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WholeBatch;
+
+impl BatchSums for WholeBatch {
+    fn sum_parts(&self, _sums: &mut ChannelSums) {}
+}
+
+/// Per-channel f64 partial sums handed to a [`BatchSums`] (one or more statistics of `C`
+/// channels laid end to end, then optional scalars).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChannelSums(Vec<f64>);
+
+impl ChannelSums {
+    /// The values, for the reduction (e.g. an MPI all-reduce) to sum in place.
+    pub fn values_mut(&mut self) -> &mut [f64] {
+        &mut self.0
+    }
+}
 
 /// Batch statistics of one training-mode forward pass (needed by the backward pass).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,23 +77,44 @@ pub fn batchnorm_train(
     xhat: &mut Tensor,
     stats: &mut BnBatchStats,
 ) -> Result<(), ShapeError> {
+    batchnorm_train_shared(x, gamma, beta, eps, y, xhat, stats, &WholeBatch)
+}
+
+/// [`batchnorm_train`] on one part of a batch, with the statistics of the whole batch
+/// (`parts` sums them; `stats.count` is the whole batch's count per channel).
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_train_shared(
+    x: &Tensor,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut Tensor,
+    xhat: &mut Tensor,
+    stats: &mut BnBatchStats,
+    parts: &dyn BatchSums,
+) -> Result<(), ShapeError> {
     let c = gamma.len();
-    let n = channels("batchnorm_train", x, c)?;
-    let mut mean = vec![0.0f64; c];
+    let local = channels("batchnorm_train", x, c)?;
+    // Σx per channel, then the count
+    let mut sums = ChannelSums(vec![0.0f64; c + 1]);
     for row in x.data().chunks(c) {
-        for (m, v) in mean.iter_mut().zip(row) {
+        for (m, v) in sums.0.iter_mut().zip(row) {
             *m += *v as f64;
         }
     }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
-    let mut var = vec![0.0f64; c];
+    sums.0[c] = local as f64;
+    parts.sum_parts(&mut sums);
+    let n = sums.0[c] as usize;
+    let mean: Vec<f64> = sums.0[..c].iter().map(|m| m / n as f64).collect();
+    let mut sq = ChannelSums(vec![0.0f64; c]);
     for row in x.data().chunks(c) {
-        for ((s, v), m) in var.iter_mut().zip(row).zip(&mean) {
+        for ((s, v), m) in sq.0.iter_mut().zip(row).zip(&mean) {
             let d = *v as f64 - m;
             *s += d * d;
         }
     }
-    var.iter_mut().for_each(|s| *s /= n as f64);
+    parts.sum_parts(&mut sq);
+    let var: Vec<f64> = sq.0.iter().map(|s| s / n as f64).collect();
     stats.mean = mean.iter().map(|&m| m as f32).collect();
     stats.var = var.iter().map(|&v| v as f32).collect();
     stats.inv_std = var
@@ -119,21 +174,44 @@ pub fn batchnorm_backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) -> Result<(), ShapeError> {
+    batchnorm_backward_shared(dy, xhat, gamma, stats, dx, dgamma, dbeta, &WholeBatch)
+}
+
+/// Backward of [`batchnorm_train_shared`] on one part of a batch: `x̄` of this part from the
+/// whole batch's `mean(ȳ)` and `mean(ȳ x̂)` (summed by `parts`), and this part's own
+/// contributions to `γ̄, β̄` (accumulated; summing them over the parts is the caller's).
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward_shared(
+    dy: &Tensor,
+    xhat: &Tensor,
+    gamma: &[f32],
+    stats: &BnBatchStats,
+    dx: &mut Tensor,
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    parts: &dyn BatchSums,
+) -> Result<(), ShapeError> {
     let c = gamma.len();
-    let n = channels("batchnorm_backward", dy, c)?;
+    channels("batchnorm_backward", dy, c)?;
     xhat.expect_shape("batchnorm_backward", "normalised input", dy.shape())?;
-    let mut sum_dy = vec![0.0f64; c];
-    let mut sum_dy_xhat = vec![0.0f64; c];
-    for (dr, hr) in dy.data().chunks(c).zip(xhat.data().chunks(c)) {
+    // Σȳ in [..c], Σȳx̂ in [c..]
+    let mut sums = ChannelSums(vec![0.0f64; 2 * c]);
+    {
+        let (sum_dy, sum_dy_xhat) = sums.0.split_at_mut(c);
+        for (dr, hr) in dy.data().chunks(c).zip(xhat.data().chunks(c)) {
+            for ch in 0..c {
+                sum_dy[ch] += dr[ch] as f64;
+                sum_dy_xhat[ch] += dr[ch] as f64 * hr[ch] as f64;
+            }
+        }
         for ch in 0..c {
-            sum_dy[ch] += dr[ch] as f64;
-            sum_dy_xhat[ch] += dr[ch] as f64 * hr[ch] as f64;
+            dgamma[ch] += sum_dy_xhat[ch] as f32;
+            dbeta[ch] += sum_dy[ch] as f32;
         }
     }
-    for ch in 0..c {
-        dgamma[ch] += sum_dy_xhat[ch] as f32;
-        dbeta[ch] += sum_dy[ch] as f32;
-    }
+    parts.sum_parts(&mut sums);
+    let n = stats.count;
+    let (sum_dy, sum_dy_xhat) = sums.0.split_at(c);
     let mean_dy: Vec<f32> = sum_dy.iter().map(|s| (s / n as f64) as f32).collect();
     let mean_dyx: Vec<f32> = sum_dy_xhat.iter().map(|s| (s / n as f64) as f32).collect();
     let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * stats.inv_std[ch]).collect();

@@ -167,6 +167,15 @@ impl DatasetKind {
         }
     }
 
+    /// Images in the official training split (ImageNet32: 1 281 167).
+    pub fn train_images(self) -> usize {
+        match self {
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => 50_000,
+            DatasetKind::ImageNet32 => 1_281_167,
+            _ => 60_000,
+        }
+    }
+
     /// True for the 28x28 grayscale IDX datasets.
     pub fn is_mnist_family(self) -> bool {
         matches!(

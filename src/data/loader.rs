@@ -193,6 +193,26 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
+impl Batch {
+    /// Samples `rows` of the batch (the part a data-parallel rank computes).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
+        assert!(
+            rows.start <= rows.end && rows.end <= self.y.len(),
+            "rows {rows:?} of a batch of {}",
+            self.y.len()
+        );
+        let per = self.shape[1] * self.shape[2] * self.shape[3];
+        let mut shape = self.shape;
+        shape[0] = rows.len();
+        Batch {
+            x: self.x[rows.start * per..rows.end * per].to_vec(),
+            y: self.y[rows.clone()].to_vec(),
+            shape,
+            indices: self.indices[rows].to_vec(),
+        }
+    }
+}
+
 /// Produces the batches of one epoch over a [`Subset`]. Every batch is a pure function of
 /// the subset, the options and its number, so [`Loader::batch`], [`Loader::iter`] and the
 /// background thread of [`Loader::spawn`] all give identical batches.

@@ -188,6 +188,19 @@ pub trait Interaction: Send + Sync {
         out: &mut [f64],
     ) -> Result<()>;
 
+    /// Adds the power the term dissipates at the present state, per sample, to `out` and
+    /// returns `true` — for physical resistors, `P_t = Σ_{j,i} G_ji (v_j − v_i)² = 2 E_t` —
+    /// or returns `false` for terms that are not resistors (Hopfield couplings, drives,
+    /// biases, current sources). `cache` is a cache of this term for `view`'s states.
+    fn power(
+        &self,
+        _view: &StateView<'_, '_>,
+        _cache: &mut TermCache,
+        _out: &mut [f64],
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
     /// `grads += scale · Σ_batch (∂E_t/∂θ(a) − ∂E_t/∂θ(b))`, computed from differences of the
     /// two states (from their offsets when both have them, see [`StateView::diff`]) so that
     /// nearby states lose no precision.

@@ -259,6 +259,25 @@ impl<'a> EnergyBlock<'a> {
         Ok(out)
     }
 
+    /// The power the block's resistors dissipate at `state`, per sample (see
+    /// [`Interaction::power`]: `P = Σ g (v_i − v_j)²` over every resistor, input resistors
+    /// included); `None` for a block without resistors (a Hopfield block).
+    pub fn power(&self, input: &Tensor, state: &BlockState) -> Result<Option<Vec<f64>>> {
+        let mut out = vec![0.0f64; state.layers[0].dim0()];
+        let versions = vec![0u64; state.layers.len()];
+        let view = StateView {
+            input,
+            layers: &state.layers,
+            versions: &versions,
+            offsets: None,
+        };
+        let mut any = false;
+        for term in &self.terms {
+            any |= term.power(&view, &mut TermCache::default(), &mut out)?;
+        }
+        Ok(any.then_some(out))
+    }
+
     /// Per-sample MACs of one sweep (every interaction's linear coefficients, both ways).
     pub fn sweep_macs(&self) -> u64 {
         self.terms.iter().map(|t| 2 * t.macs()).sum()

@@ -2,10 +2,13 @@
 //! energy-based blocks of a model, assembled once per step), the free phase (SPEC §2.1),
 //! backpropagation through a feedforward transform, and the readout at the end of the chain.
 
+use crate::core::batchnorm::{BatchSums, WholeBatch};
 use crate::core::loss::{softmax_cross_entropy, squared_error, Losses};
 use crate::core::Tensor;
 use crate::energy::{BlockState, EnergyBlock, Nudge};
-use crate::model::feedforward::{ff_forward, ff_vjp, BnMode, FfCache, FfGrads, TransformEvals};
+use crate::model::feedforward::{
+    ff_forward_shared, ff_vjp_shared, BnMode, FfCache, FfGrads, TransformEvals,
+};
 use crate::model::readout::{accumulate_readout_grads, model_logits, model_loss_and_state_grad};
 use crate::model::{CostKind, Grads, Model, ParamId, PreparedBlock};
 use crate::relax::{relax, NonFiniteError, Order, Relaxation, Schedule};
@@ -17,8 +20,21 @@ pub struct Chain<'a> {
     pub model: &'a Model,
     pub kernels: &'a [PreparedBlock],
     pub blocks: Vec<EnergyBlock<'a>>,
+    /// Set when this process holds only part of the batch (data-parallel training).
+    pub part: Option<BatchPart<'a>>,
     /// The dynamic analog non-idealities (converters, noise) of the step; `None`: ideal.
     pub analog: Option<&'a crate::analog::Runtime>,
+}
+
+/// This process's part of a batch split over several processes: gradients are those of the
+/// mean loss over the whole batch (`batch` samples; summing the parts' gradients gives the
+/// whole batch's) and BatchNorm uses the whole batch's statistics (`sums`).
+#[derive(Clone, Copy)]
+pub struct BatchPart<'a> {
+    /// Samples in the whole batch.
+    pub batch: usize,
+    /// Sums BatchNorm statistics over the parts.
+    pub sums: &'a dyn BatchSums,
 }
 
 impl<'a> Chain<'a> {
@@ -27,6 +43,7 @@ impl<'a> Chain<'a> {
             model,
             kernels,
             blocks: EnergyBlock::all(model, kernels),
+            part: None,
             analog: None,
         }
     }
@@ -41,6 +58,28 @@ impl<'a> Chain<'a> {
         Chain {
             analog,
             ..Chain::new(model, kernels)
+        }
+    }
+
+    /// The chain of a process that holds `part` of the batch.
+    pub fn for_part(model: &'a Model, kernels: &'a [PreparedBlock], part: BatchPart<'a>) -> Self {
+        Chain {
+            part: Some(part),
+            ..Chain::new(model, kernels)
+        }
+    }
+
+    /// The number of samples losses are averaged over: the whole batch's (`local` samples
+    /// are here).
+    pub fn batch_len(&self, local: usize) -> usize {
+        self.part.map_or(local, |p| p.batch)
+    }
+
+    /// Sums BatchNorm statistics over the parts of the batch.
+    pub fn batch_sums(&self) -> &'a dyn BatchSums {
+        match self.part {
+            Some(p) => p.sums,
+            None => &WholeBatch,
         }
     }
 
@@ -142,7 +181,7 @@ impl<'a> Chain<'a> {
             .bn
             .as_ref()
             .map(|_| std::mem::take(grads.get_mut(bn(true))));
-        let dx = ff_vjp(
+        let dx = ff_vjp_shared(
             block,
             self.kernels[k].ff.as_ref(),
             cache,
@@ -154,6 +193,7 @@ impl<'a> Chain<'a> {
                 bn_gamma: gamma.as_mut(),
                 bn_beta: beta.as_mut(),
             }),
+            self.batch_sums(),
         )?;
         *grads.get_mut(id(0, false)) = w;
         if let Some(b) = b {
@@ -250,8 +290,15 @@ pub fn free_phase_with(
     let mut input = x.clone();
     for (k, (block, kern)) in model.blocks.iter().zip(chain.kernels).enumerate() {
         let mut cache = FfCache::default();
-        let mut drive = ff_forward(block, kern.ff.as_ref(), &input, mode, &mut cache)
-            .with_context(|| format!("block {k}: feedforward transform"))?;
+        let mut drive = ff_forward_shared(
+            block,
+            kern.ff.as_ref(),
+            &input,
+            mode,
+            &mut cache,
+            chain.batch_sums(),
+        )
+        .with_context(|| format!("block {k}: feedforward transform"))?;
         if let Some(a) = chain.analog {
             a.dac(k, &mut drive);
         }

@@ -14,6 +14,7 @@
 //! `β_a = β, β_b = −β`.
 
 use super::chain::{with_block, Chain, FreePhase};
+use super::power::{mean_power, NudgedPower};
 use super::settings::{AlgoConfig, EpVariant, NudgedForm};
 use super::StepVisitor;
 use crate::core::ops::scale;
@@ -32,6 +33,9 @@ pub struct Ep {
     pub variant: EpVariant,
     pub order: Order,
     pub form: NudgedForm,
+    /// Also read out the resistor power at the nudged equilibria of DRN blocks (one extra
+    /// energy evaluation per phase; see [`super::power`]).
+    pub power: bool,
 }
 
 impl Ep {
@@ -42,6 +46,7 @@ impl Ep {
             variant: cfg.variant,
             order: cfg.nudged_order,
             form: cfg.nudged_form,
+            power: false,
         }
     }
 }
@@ -52,6 +57,8 @@ pub struct EpOutput {
     pub grads: Grads,
     pub currents: Vec<Option<Tensor>>,
     pub transform_evals: Vec<TransformEvals>,
+    /// Resistor power at the nudged equilibria (`(block, β, power)`) when `Ep::power` is set.
+    pub power: Vec<(usize, NudgedPower)>,
 }
 
 /// A relaxation of block `k` from its free state (in offset form from `base` when given):
@@ -97,7 +104,7 @@ fn block_contrast(
         term.param_contrast(a, b, c, grads)?;
     }
     if k + 1 == chain.len() {
-        let n = labels.len() as f32;
+        let n = chain.batch_len(labels.len()) as f32;
         for r in [&*ra, &*rb] {
             chain.accumulate_readout(r.state.last(), labels, 0.5 / n, grads)?;
         }
@@ -145,11 +152,13 @@ fn run(
     check(ep)?;
     let model = chain.model;
     let mut grads = model.zero_grads();
-    let n = labels.len() as f32;
+    // the whole batch's size (`labels` may be a part of it)
+    let n = chain.batch_len(labels.len()) as f32;
     let kk = chain.len();
     let (beta_a, beta_b) = ep.variant.betas(ep.beta);
     let c = 1.0 / ((beta_a - beta_b) * n);
     let mut currents = vec![None; kk];
+    let mut power = Vec::new();
     let mut delta: Option<Tensor> = None;
     for k in (0..kk).rev() {
         let nudge = |b: f32| {
@@ -171,6 +180,15 @@ fn run(
                 let mut ra = phase(chain, free, base, k, na.as_ref(), ep, ep.t2)?;
                 let mut rb = phase(chain, free, base, k, nb.as_ref(), ep, ep.t2)?;
                 measure(chain, k, &mut ra, &mut rb)?;
+                if ep.power {
+                    for (beta, r) in [(beta_a, &ra), (beta_b, &rb)] {
+                        if let (true, Some(p)) =
+                            (beta != 0.0, mean_power(chain, free, k, &r.state)?)
+                        {
+                            power.push((k, NudgedPower { beta, power: p }));
+                        }
+                    }
+                }
                 block_contrast(chain, k, &mut ra, &mut rb, c, labels, &mut grads)?
             }
             Some(visit) => {
@@ -225,6 +243,7 @@ fn run(
         grads,
         currents,
         transform_evals,
+        power,
     })
 }
 

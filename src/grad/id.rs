@@ -13,7 +13,7 @@ use super::chain::{with_block, Chain, FreePhase};
 use crate::core::batchnorm::BnBatchStats;
 use crate::core::Tensor;
 use crate::energy::{Adjoints, Recorded};
-use crate::model::feedforward::{ff_forward, BnMode, FfCache, TransformEvals};
+use crate::model::feedforward::{ff_forward_shared, BnMode, FfCache, TransformEvals};
 use crate::model::Grads;
 use crate::relax::{relax, Order, Relaxation, Schedule, Tape};
 use anyhow::Result;
@@ -62,7 +62,8 @@ pub fn id_from_block(
 ) -> Result<IdOutput> {
     let model = chain.model;
     let kk = chain.len();
-    let b = labels.len();
+    // losses are means over the whole batch (of which `labels` may be a part)
+    let b = chain.batch_len(labels.len());
     if !exact {
         if let Some(k) = model
             .blocks
@@ -92,12 +93,13 @@ pub fn id_from_block(
                 .clone(),
         };
         let mut cache = FfCache::default();
-        let drive = ff_forward(
+        let drive = ff_forward_shared(
             block,
             chain.kernels[k].ff.as_ref(),
             &input,
             BnMode::Train,
             &mut cache,
+            chain.batch_sums(),
         )?;
         bn_stats[k] = cache.bn_stats.clone();
         let mut tape = Tape::new(&free.states[k]);

@@ -8,9 +8,10 @@
 pub mod chain;
 pub mod ep;
 pub mod id;
+pub mod power;
 pub mod settings;
 
-pub use chain::{free_phase, free_phase_with, Chain, FreePhase};
+pub use chain::{free_phase, free_phase_with, BatchPart, Chain, FreePhase};
 pub use settings::{AlgoConfig, EpVariant, NudgedForm};
 
 use crate::core::Tensor;
@@ -60,6 +61,39 @@ pub struct Estimate {
     pub grads: Grads,
     /// How often the estimator evaluated each block's feedforward transform (BN statistics).
     pub transform_evals: Vec<TransformEvals>,
+    /// Resistor power at the nudged equilibria of DRN blocks (`(block, β, power)`), when
+    /// asked for ([`estimator_with_power`]).
+    pub nudged_power: Vec<(usize, power::NudgedPower)>,
+    /// The sweeps each block's relaxations ran beyond the free phase (`free` left at 0).
+    pub sweeps: Vec<PhaseSweeps>,
+}
+
+/// Sweeps of one block's relaxations in one gradient computation (or their mean over
+/// batches): the free phase, EP's nudged phases (`plus` at β_a = +β, `minus` at β_b = −β; 0
+/// when the variant contrasts with the free state instead) and ID's unrolled sweeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PhaseSweeps {
+    pub free: f64,
+    #[serde(default)]
+    pub plus: f64,
+    #[serde(default)]
+    pub minus: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unrolled: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+impl PhaseSweeps {
+    /// `self + w·other`, field by field.
+    pub fn add_scaled(&mut self, other: &PhaseSweeps, w: f64) {
+        self.free += w * other.free;
+        self.plus += w * other.plus;
+        self.minus += w * other.minus;
+        self.unrolled += w * other.unrolled;
+    }
 }
 
 /// Receives per-step detail: `(block k, step t, the estimate after t steps)`.
@@ -87,9 +121,18 @@ pub trait GradientEstimator {
 impl GradientEstimator for ep::Ep {
     fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
         let out = ep::ep_gradients(chain, free, labels, self)?;
+        let (beta_a, beta_b) = self.variant.betas(self.beta);
+        let ran = |b: f32| if b != 0.0 { self.t2 as f64 } else { 0.0 };
+        let phases = PhaseSweeps {
+            plus: ran(beta_a),
+            minus: ran(beta_b),
+            ..Default::default()
+        };
         Ok(Estimate {
             grads: out.grads,
             transform_evals: out.transform_evals,
+            nudged_power: out.power,
+            sweeps: vec![phases; chain.len()],
         })
     }
 
@@ -116,9 +159,15 @@ impl GradientEstimator for Id {
     fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
         let sweeps = vec![self.t2; chain.len()];
         let out = id::id_from_block(chain, free, labels, 0, &sweeps, self.order, self.exact)?;
+        let unrolled = PhaseSweeps {
+            unrolled: self.t2 as f64,
+            ..Default::default()
+        };
         Ok(Estimate {
             transform_evals: out.transform_evals(self.t2),
             grads: out.grads,
+            nudged_power: Vec::new(),
+            sweeps: vec![unrolled; chain.len()],
         })
     }
 
@@ -145,8 +194,17 @@ impl GradientEstimator for Id {
 
 /// The estimator `cfg` describes.
 pub fn estimator(cfg: &AlgoConfig) -> Box<dyn GradientEstimator> {
+    estimator_with_power(cfg, false)
+}
+
+/// The estimator `cfg` describes; with `power`, EP also reads out the resistor power at the
+/// nudged equilibria of DRN blocks.
+pub fn estimator_with_power(cfg: &AlgoConfig, power: bool) -> Box<dyn GradientEstimator> {
     match cfg.name {
-        Algorithm::Ep => Box::new(ep::Ep::from_config(cfg)),
+        Algorithm::Ep => Box::new(ep::Ep {
+            power,
+            ..ep::Ep::from_config(cfg)
+        }),
         Algorithm::IdExact | Algorithm::IdReference => Box::new(Id {
             t2: cfg.t2,
             exact: cfg.name == Algorithm::IdExact,
@@ -165,6 +223,10 @@ pub struct StepOutput {
     /// The BatchNorm running-statistics updates the step owes (apply with
     /// [`crate::model::feedforward::apply_bn_updates`]).
     pub bn_updates: Vec<BnUpdate>,
+    /// Resistor power of every DRN block at its equilibria, when asked for (else empty).
+    pub power: Vec<power::BlockPower>,
+    /// Sweeps each block ran, per phase.
+    pub sweeps: Vec<PhaseSweeps>,
 }
 
 /// Free phase then the gradients of `cfg.name`, as in a training step (BN in training mode).
@@ -190,7 +252,17 @@ pub fn compute_gradients_from(
     cfg: &AlgoConfig,
     start: Option<&[crate::relax::BlockState]>,
 ) -> Result<StepOutput> {
-    compute_gradients_on(model, kernels, x, labels, cfg, start, None)
+    compute_gradients_with(
+        model,
+        kernels,
+        x,
+        labels,
+        cfg,
+        StepOptions {
+            start,
+            ..Default::default()
+        },
+    )
 }
 
 /// [`compute_gradients_from`] on a physical circuit (see [`crate::analog`]): `model` and
@@ -204,13 +276,58 @@ pub fn compute_gradients_on(
     start: Option<&[crate::relax::BlockState]>,
     analog: Option<&crate::analog::Runtime>,
 ) -> Result<StepOutput> {
+    let opts = StepOptions {
+        start,
+        analog,
+        ..Default::default()
+    };
+    compute_gradients_with(model, kernels, x, labels, cfg, opts)
+}
+
+/// Options of one gradient computation beyond the batch and the settings.
+#[derive(Clone, Copy, Default)]
+pub struct StepOptions<'a> {
+    /// Start the free phase from these states (a warm start) instead of zero states.
+    pub start: Option<&'a [crate::relax::BlockState]>,
+    /// Compute on `part` of a batch split over processes (`None`: the whole batch): the
+    /// gradients are this part's contributions to those of the mean loss over the whole batch
+    /// (sum them over the parts), BatchNorm uses the whole batch's statistics (so the
+    /// running-statistics updates are the whole batch's), and `loss` is this part's mean.
+    pub part: Option<BatchPart<'a>>,
+    /// Read out the resistor power of DRN blocks at the free and (EP) nudged equilibria (of
+    /// this part of the batch).
+    pub power: bool,
+    /// Run on a physical circuit (see [`crate::analog`]): `model` and `kernels` are then its
+    /// (varied) parameters, and this its converters and noise for the step; `None`: ideal.
+    pub analog: Option<&'a crate::analog::Runtime>,
+}
+
+/// [`compute_gradients`] with [`StepOptions`].
+pub fn compute_gradients_with(
+    model: &Model,
+    kernels: &[PreparedBlock],
+    x: &Tensor,
+    labels: &[u32],
+    cfg: &AlgoConfig,
+    opts: StepOptions<'_>,
+) -> Result<StepOutput> {
+    let StepOptions {
+        start,
+        part,
+        power,
+        analog,
+    } = opts;
     anyhow::ensure!(
         labels.len() == x.dim0(),
         "{} labels for a batch of {}",
         labels.len(),
         x.dim0()
     );
-    let chain = Chain::with_analog(model, kernels, analog);
+    let mut chain = match part {
+        Some(p) => Chain::for_part(model, kernels, p),
+        None => Chain::new(model, kernels),
+    };
+    chain.analog = analog;
     let free = free_phase_with(
         &chain,
         x,
@@ -220,16 +337,32 @@ pub fn compute_gradients_on(
         start,
     )?;
     let loss = free.loss(labels)?.mean();
-    let est = estimator(cfg).gradients(&chain, &free, labels)?;
+    let est = estimator_with_power(cfg, power).gradients(&chain, &free, labels)?;
+    let power = if power {
+        power::block_powers(&chain, &free, &est.nudged_power)?
+    } else {
+        Vec::new()
+    };
     let bn_updates = running_stat_updates(
         cfg.bn_updates,
         &free.transform_evals(),
         &est.transform_evals,
     );
+    let sweeps = est
+        .sweeps
+        .iter()
+        .zip(&free.sweeps)
+        .map(|(s, &f)| PhaseSweeps {
+            free: f as f64,
+            ..*s
+        })
+        .collect();
     Ok(StepOutput {
         grads: est.grads,
         loss,
         free,
         bn_updates,
+        power,
+        sweeps,
     })
 }

@@ -17,13 +17,17 @@ use anyhow::Result;
 pub struct BlockCost {
     /// One pass (forward or transposed) through every coupling.
     pub coupling_pass: u64,
-    /// The feedforward conv, one pass.
+    /// What is evaluated once per relaxation: the feedforward conv, one pass (and, for a
+    /// resistive block, its input coupling).
     pub feedforward: u64,
+    /// The feedforward conv alone, one pass (0 without one).
+    pub ff_conv: u64,
     /// Layers and couplings, for display.
     pub layers: usize,
 }
 
-fn coupling_macs(c: &CouplingKind, k: usize) -> u64 {
+/// MACs of one pass through coupling `c` (kernel size `k`), per sample.
+pub fn coupling_macs(c: &CouplingKind, k: usize) -> u64 {
     match *c {
         CouplingKind::Conv {
             cin, cout, h, w, ..
@@ -52,11 +56,13 @@ fn block_cost(l: &BlockLayout) -> BlockCost {
                 .map(|c| coupling_macs(c, l.kernel))
                 .sum(),
             feedforward: conv + coupling_macs(&l.couplings[0], l.kernel),
+            ff_conv: conv,
             layers: l.layers.len(),
         },
         super::config::BlockKind::Hopfield => BlockCost {
             coupling_pass: l.couplings.iter().map(|c| coupling_macs(c, l.kernel)).sum(),
             feedforward: conv,
+            ff_conv: conv,
             layers: l.layers.len(),
         },
     }

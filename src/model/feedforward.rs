@@ -5,11 +5,15 @@
 //! * `norm = none`: `u = P₀(conv₀(x) + b₀)`;
 //!
 //! where `P₀` is the optional 2x2 max-pool. In training mode BN uses the batch statistics
-//! and the VJP flows through them.
+//! and the VJP flows through them; a batch split over processes uses the statistics of the
+//! whole batch (the `_shared` functions, synchronised BatchNorm).
 
 use super::config::Norm;
 use super::params::{BatchNorm, Block};
-use crate::core::batchnorm::{batchnorm_backward, batchnorm_eval, batchnorm_train, BnBatchStats};
+use crate::core::batchnorm::{
+    batchnorm_backward_shared, batchnorm_eval, batchnorm_train_shared, BatchSums, BnBatchStats,
+    WholeBatch,
+};
 use crate::core::conv::{channel_sum, conv2d, conv2d_pool, conv2d_transposed, conv2d_weight_grad};
 use crate::core::pool::{maxpool2x2, unpool2x2};
 use crate::core::{PackedConv, PoolIndex, Tensor};
@@ -48,11 +52,12 @@ fn bn_forward(
     x: &Tensor,
     y: &mut Tensor,
     cache: &mut FfCache,
+    parts: &dyn BatchSums,
 ) -> Result<()> {
     match mode {
         BnMode::Train => {
             let mut stats = BnBatchStats::default();
-            batchnorm_train(
+            batchnorm_train_shared(
                 x,
                 bn.gamma.data(),
                 bn.beta.data(),
@@ -60,6 +65,7 @@ fn bn_forward(
                 y,
                 &mut cache.bn_xhat,
                 &mut stats,
+                parts,
             )?;
             cache.bn_stats = Some(stats);
         }
@@ -88,6 +94,19 @@ pub fn ff_forward(
     mode: BnMode,
     cache: &mut FfCache,
 ) -> Result<Tensor> {
+    ff_forward_shared(block, conv, x, mode, cache, &WholeBatch)
+}
+
+/// [`ff_forward`] on one part of a batch whose BatchNorm statistics `parts` sums over the
+/// parts (synchronised BatchNorm).
+pub fn ff_forward_shared(
+    block: &Block,
+    conv: Option<&PackedConv>,
+    x: &Tensor,
+    mode: BnMode,
+    cache: &mut FfCache,
+    parts: &dyn BatchSums,
+) -> Result<Tensor> {
     let l = &block.layout;
     cache.input.assign(x);
     let (Some(conv), Some(ff)) = (conv, block.ff.as_ref()) else {
@@ -103,18 +122,18 @@ pub fn ff_forward(
             conv2d(x, conv, bias, &mut tmp)?;
             if l.ff_pool {
                 let mut normed = Tensor::default();
-                bn_forward(bn, mode, &tmp, &mut normed, cache)?;
+                bn_forward(bn, mode, &tmp, &mut normed, cache, parts)?;
                 let mut idx = PoolIndex::default();
                 maxpool2x2(&normed, &mut u, &mut idx)?;
                 cache.pool = Some(idx);
             } else {
-                bn_forward(bn, mode, &tmp, &mut u, cache)?;
+                bn_forward(bn, mode, &tmp, &mut u, cache, parts)?;
                 cache.pool = None;
             }
         }
         (Norm::Batchnorm, Some(bn)) => {
             pool_conv(x, conv, bias, l.ff_pool, &mut tmp, cache)?;
-            bn_forward(bn, mode, &tmp, &mut u, cache)?;
+            bn_forward(bn, mode, &tmp, &mut u, cache, parts)?;
         }
         _ => {
             pool_conv(x, conv, bias, l.ff_pool, &mut u, cache)?;
@@ -165,6 +184,20 @@ pub fn ff_vjp(
     want_dx: bool,
     grads: Option<FfGrads<'_>>,
 ) -> Result<Option<Tensor>> {
+    ff_vjp_shared(block, conv, cache, g_u, want_dx, grads, &WholeBatch)
+}
+
+/// [`ff_vjp`] on one part of a batch whose forward pass was [`ff_forward_shared`] with the
+/// same `parts`: `x̄` of this part, and this part's contributions to the parameter gradients.
+pub fn ff_vjp_shared(
+    block: &Block,
+    conv: Option<&PackedConv>,
+    cache: &FfCache,
+    g_u: &Tensor,
+    want_dx: bool,
+    grads: Option<FfGrads<'_>>,
+    parts: &dyn BatchSums,
+) -> Result<Option<Tensor>> {
     let l = &block.layout;
     let Some(conv) = conv else {
         // the identity
@@ -179,7 +212,7 @@ pub fn ff_vjp(
             anyhow::anyhow!("feedforward VJP needs a training-mode forward pass (batch statistics)")
         })?;
         let mut dx = Tensor::default();
-        batchnorm_backward(
+        batchnorm_backward_shared(
             g,
             &cache.bn_xhat,
             bn.gamma.data(),
@@ -187,6 +220,7 @@ pub fn ff_vjp(
             &mut dx,
             &mut acc.0,
             &mut acc.1,
+            parts,
         )?;
         Ok(dx)
     };

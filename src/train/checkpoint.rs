@@ -29,6 +29,18 @@ pub struct EpochAccum {
     pub free_sweeps_sum: f64,
     pub batches: u64,
     pub seconds: f64,
+    /// Sums of the resistor power readouts (see [`super::metrics::power_record`]) over the
+    /// `power_batches` logged batches of the epoch.
+    #[serde(default)]
+    pub power_sums: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    pub power_batches: u64,
+    /// Per block, the sum over `phase_batches` batches of the sweeps of each phase
+    /// (checkpoints written before it existed lack it).
+    #[serde(default)]
+    pub phase_sweeps_sum: Vec<crate::grad::PhaseSweeps>,
+    #[serde(default)]
+    pub phase_batches: u64,
     /// Weight-programming pulses so far this epoch, per energy-based block (`block{k}`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub pulses: std::collections::BTreeMap<String, u64>,

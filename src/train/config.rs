@@ -295,6 +295,16 @@ impl RunConfig {
         self.analog.resolve(self.model.blocks.len())?;
         let [c, h, w] = self.model.input;
         let want = self.data.input_shape();
+        if let (Some(p), false) = (&self.preset, [c, h, w] == want) {
+            anyhow::bail!(
+                "preset `{p}` is built for {c}×{h}×{w} inputs (model.input), but data.dataset = {} feeds {}×{}×{} images: choose a preset made for {} (`ffebm presets` lists each preset's dataset) or set model.input = {want:?}",
+                self.data.dataset.name(),
+                want[0],
+                want[1],
+                want[2],
+                self.data.dataset.name()
+            );
+        }
         anyhow::ensure!(
             [c, h, w] == want,
             "model.input = {:?} but {} images are fed as {want:?} (C, H, W); set model.input accordingly",

@@ -33,6 +33,9 @@ pub struct StepRecord {
     pub free_sweeps: f64,
     pub images_per_s: f64,
     pub time: f64,
+    /// Resistor power of the DRN blocks on this step's batch (see [`power_record`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub power: BTreeMap<String, f64>,
 }
 
 /// An end-of-epoch record. `test_*` refer to the first evaluation set, `test_name`; all
@@ -63,11 +66,35 @@ pub struct EpochRecord {
     pub images_per_s: f64,
     pub epoch_time: f64,
     pub time: f64,
-    /// Weight-programming pulses fired during the epoch, per energy-based block
-    /// (`block{k}`, k the 0-based block index); only with pulsed devices (`analog.device`).
+    /// Mean relaxation sweeps per batch of each energy-based block (`"block{k}"`, k 0-based)
+    /// and phase, as the estimator ran them (absent in runs written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweeps_per_block: Option<BTreeMap<String, PhaseSweeps>>,
+    /// Weight-update pulses of the epoch per energy-based block (`"block{k}"`), from the
+    /// analog device model when one is simulated (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulses: Option<BTreeMap<String, u64>>,
+    /// Resistor power of the DRN blocks, the mean over the epoch's logged steps (the power is
+    /// read out on every `train.log_every`-th batch only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub power: BTreeMap<String, f64>,
 }
+
+/// `block<k>.free`, `block<k>.plus`, `block<k>.minus`: the batch-mean resistor power of each
+/// DRN block at its free equilibrium and at EP's nudged equilibria of positive and negative β.
+pub fn power_record(power: &[crate::grad::power::BlockPower]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for b in power {
+        out.insert(format!("block{}.free", b.block), b.free);
+        for n in &b.nudged {
+            let sign = if n.beta > 0.0 { "plus" } else { "minus" };
+            out.insert(format!("block{}.{sign}", b.block), n.power);
+        }
+    }
+    out
+}
+
+pub use crate::grad::PhaseSweeps;
 
 /// Appends records to `metrics.jsonl` and rewrites `metrics.csv`.
 pub struct MetricsWriter {

@@ -6,13 +6,16 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod divergence;
+pub mod evaluate;
 mod keys;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod resume;
 pub mod rundir;
 mod session;
 pub mod trainer;
 
 pub use config::RunConfig;
-pub use trainer::{evaluate, train, RunSummary, TrainOptions};
+pub use evaluate::{evaluate, evaluate_circuit, evaluate_part};
+pub use trainer::{train, train_with, RunSummary, TrainOptions};

@@ -2,20 +2,26 @@
 //! and checkpoints that resume exactly.
 
 use super::checkpoint::{
-    load_carried_states, load_checkpoint, load_circuit_devices, save_checkpoint_with, LoopState,
+    load_carried_states, load_checkpoint, load_circuit_devices, save_checkpoint_with, EpochAccum,
+    LoopState,
 };
 use super::config::RunConfig;
 use super::data::{load_run_data, RunData};
-use super::metrics::{EpochRecord, EvalMetrics, MetricsWriter, StepRecord};
+use super::evaluate::evaluate_part;
+use super::metrics::{power_record, EpochRecord, MetricsWriter, PhaseSweeps, StepRecord};
 use super::optim::Optimizer;
+use super::parallel::{
+    any_rank, check_split, comm_line, has_batchnorm, injected_failure, same_config, sum_step,
+    StepSums,
+};
 use super::session::{note, prepare as prepare_session, record_changes, start};
 use crate::analog::Circuit;
 use crate::core::loss::topk_correct;
 use crate::core::Tensor;
-use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions, Subset};
-use crate::grad::{compute_gradients_on, free_phase_with, Chain};
+use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions};
+use crate::dist::{agree, broadcast_string, or_abort, part_range, Communicator, SingleProcess};
+use crate::grad::{compute_gradients_with, BatchPart, StepOptions};
 use crate::model::feedforward::apply_bn_updates;
-use crate::model::feedforward::BnMode;
 use crate::model::{prepare, Model};
 use crate::relax::BlockState;
 use anyhow::Result;
@@ -48,13 +54,17 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
-    /// Whether this session should stop now, after `session_steps` steps.
-    fn should_stop(&self, session_steps: u64) -> bool {
-        self.stop_after_steps.is_some_and(|s| session_steps >= s)
-            || self
-                .interrupt
-                .as_ref()
-                .is_some_and(|f| f.load(Ordering::SeqCst))
+    /// Whether this session was asked to stop (the interrupt flag).
+    fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Whether this session should stop now, after `session_steps` steps (`interrupted`:
+    /// some rank was asked to stop).
+    fn should_stop(&self, session_steps: u64, interrupted: bool) -> bool {
+        self.stop_after_steps.is_some_and(|s| session_steps >= s) || interrupted
     }
 }
 
@@ -71,7 +81,7 @@ pub const LAST: &str = "checkpoint_last.safetensors";
 pub const BEST: &str = "checkpoint_best.safetensors";
 
 /// The seed of the analog noise of optimiser step `step` (`u64::MAX`: evaluations).
-fn noise_seed(seed: u64, step: u64) -> u64 {
+pub(super) fn noise_seed(seed: u64, step: u64) -> u64 {
     seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
@@ -83,83 +93,8 @@ fn storage_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
     rng
 }
 
-fn batch_tensor(b: Batch) -> Result<Tensor> {
+pub(super) fn batch_tensor(b: Batch) -> Result<Tensor> {
     Ok(Tensor::from_vec(&b.shape, b.x)?)
-}
-
-/// Loss, top-1 and top-5 (percent) of `model` in evaluation mode (BN running statistics,
-/// free phase from zero states with the run's `t1`/`tol` and free-phase order), on inputs
-/// prepared as the run prepares them.
-pub fn evaluate(
-    model: &Model,
-    subset: &Subset,
-    cfg: &RunConfig,
-    bar: Option<&ProgressBar>,
-) -> Result<EvalMetrics> {
-    let circuit = Circuit::new(&cfg.analog, model, cfg.seed)?;
-    evaluate_circuit(model, &circuit, subset, cfg, bar)
-}
-
-/// [`evaluate`] on the physical circuit `circuit` realises for the nominal `model` (its
-/// converters and noise included; the noise of an evaluation is drawn from the device seed).
-pub fn evaluate_circuit(
-    model: &Model,
-    circuit: &Circuit,
-    subset: &Subset,
-    cfg: &RunConfig,
-    bar: Option<&ProgressBar>,
-) -> Result<EvalMetrics> {
-    let physical = circuit.physical(model)?;
-    let model = physical.as_ref().unwrap_or(model);
-    let kernels = prepare(model)?;
-    let runtime =
-        (!circuit.is_ideal()).then(|| circuit.runtime(noise_seed(circuit.seed, u64::MAX)));
-    let chain = Chain::with_analog(model, &kernels, runtime.as_ref());
-    let batch_size = cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size);
-    let opts = LoaderOptions {
-        layout: Layout::Nhwc,
-        normalization: cfg.data.normalization(),
-        native_size: !cfg.data.pad_to_32,
-        ..LoaderOptions::eval(batch_size)
-    };
-    let loader = Loader::new(subset.clone(), opts)?;
-    if let Some(b) = bar {
-        b.set_length(loader.len() as u64);
-        b.set_position(0);
-    }
-    let (mut loss, mut top1, mut top5, mut n, mut sweeps) =
-        (0.0f64, 0usize, 0usize, 0usize, 0.0f64);
-    for batch in loader.spawn() {
-        let y = batch.y.clone();
-        let x = batch_tensor(batch)?;
-        let free = free_phase_with(
-            &chain,
-            &x,
-            BnMode::Eval,
-            cfg.algorithm.free_schedule(),
-            cfg.algorithm.free_order,
-            None,
-        )?;
-        let losses = free.loss(&y)?;
-        loss += losses.losses.iter().map(|&l| l as f64).sum::<f64>();
-        top1 += topk_correct(&free.logits, &y, 1);
-        top5 += topk_correct(&free.logits, &y, 5);
-        n += y.len();
-        sweeps +=
-            free.sweeps.iter().sum::<usize>() as f64 / free.sweeps.len() as f64 * y.len() as f64;
-        if let Some(b) = bar {
-            b.inc(1);
-        }
-    }
-    anyhow::ensure!(n > 0, "empty evaluation set");
-    let pct = |c: usize| 100.0 * c as f64 / n as f64;
-    Ok(EvalMetrics {
-        loss: loss / n as f64,
-        top1: pct(top1),
-        top5: pct(top5),
-        samples: n,
-        sweeps: sweeps / n as f64,
-    })
 }
 
 struct Bars {
@@ -205,38 +140,95 @@ impl Bars {
     }
 }
 
+/// The mean sweeps per batch of each block and phase over the epoch (`None` when no batch
+/// recorded them, e.g. an epoch resumed from an older checkpoint).
+fn sweeps_per_block(a: &EpochAccum) -> Option<BTreeMap<String, PhaseSweeps>> {
+    (a.phase_batches > 0).then(|| {
+        a.phase_sweeps_sum
+            .iter()
+            .enumerate()
+            .map(|(k, sum)| {
+                let mut mean = PhaseSweeps::default();
+                mean.add_scaled(sum, 1.0 / a.phase_batches as f64);
+                (format!("block{k}"), mean)
+            })
+            .collect()
+    })
+}
+
 fn mean_sweeps(s: &[usize]) -> f64 {
     s.iter().sum::<usize>() as f64 / s.len().max(1) as f64
 }
 
 /// Trains (or resumes) the run described by `cfg` in `opts.run_dir`.
 pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
+    train_with(cfg, opts, &SingleProcess)
+}
+
+/// [`train`] as one of the ranks of `comm` (data-parallel: see [`crate::dist`]). Rank 0
+/// alone claims and writes the run directory and prints progress; every rank computes its
+/// part of each batch and applies the same summed gradients, and every rank ends with the
+/// same result or error (a failure inside a synchronised-BatchNorm step, or in rank 0's
+/// writing, prints its message and ends every rank at once: [`crate::dist::or_abort`]).
+pub fn train_with(
+    cfg: RunConfig,
+    opts: TrainOptions,
+    comm: &dyn Communicator,
+) -> Result<RunSummary> {
     let mut cfg = cfg;
-    cfg.validate()?;
-    let prepared = prepare_session(&mut cfg, &opts)?;
-    // data and model before the directory: a run that cannot start leaves none behind
-    let data = load_run_data(&cfg.data, cfg.seed, opts.quiet)?;
-    let mut model = Model::new(cfg.model.clone(), cfg.seed)?;
-    let cfg_toml = cfg.to_toml()?;
-    let session_dir = start(prepared, &cfg_toml, &opts)?;
-    let dir = &session_dir.lock.dir().to_path_buf();
-    let mut opt = Optimizer::new(cfg.optim.clone(), &model);
-    let mut circuit = Circuit::new(&cfg.analog, &model, cfg.seed)?;
-    let mut state = if opts.resume {
-        let state = load_checkpoint(&dir.join(LAST), &mut model, &mut opt)
-            .and_then(|s| {
-                load_circuit_devices(&dir.join(LAST), &model, &mut circuit, true)?;
-                Ok(s)
-            })
-            .map_err(|e| e.context(format!("cannot resume from {}", dir.join(LAST).display())))?;
-        state
-    } else {
-        // the programmed weights start on their storage levels
-        circuit.store(&mut model, &mut storage_rng(circuit.seed, 0));
-        LoopState::default()
+    let lead = comm.rank() == 0;
+    let opts = TrainOptions {
+        quiet: opts.quiet || !lead,
+        ..opts
     };
-    let metrics = MetricsWriter::open(dir, opts.resume.then_some(state.step))?;
-    record_changes(&session_dir, &metrics, &state, &cfg_toml, opts.quiet)?;
+    agree(comm, cfg.validate())?;
+    let prepared = agree(
+        comm,
+        lead.then(|| prepare_session(&mut cfg, &opts)).transpose(),
+    )?;
+    let cfg = same_config(comm, cfg)?;
+    // data and model before the directory: a run that cannot start leaves none behind
+    let data = agree(comm, load_run_data(&cfg.data, cfg.seed, opts.quiet))?;
+    agree(comm, check_split(comm, &cfg, &data))?;
+    let mut model = agree(comm, Model::new(cfg.model.clone(), cfg.seed))?;
+    let cfg_toml = cfg.to_toml()?;
+    let session_dir = agree(
+        comm,
+        prepared.map(|p| start(p, &cfg_toml, &opts)).transpose(),
+    )?;
+    let dir = &match &session_dir {
+        Some(s) => s.lock.dir().to_path_buf(),
+        None => PathBuf::new(),
+    };
+    let dir = &PathBuf::from(broadcast_string(comm, &dir.to_string_lossy())?);
+    let mut opt = Optimizer::new(cfg.optim.clone(), &model);
+    let mut circuit = agree(comm, Circuit::new(&cfg.analog, &model, cfg.seed))?;
+    let mut state = agree(
+        comm,
+        if opts.resume {
+            load_checkpoint(&dir.join(LAST), &mut model, &mut opt)
+                .and_then(|s| {
+                    load_circuit_devices(&dir.join(LAST), &model, &mut circuit, true)?;
+                    Ok(s)
+                })
+                .map_err(|e| e.context(format!("cannot resume from {}", dir.join(LAST).display())))
+        } else {
+            // the programmed weights start on their storage levels
+            circuit.store(&mut model, &mut storage_rng(circuit.seed, 0));
+            Ok(LoopState::default())
+        },
+    )?;
+    let metrics = agree(
+        comm,
+        session_dir
+            .as_ref()
+            .map(|s| -> Result<MetricsWriter> {
+                let m = MetricsWriter::open(dir, opts.resume.then_some(state.step))?;
+                record_changes(s, &m, &state, &cfg_toml, opts.quiet)?;
+                Ok(m)
+            })
+            .transpose(),
+    )?;
     let bars = Bars::new(opts.quiet);
     if !opts.quiet {
         let what = if opts.resume {
@@ -265,7 +257,24 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                 .join(", "),
             model.num_params()
         ));
+        if comm.size() > 1 {
+            note(&format!(
+                "data-parallel over {} ranks ({}): {} samples per rank and batch",
+                comm.size(),
+                comm.describe(),
+                part_range(cfg.data.batch_size, 0, comm.size()).len()
+            ));
+        }
     }
+    let split = comm.size() > 1;
+    let sync_bn = split && has_batchnorm(&model);
+    // seconds in the gradient sums and in all sums (BatchNorm's too), for the closing note
+    let (mut grad_sum_secs, sums_before) = (0.0f64, comm.sum_seconds());
+    let comm_note = |model: &Model, steps: u64, grad_secs: f64| {
+        if split && !opts.quiet {
+            note(&comm_line(comm, model, steps, grad_secs, sums_before));
+        }
+    };
     let session = Instant::now();
     let mut last_save = Instant::now();
     // the last checkpoint of the run: (epoch, step), for messages
@@ -303,28 +312,63 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
         let epoch_start = Instant::now();
         let acc_before = state.accum.seconds;
         for (i, batch) in (state.batch..).zip(loader.spawn_from(state.batch)) {
+            let whole = batch.y.len();
+            let batch = if split {
+                batch.rows(part_range(whole, comm.rank(), comm.size()))
+            } else {
+                batch
+            };
             let y = batch.y.clone();
             let x = batch_tensor(batch)?;
             let physical = circuit.physical(&model)?;
             let circuit_model = physical.as_ref().unwrap_or(&model);
-            let kernels = prepare(circuit_model)?;
             let runtime = (!circuit.is_ideal())
                 .then(|| circuit.runtime(noise_seed(circuit.seed, state.step)));
             let at = (epoch + 1, i + 1, state.step + 1);
             let start = carry
                 .as_deref()
                 .filter(|c: &&[BlockState]| c[0].layers[0].dim0() == x.dim0());
-            let out = compute_gradients_on(
-                circuit_model,
-                &kernels,
-                &x,
-                &y,
-                &cfg.algorithm,
-                start,
-                runtime.as_ref(),
-            )
-            .map_err(|e| stop(e, at, saved))?;
+            // the resistor power of DRN blocks is read out on logged steps only
+            let logged = (state.step + 1) % cfg.train.log_every as u64 == 0;
+            let part = split.then_some(BatchPart {
+                batch: whole,
+                sums: comm.batch_sums(),
+            });
+            let local = injected_failure(comm.rank(), at.2)
+                .and_then(|()| prepare(circuit_model))
+                .and_then(|kernels| {
+                    let opts = StepOptions {
+                        start,
+                        part,
+                        power: logged,
+                        analog: runtime.as_ref(),
+                    };
+                    compute_gradients_with(circuit_model, &kernels, &x, &y, &cfg.algorithm, opts)
+                })
+                .map(|out| {
+                    let n = y.len() as u64;
+                    let sums = StepSums {
+                        loss_sum: out.loss as f64 * n as f64,
+                        top1: topk_correct(&out.free.logits, &y, 1) as u64,
+                        top5: topk_correct(&out.free.logits, &y, 5) as u64,
+                        samples: n,
+                        free_sweeps: mean_sweeps(&out.free.sweeps),
+                        interrupted: false,
+                    };
+                    (out, sums)
+                })
+                .map_err(|e| stop(e, at, saved));
+            // a rank that failed inside synchronised BatchNorm cannot rejoin the others
+            let local = if sync_bn {
+                or_abort(comm, local)
+            } else {
+                local
+            };
+            let t_sum = Instant::now();
+            let (out, step) = sum_step(comm, &model, local, opts.interrupted())?;
             drop(physical);
+            grad_sum_secs += t_sum.elapsed().as_secs_f64();
+            let power = power_record(&out.power);
             if let Some((id, _)) = out
                 .grads
                 .entries
@@ -334,7 +378,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                 let e = anyhow::anyhow!("non-finite gradient of `{}`", model.param_name(*id));
                 return Err(stop(e, at, saved));
             }
-            if let Err(why) = state.loss_watch.record(state.step + 1, out.loss as f64) {
+            let step_loss = step.loss_sum / step.samples.max(1) as f64;
+            if let Err(why) = state.loss_watch.record(state.step + 1, step_loss) {
                 return Err(stop(anyhow::anyhow!(why), at, saved));
             }
             apply_bn_updates(&mut model, &out.bn_updates);
@@ -352,13 +397,24 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                 carry = Some(out.free.states.clone());
             }
             let a = &mut state.accum;
-            let n = y.len() as u64;
-            a.loss_sum += out.loss as f64 * n as f64;
-            a.top1 += topk_correct(&out.free.logits, &y, 1) as u64;
-            a.top5 += topk_correct(&out.free.logits, &y, 5) as u64;
-            a.samples += n;
+            a.loss_sum += step.loss_sum;
+            a.top1 += step.top1;
+            a.top5 += step.top5;
+            a.samples += step.samples;
             a.batches += 1;
-            a.free_sweeps_sum += mean_sweeps(&out.free.sweeps);
+            a.free_sweeps_sum += step.free_sweeps;
+            if !power.is_empty() {
+                a.power_batches += 1;
+                for (k, p) in &power {
+                    *a.power_sums.entry(k.clone()).or_default() += p;
+                }
+            }
+            a.phase_sweeps_sum
+                .resize(out.sweeps.len(), Default::default());
+            for (sum, s) in a.phase_sweeps_sum.iter_mut().zip(&out.sweeps) {
+                sum.add_scaled(s, 1.0);
+            }
+            a.phase_batches += 1;
             a.seconds = acc_before + epoch_start.elapsed().as_secs_f64();
             state.step += 1;
             state.batch = i + 1;
@@ -375,7 +431,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             }
             if state.step % cfg.train.log_every as u64 == 0 {
                 let time = state.elapsed + session.elapsed().as_secs_f64();
-                metrics.step(&StepRecord {
+                let record = StepRecord {
                     kind: "step".into(),
                     epoch,
                     step: state.step,
@@ -386,7 +442,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                     free_sweeps: a.free_sweeps_sum / a.batches as f64,
                     images_per_s: ips,
                     time,
-                })?;
+                    power,
+                };
+                if let Some(m) = &metrics {
+                    or_abort(comm, m.step(&record))?;
+                }
                 if bars.plain {
                     note(&format!("epoch {} batch {}/{nb} step {}: loss {loss:.4} top1 {top1:.2}% top5 {top5:.2}% lr {lr:.3e} {ips:.1} img/s", epoch + 1, state.batch, state.step));
                 }
@@ -394,7 +454,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
                     return Err(stop(anyhow::anyhow!(why), at, saved));
                 }
             }
-            let stop_now = opts.should_stop(session_steps);
+            let stop_now = opts.should_stop(session_steps, step.interrupted);
             let t = &cfg.train;
             let due = (t.checkpoint_every > 0 && state.step % t.checkpoint_every as u64 == 0)
                 || (t.checkpoint_minutes > 0.0
@@ -402,22 +462,28 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             if state.batch < nb && (stop_now || due) {
                 let mut s = state.clone();
                 s.elapsed += session.elapsed().as_secs_f64();
-                save_checkpoint_with(
-                    &dir.join(LAST),
-                    &model,
-                    &opt,
-                    &s,
-                    &cfg_toml,
-                    carry.as_deref(),
-                    circuit.tensors(&model),
-                )?;
+                if lead {
+                    or_abort(
+                        comm,
+                        save_checkpoint_with(
+                            &dir.join(LAST),
+                            &model,
+                            &opt,
+                            &s,
+                            &cfg_toml,
+                            carry.as_deref(),
+                            circuit.tensors(&model),
+                        ),
+                    )?;
+                }
                 saved = Some((state.epoch, state.step));
                 last_save = Instant::now();
             }
             if stop_now && state.batch < nb {
+                comm_note(&model, session_steps, grad_sum_secs);
                 return Ok(RunSummary {
                     run_dir: dir.clone(),
-                    epochs: metrics.epochs()?,
+                    epochs: epochs_of(&metrics)?,
                     model,
                     completed: false,
                 });
@@ -429,18 +495,19 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             bars.start(name.clone(), 0, 0);
             evals.insert(
                 name.clone(),
-                evaluate_circuit(&model, &circuit, subset, &cfg, bars.batch.as_ref())?,
+                evaluate_part(&model, &circuit, subset, &cfg, bars.batch.as_ref(), comm)?,
             );
         }
         let val = match &data.val {
             Some(v) => {
                 bars.start("validation".into(), 0, 0);
-                Some(evaluate_circuit(
+                Some(evaluate_part(
                     &model,
                     &circuit,
                     v,
                     &cfg,
                     bars.batch.as_ref(),
+                    comm,
                 )?)
             }
             None => None,
@@ -472,46 +539,56 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
             images_per_s: a.samples as f64 / a.seconds.max(1e-9),
             epoch_time: a.seconds,
             time: state.elapsed + session.elapsed().as_secs_f64(),
+            power: a
+                .power_sums
+                .iter()
+                .map(|(k, s)| (k.clone(), s / a.power_batches.max(1) as f64))
+                .collect(),
+            sweeps_per_block: sweeps_per_block(&a),
             pulses: circuit.programs().then(|| a.pulses.clone()),
         };
-        metrics.epoch(&rec)?;
+        if let Some(m) = &metrics {
+            or_abort(comm, m.epoch(&rec))?;
+        }
         bars.println(epoch_line(&rec, &data));
         state.epoch += 1;
         state.batch = 0;
         let score = val.as_ref().map(|v| v.top1).unwrap_or(first.top1);
         let mut s = state.clone();
         s.elapsed += session.elapsed().as_secs_f64();
-        if state.best_top1.is_none_or(|b| score > b) {
+        let best = state.best_top1.is_none_or(|b| score > b);
+        if best {
             state.best_top1 = Some(score);
             state.best_epoch = Some(epoch + 1);
             s.best_top1 = state.best_top1;
             s.best_epoch = state.best_epoch;
-            save_checkpoint_with(
-                &dir.join(BEST),
-                &model,
-                &opt,
-                &s,
-                &cfg_toml,
-                carry.as_deref(),
-                circuit.tensors(&model),
+        }
+        if lead {
+            let save = |name| {
+                save_checkpoint_with(
+                    &dir.join(name),
+                    &model,
+                    &opt,
+                    &s,
+                    &cfg_toml,
+                    carry.as_deref(),
+                    circuit.tensors(&model),
+                )
+            };
+            or_abort(
+                comm,
+                if best { save(BEST) } else { Ok(()) }.and_then(|()| save(LAST)),
             )?;
         }
-        save_checkpoint_with(
-            &dir.join(LAST),
-            &model,
-            &opt,
-            &s,
-            &cfg_toml,
-            carry.as_deref(),
-            circuit.tensors(&model),
-        )?;
         saved = Some((state.epoch, state.step));
         last_save = Instant::now();
         crate::hooks::epoch_finished(&rec)?;
-        if opts.should_stop(session_steps) && state.epoch < cfg.train.epochs {
+        let interrupted = any_rank(comm, opts.interrupted());
+        if opts.should_stop(session_steps, interrupted) && state.epoch < cfg.train.epochs {
+            comm_note(&model, session_steps, grad_sum_secs);
             return Ok(RunSummary {
                 run_dir: dir.clone(),
-                epochs: metrics.epochs()?,
+                epochs: epochs_of(&metrics)?,
                 model,
                 completed: false,
             });
@@ -520,12 +597,18 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<RunSummary> {
     if let Some(b) = &bars.batch {
         b.finish_and_clear();
     }
+    comm_note(&model, session_steps, grad_sum_secs);
     Ok(RunSummary {
         run_dir: dir.clone(),
-        epochs: metrics.epochs()?,
+        epochs: epochs_of(&metrics)?,
         model,
         completed: true,
     })
+}
+
+/// The epoch records of the run (rank 0, which writes them; none on the other ranks).
+fn epochs_of(metrics: &Option<MetricsWriter>) -> Result<Vec<EpochRecord>> {
+    metrics.as_ref().map_or(Ok(Vec::new()), |m| m.epochs())
 }
 
 fn epoch_line(r: &EpochRecord, data: &RunData) -> String {

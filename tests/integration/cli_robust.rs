@@ -182,6 +182,8 @@ fn bad_sizes_are_refused_up_front() {
         &["bench", "--conv-batch", "0"][..],
         &["bench", "--batches", "0"][..],
         &["bench", "--reps", "0"][..],
+        &["bench", "--drn", "drn_1h@0"][..],
+        &["bench", "--drn", "drn_1h"][..],
     ] {
         let e = fails(ffebm().args(args));
         assert!(e.contains(args[1]), "{args:?}: {e}");

@@ -130,8 +130,26 @@ fn cli_gradients_under_ebl_names_match_ebl_float64() {
             String::from_utf8_lossy(&o.stderr)
         );
         let g = read_tensor_file(&out).unwrap();
-        let mut keys: Vec<&str> = g.order.iter().map(String::as_str).collect();
+        let (power, mut keys): (Vec<&str>, Vec<&str>) = g
+            .order
+            .iter()
+            .map(String::as_str)
+            .partition(|k| k.starts_with("power."));
         keys.sort();
+        // the file stores tensors sorted by name
+        let expected_power: &[&str] = if algo == "ep" {
+            &[
+                "power.block0.free",
+                "power.block0.minus",
+                "power.block0.plus",
+            ]
+        } else {
+            &["power.block0.free"]
+        };
+        assert_eq!(
+            power, expected_power,
+            "the resistor power readout of the DRN block"
+        );
         assert_eq!(
             keys,
             [

@@ -194,6 +194,23 @@ fn warm_started_runs_resume_exactly() {
         },
     )
     .unwrap();
+    // the resistor power is read out on logged steps and averaged into the epoch records
+    let text = std::fs::read_to_string(full.run_dir.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<EpochRecord> = text
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"epoch\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 2);
+    for e in &epochs {
+        for k in ["block0.free", "block0.plus", "block0.minus"] {
+            assert!(
+                e.power.get(k).is_some_and(|p| *p > 0.0),
+                "{k} in {:?}",
+                e.power
+            );
+        }
+    }
     // 12 steps per epoch: stopped in the middle of the first epoch and of the second
     let dir = tmp("warm-parts");
     let train_dir = |resume: bool, stop: Option<u64>| {
@@ -515,5 +532,28 @@ fn limited_test_sets_are_named_for_what_they_hold() {
             .collect();
         let want: Vec<(String, usize)> = want.iter().map(|(n, k)| (n.to_string(), *k)).collect();
         assert_eq!(got, want, "test_limit {limit:?}");
+    }
+}
+
+/// Issue 8: a DRN preset (or any preset) asked for with a dataset it was not built for is
+/// refused naming the preset, the dataset and the two ways out.
+#[test]
+fn a_preset_asked_for_with_another_dataset_is_refused_naming_both() {
+    for (preset, dataset) in [
+        ("drn_xs", "cifar10"),
+        ("drn_1h", "cifar100"),
+        ("cifar10_drn", "mnist"),
+    ] {
+        let sets = vec![format!("data.dataset={dataset}")];
+        let e = RunConfig::resolve(Some(preset), None, None, &sets, Some(0))
+            .and_then(|c| c.validate().map(|_| c))
+            .unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains(&format!("preset `{preset}`"))
+                && m.contains(&format!("data.dataset = {dataset}"))
+                && m.contains("set model.input"),
+            "{m}"
+        );
     }
 }

@@ -195,6 +195,21 @@ impl Interaction for ResistiveCoupling<'_> {
         Ok(())
     }
 
+    /// `P = Σ_{j,i} G_ji (v_j − v_i)² = 2 E`: the Joule power of the resistors.
+    fn power(
+        &self,
+        view: &StateView<'_, '_>,
+        cache: &mut TermCache,
+        out: &mut [f64],
+    ) -> Result<bool> {
+        let mut e = vec![0.0f64; out.len()];
+        self.energy(view, cache, &mut e)?;
+        for (o, e) in out.iter_mut().zip(e) {
+            *o += 2.0 * e;
+        }
+        Ok(true)
+    }
+
     /// `scale · Σ_b ½[(v^a_j − v^a_i)² − (v^b_j − v^b_i)²] = scale · Σ_b ½ (Δ_j − Δ_i)(σ_j − σ_i)`
     /// with `Δ = v^a − v^b` and `σ = v^a + v^b`: every term is a product with a difference, so
     /// nearby states lose no precision.

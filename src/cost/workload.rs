@@ -1,0 +1,216 @@
+//! What is priced: a model, its EP settings, the batch, the training set and, per epoch, the
+//! learning rate, the sweeps each block ran and the weight pulses when a run recorded them.
+//! From a preset or run configuration the configured T1/T2 are used; from a run directory
+//! the sweeps and pulses of its `metrics.jsonl` (interfaces: `EpochRecord::sweeps_per_block`
+//! and `EpochRecord::pulses`).
+
+use super::counts::{check_algorithm, configured_sweeps};
+use crate::data::DatasetKind;
+use crate::grad::{AlgoConfig, PhaseSweeps};
+use crate::model::ModelConfig;
+use crate::train::config::RunConfig;
+use crate::train::metrics::{read_epochs, EpochRecord};
+use anyhow::{ensure, Context, Result};
+use std::path::Path;
+
+/// One epoch of the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochPlan {
+    pub lr: f64,
+    /// Sweeps per block (mean per batch).
+    pub sweeps: Vec<PhaseSweeps>,
+    /// Weight pulses of the epoch per block as recorded by the run; `None`: estimated.
+    pub pulses: Option<Vec<f64>>,
+}
+
+/// Everything the estimate needs.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// What is priced (preset name, config file or run directory).
+    pub name: String,
+    pub model: ModelConfig,
+    pub algo: AlgoConfig,
+    pub batch: usize,
+    pub train_size: usize,
+    pub epochs: Vec<EpochPlan>,
+    /// Where the sweeps come from, for the report.
+    pub sweeps_source: String,
+    /// Statements about fallbacks, for the report.
+    pub notes: Vec<String>,
+}
+
+/// Training images of a dataset (before `train_limit` and the validation split).
+pub fn train_images(kind: DatasetKind) -> usize {
+    match kind {
+        DatasetKind::Cifar10 | DatasetKind::Cifar100 => 50_000,
+        DatasetKind::ImageNet32 => 1_281_167,
+        DatasetKind::Mnist | DatasetKind::FashionMnist | DatasetKind::Kmnist => 60_000,
+    }
+}
+
+impl Workload {
+    /// The run a configuration describes, with its configured T1/T2.
+    pub fn from_config(cfg: &RunConfig, name: &str) -> Result<Workload> {
+        check_algorithm(&cfg.algorithm)?;
+        let blocks = cfg.model.layouts()?.len();
+        let sweeps = configured_sweeps(&cfg.algorithm, blocks);
+        let n = train_images(cfg.data.dataset);
+        let n = cfg.data.train_limit.map_or(n, |l| l.min(n));
+        let train_size = n.saturating_sub(cfg.data.val_size);
+        ensure!(
+            train_size > 0,
+            "no training images left after data.val_size"
+        );
+        let mut notes = Vec::new();
+        if cfg.algorithm.tol.is_some() {
+            notes.push(format!(
+                "free phase: T1 = {} is the cap of a tolerance stop; a run directory gives the sweeps actually run",
+                cfg.algorithm.t1
+            ));
+        }
+        Ok(Workload {
+            name: name.to_string(),
+            model: cfg.model.clone(),
+            algo: cfg.algorithm.clone(),
+            batch: cfg.data.batch_size,
+            train_size,
+            epochs: (0..cfg.train.epochs)
+                .map(|e| EpochPlan {
+                    lr: cfg.lr(e),
+                    sweeps: sweeps.clone(),
+                    pulses: None,
+                })
+                .collect(),
+            sweeps_source: format!(
+                "configured: T1 = {}, T2 = {} per nudged phase",
+                cfg.algorithm.t1, cfg.algorithm.t2
+            ),
+            notes,
+        })
+    }
+
+    /// A run directory: its `config.toml`, and the sweeps (and pulses) each recorded epoch
+    /// of `metrics.jsonl` reports; epochs not (yet) recorded use the configured T1/T2.
+    pub fn from_run_dir(dir: &Path) -> Result<Workload> {
+        let cfg_path = dir.join("config.toml");
+        let text = std::fs::read_to_string(&cfg_path).with_context(|| {
+            format!(
+                "cannot read {} (is {} a run directory?)",
+                cfg_path.display(),
+                dir.display()
+            )
+        })?;
+        let cfg =
+            RunConfig::from_toml(&text).with_context(|| format!("in {}", cfg_path.display()))?;
+        let mut w = Workload::from_config(&cfg, &dir.display().to_string())?;
+        let metrics = dir.join("metrics.jsonl");
+        let records = if metrics.exists() {
+            read_epochs(&metrics)?
+        } else {
+            Vec::new()
+        };
+        apply_records(&mut w, &records, &metrics)?;
+        Ok(w)
+    }
+}
+
+/// Replaces the configured sweeps and estimated pulses of the recorded epochs.
+pub fn apply_records(w: &mut Workload, records: &[EpochRecord], path: &Path) -> Result<()> {
+    let blocks = w.model.layouts()?.len();
+    let configured = configured_sweeps(&w.algo, blocks);
+    let (mut per_block, mut mean_only, mut pulses) = (0, 0, 0);
+    for r in records {
+        ensure!(
+            r.epoch >= 1,
+            "{}: epoch record with epoch {} (epochs count from 1)",
+            path.display(),
+            r.epoch
+        );
+        if r.epoch > w.epochs.len() {
+            w.notes.push(format!(
+                "{}: epoch {} is beyond the configured {} epochs and is ignored",
+                path.display(),
+                r.epoch,
+                w.epochs.len()
+            ));
+            continue;
+        }
+        let plan = &mut w.epochs[r.epoch - 1];
+        match &r.sweeps_per_block {
+            Some(map) => {
+                let mut s = Vec::with_capacity(blocks);
+                for k in 0..blocks {
+                    let key = format!("block{k}");
+                    let v = map.get(&key).with_context(|| {
+                        format!("{}: epoch {}: `sweeps_per_block` lacks `{key}` (the model has {blocks} blocks)", path.display(), r.epoch)
+                    })?;
+                    ensure!(
+                        [v.free, v.plus, v.minus]
+                            .iter()
+                            .all(|x| x.is_finite() && *x >= 0.0),
+                        "{}: epoch {}: `sweeps_per_block.{key}` has a negative or non-finite count",
+                        path.display(),
+                        r.epoch
+                    );
+                    s.push(*v);
+                }
+                plan.sweeps = s;
+                per_block += 1;
+            }
+            None => {
+                // older runs: the mean free-phase sweeps over blocks, nudged phases as configured
+                plan.sweeps = configured
+                    .iter()
+                    .map(|c| PhaseSweeps {
+                        free: r.free_sweeps,
+                        ..*c
+                    })
+                    .collect();
+                mean_only += 1;
+            }
+        }
+        if let Some(map) = &r.pulses {
+            let mut p = Vec::with_capacity(blocks);
+            for k in 0..blocks {
+                let key = format!("block{k}");
+                let v = map.get(&key).with_context(|| {
+                    format!(
+                        "{}: epoch {}: `pulses` lacks `{key}`",
+                        path.display(),
+                        r.epoch
+                    )
+                })?;
+                p.push(*v as f64);
+            }
+            plan.pulses = Some(p);
+            pulses += 1;
+        }
+    }
+    let total = w.epochs.len();
+    w.sweeps_source = match (per_block, mean_only) {
+        (0, 0) => format!(
+            "configured T1 = {}, T2 = {} (no epoch recorded in {})",
+            w.algo.t1,
+            w.algo.t2,
+            path.display()
+        ),
+        (n, 0) => format!("recorded per block and phase for {n} of {total} epochs"),
+        (0, n) => format!("recorded mean free sweeps for {n} of {total} epochs (the run predates per-block records: the mean applies to every block, nudged phases T2 = {})", w.algo.t2),
+        (a, b) => format!("recorded per block and phase for {a} epochs, mean free sweeps only for {b}, of {total}"),
+    };
+    if per_block + mean_only < total && per_block + mean_only > 0 {
+        w.notes.push(format!(
+            "{} of {total} epochs not recorded: priced with the configured T1 = {}, T2 = {}",
+            total - per_block - mean_only,
+            w.algo.t1,
+            w.algo.t2
+        ));
+    }
+    if pulses > 0 {
+        w.notes.push(format!(
+            "weight writes: pulses recorded by the run's device model for {pulses} of {total} epochs{}",
+            if pulses < total { "; |Δw|/Δw_min estimate for the others" } else { "" }
+        ));
+    }
+    Ok(())
+}
