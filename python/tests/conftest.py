@@ -131,7 +131,11 @@ def rel_max(a, b, floor: float) -> float:
 def assert_same_as_cli(g: ffebm.Gradients, path) -> int:
     """Every tensor of `ffebm grad`'s output file equals the Python result bit for bit."""
     want = ffebm.load_tensors(path)
-    grads = {k: v for k, v in want.items() if k not in ("loss", "logits") and not k.startswith("state_after.")}
+    readouts = ("state_after.", "power.")  # BN statistics after the step; DRN resistor power
+    grads = {k: v for k, v in want.items() if k not in ("loss", "logits") and not k.startswith(readouts)}
+    for k, v in want.items():
+        if k.startswith("power."):
+            assert np.all(np.isfinite(v)) and np.all(v > 0), (k, v)
     assert sorted(grads) == sorted(g.grads), "gradient names differ from the CLI's"
     for name, w in grads.items():
         assert g.grads[name].dtype == np.float32 and g.grads[name].shape == w.shape, name

@@ -6,6 +6,7 @@ use crate::grad::{compute_gradients_with, power::BlockPower, Algorithm, StepOpti
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
 use crate::model::feedforward::{apply_bn_updates, BnUpdates};
 use crate::model::prepare;
+use crate::train::metrics::power_record;
 use anyhow::{bail, ensure, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -177,16 +178,11 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     Ok(())
 }
 
-/// `power.block<k>.{free,plus,minus}`: the batch-mean resistor power of each DRN block at its
-/// free equilibrium and at the nudged equilibria of positive and negative β.
+/// `power.block<k>.{free,plus,minus}`: the readouts of [`power_record`] under a `power.`
+/// prefix.
 fn power_entries(power: &[BlockPower]) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    for b in power {
-        out.push((format!("power.block{}.free", b.block), b.free));
-        for n in &b.nudged {
-            let sign = if n.beta > 0.0 { "plus" } else { "minus" };
-            out.push((format!("power.block{}.{sign}", b.block), n.power));
-        }
-    }
-    out
+    power_record(power)
+        .into_iter()
+        .map(|(k, p)| (format!("power.{k}"), p))
+        .collect()
 }

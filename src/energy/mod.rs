@@ -241,22 +241,16 @@ impl<'a> EnergyBlock<'a> {
         state: &BlockState,
         cost: Option<&dyn Interaction>,
     ) -> Result<Vec<f64>> {
-        let b = state.layers[0].dim0();
-        let mut out = vec![0.0f64; b];
-        let versions = vec![0u64; state.layers.len()];
-        let view = StateView {
-            input,
-            layers: &state.layers,
-            versions: &versions,
-            offsets: None,
-        };
+        let mut out = vec![0.0f64; state.layers[0].dim0()];
         for (kind, s) in self.kinds.iter().zip(&state.layers) {
             kind.self_energy(s, &mut out);
         }
-        for term in self.terms.iter().map(|t| t.as_ref()).chain(cost) {
-            term.energy(&view, &mut TermCache::default(), &mut out)?;
-        }
-        Ok(out)
+        with_view(input, state, |view| {
+            for term in self.terms.iter().map(|t| t.as_ref()).chain(cost) {
+                term.energy(view, &mut TermCache::default(), &mut out)?;
+            }
+            Ok(out)
+        })
     }
 
     /// The power the block's resistors dissipate at `state`, per sample (see
@@ -264,22 +258,29 @@ impl<'a> EnergyBlock<'a> {
     /// included); `None` for a block without resistors (a Hopfield block).
     pub fn power(&self, input: &Tensor, state: &BlockState) -> Result<Option<Vec<f64>>> {
         let mut out = vec![0.0f64; state.layers[0].dim0()];
-        let versions = vec![0u64; state.layers.len()];
-        let view = StateView {
-            input,
-            layers: &state.layers,
-            versions: &versions,
-            offsets: None,
-        };
-        let mut any = false;
-        for term in &self.terms {
-            any |= term.power(&view, &mut TermCache::default(), &mut out)?;
-        }
-        Ok(any.then_some(out))
+        with_view(input, state, |view| {
+            let mut any = false;
+            for term in &self.terms {
+                any |= term.power(view, &mut TermCache::default(), &mut out)?;
+            }
+            Ok(any.then_some(out))
+        })
     }
 
     /// Per-sample MACs of one sweep (every interaction's linear coefficients, both ways).
     pub fn sweep_macs(&self) -> u64 {
         self.terms.iter().map(|t| 2 * t.macs()).sum()
     }
+}
+
+/// Runs `f` on a plain (not offset) view of `state`, for one-off evaluations with fresh
+/// caches.
+fn with_view<R>(input: &Tensor, state: &BlockState, f: impl FnOnce(&StateView<'_, '_>) -> R) -> R {
+    let versions = vec![0u64; state.layers.len()];
+    f(&StateView {
+        input,
+        layers: &state.layers,
+        versions: &versions,
+        offsets: None,
+    })
 }
