@@ -2,6 +2,7 @@
 //! backprop through feedforward blocks with equilibrium propagation through energy-based
 //! blocks (Nest & Ernoult, NeurIPS 2024). See `SPEC.md` for the exact computations.
 
+pub mod analog;
 pub mod analysis;
 pub mod bench;
 pub mod cli;

@@ -3,3 +3,4 @@
 
 pub mod gdd;
 pub mod plot;
+pub mod robustness;

@@ -53,7 +53,11 @@ pub struct GddArgs {
     pub out: PathBuf,
 }
 
-fn default_batch(kind: DatasetKind, dir: Option<&Path>, n: usize) -> Result<(Tensor, Vec<u32>)> {
+pub(super) fn default_batch(
+    kind: DatasetKind,
+    dir: Option<&Path>,
+    n: usize,
+) -> Result<(Tensor, Vec<u32>)> {
     let root = crate::data::data_dir(dir)?;
     let ds = Dataset::load(
         kind,
@@ -214,25 +218,44 @@ fn transient_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
     })
 }
 
-pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
-    let (model, preset, _) = a.model.build(g.seed)?;
-    let (x, y) = match &a.input {
+/// The batch of a one-batch analysis: the `input` file, else the first `n` training images
+/// of `dataset` (default: the preset's, else CIFAR-10); checked against the model. Returns
+/// the batch and where it came from (for messages).
+pub(super) fn analysis_batch(
+    model: &crate::model::Model,
+    input: Option<&Path>,
+    dataset: Option<DatasetKind>,
+    preset: Option<&crate::model::presets::Preset>,
+    data_dir: Option<&Path>,
+    n: usize,
+) -> Result<(Tensor, Vec<u32>, PathBuf)> {
+    let (x, y) = match input {
         Some(p) => super::grad::read_batch(p)?,
         None => {
-            let kind = match (a.dataset, &preset) {
+            let kind = match (dataset, preset) {
                 (Some(k), _) => k,
                 (None, Some(p)) => p.train.dataset.parse()?,
                 (None, None) => DatasetKind::Cifar10,
             };
-            default_batch(kind, a.data_dir.as_deref(), a.batch_size)
+            default_batch(kind, data_dir, n)
                 .context("loading the default batch (or pass --input BATCH.safetensors)")?
         }
     };
-    let source = a
-        .input
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("(the default batch)"));
-    check_batch(&model, &x, &source)?;
+    let source = input.map_or_else(|| PathBuf::from("(the default batch)"), Path::to_path_buf);
+    check_batch(model, &x, &source)?;
+    Ok((x, y, source))
+}
+
+pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
+    let (model, preset, _) = a.model.build(g.seed)?;
+    let (x, y, _) = analysis_batch(
+        &model,
+        a.input.as_deref(),
+        a.dataset,
+        preset.as_ref(),
+        a.data_dir.as_deref(),
+        a.batch_size,
+    )?;
     let algo = a.phases.resolve(preset.as_ref())?;
     algo.validate()?;
     let (t1, t2, beta) = (algo.t1, algo.t2, algo.beta);

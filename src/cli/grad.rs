@@ -33,6 +33,12 @@ pub struct GradArgs {
     /// Output file (safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// Analog non-ideality `key=value` (repeatable; the keys of the `[analog]` table, e.g.
+    /// `preset=ideal-8bit`, `weight_std=0.1`, `blocks.1.adc_bits=6`, `seed=3`): the
+    /// gradients of the physical circuit, as in a training step. Devices are drawn from
+    /// `seed` (default: `--seed`).
+    #[arg(long = "analog", value_name = "KEY=VALUE")]
+    pub analog: Vec<String>,
 }
 
 /// Reads `x` (NCHW float) and `y` (integers) from a batch file.
@@ -105,19 +111,26 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     }
     gc.validate()?;
     let (t1, t2, beta) = (gc.t1, gc.t2, gc.beta);
-    let kernels = prepare(&model)?;
+    let analog = crate::analog::AnalogConfig::from_sets(&a.analog)?;
+    let circuit = crate::analog::Circuit::new(&analog, &model, g.seed)?;
+    let physical = circuit.physical(&model)?;
+    let circuit_model = physical.as_ref().unwrap_or(&model);
+    let runtime = (!circuit.is_ideal()).then(|| circuit.runtime(circuit.seed));
+    let kernels = prepare(circuit_model)?;
     let t = std::time::Instant::now();
     let out = compute_gradients_with(
-        &model,
+        circuit_model,
         &kernels,
         &x,
         &y,
         &gc,
         StepOptions {
             power: true,
+            analog: runtime.as_ref(),
             ..Default::default()
         },
     )?;
+    drop(physical);
     let secs = t.elapsed().as_secs_f64();
     apply_bn_updates(&mut model, &out.bn_updates);
     let mut tensors = style.grad_tensors(&model, &out.grads)?;

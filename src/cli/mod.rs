@@ -6,6 +6,7 @@ mod common;
 mod cost;
 mod grad;
 mod presets;
+mod robustness;
 mod train;
 
 use anyhow::Result;
@@ -47,6 +48,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Energy and latency of EP training on hybrid hardware (per block, step, epoch, run).
     Cost(cost::CostArgs),
+    /// Analog robustness study: EP on the physical circuit vs ID-exact on the same circuit
+    /// and on the nominal twin, per tensor, sweeping one non-ideality's strength.
+    Robustness(robustness::RobustnessArgs),
 }
 
 /// Lets SIGPIPE end the process quietly, as it does Unix tools (`ffebm presets | head`):
@@ -64,7 +68,10 @@ fn die_quietly_on_closed_pipes() {
 /// their output, keep going and drop it; the other commands stop quietly, like Unix tools.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Train(_) | Command::Gdd(_)) {
+    if !matches!(
+        cli.command,
+        Command::Train(_) | Command::Gdd(_) | Command::Robustness(_)
+    ) {
         die_quietly_on_closed_pipes();
     }
     if let Some(n) = cli.threads {
@@ -87,5 +94,6 @@ pub fn run() -> Result<()> {
         Command::Gdd(a) => analysis::gdd(&g, a),
         Command::Plot(a) => analysis::plot(&g, a),
         Command::Cost(a) => cost::run(&g, a),
+        Command::Robustness(a) => robustness::run(&g, a),
     }
 }

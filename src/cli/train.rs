@@ -3,7 +3,7 @@
 use super::common::{errln, outln, Global};
 use crate::train::checkpoint::checkpoint_config;
 use crate::train::trainer::LAST;
-use crate::train::{evaluate, train_with, RunConfig, TrainOptions};
+use crate::train::{train_with, RunConfig, TrainOptions};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -293,8 +293,23 @@ pub fn eval(_g: &Global, a: EvalArgs) -> Result<()> {
         state.epoch,
         state.step
     );
+    let mut circuit = crate::analog::Circuit::new(&cfg.analog, &model, cfg.seed)?;
+    let saved = crate::train::checkpoint::load_circuit_devices(
+        Path::new(&a.checkpoint),
+        &model,
+        &mut circuit,
+        false,
+    )?;
+    if saved < circuit.device_tensors() {
+        eprintln!(
+            "note: {} of {} analog device tensors drawn from analog seed {} (the checkpoint has no draws for them)",
+            circuit.device_tensors() - saved,
+            circuit.device_tensors(),
+            circuit.seed
+        );
+    }
     for (name, subset) in &tests {
-        let m = evaluate(&model, subset, &cfg, None)?;
+        let m = crate::train::evaluate_circuit(&model, &circuit, subset, &cfg, None)?;
         println!(
             "{name}: {} images, loss {:.4}, top1 {:.2}%, top5 {:.2}%, free sweeps {:.1}",
             m.samples, m.loss, m.top1, m.top5, m.sweeps

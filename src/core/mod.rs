@@ -2,6 +2,7 @@
 //! (model, relaxation, gradient estimators, training) calls these typed kernels; a GPU
 //! backend would replace this module behind the same functions.
 
+pub mod analog;
 pub mod batchnorm;
 pub mod conv;
 #[cfg(test)]

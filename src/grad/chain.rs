@@ -22,6 +22,8 @@ pub struct Chain<'a> {
     pub blocks: Vec<EnergyBlock<'a>>,
     /// Set when this process holds only part of the batch (data-parallel training).
     pub part: Option<BatchPart<'a>>,
+    /// The dynamic analog non-idealities (converters, noise) of the step; `None`: ideal.
+    pub analog: Option<&'a crate::analog::Runtime>,
 }
 
 /// This process's part of a batch split over several processes: gradients are those of the
@@ -42,6 +44,20 @@ impl<'a> Chain<'a> {
             kernels,
             blocks: EnergyBlock::all(model, kernels),
             part: None,
+            analog: None,
+        }
+    }
+
+    /// The chain of a physical circuit (see [`crate::analog`]): `model` and `kernels` are the
+    /// circuit's (varied) parameters, `analog` its converters and noise.
+    pub fn with_analog(
+        model: &'a Model,
+        kernels: &'a [PreparedBlock],
+        analog: Option<&'a crate::analog::Runtime>,
+    ) -> Self {
+        Chain {
+            analog,
+            ..Chain::new(model, kernels)
         }
     }
 
@@ -274,7 +290,7 @@ pub fn free_phase_with(
     let mut input = x.clone();
     for (k, (block, kern)) in model.blocks.iter().zip(chain.kernels).enumerate() {
         let mut cache = FfCache::default();
-        let drive = ff_forward_shared(
+        let mut drive = ff_forward_shared(
             block,
             kern.ff.as_ref(),
             &input,
@@ -283,24 +299,34 @@ pub fn free_phase_with(
             chain.batch_sums(),
         )
         .with_context(|| format!("block {k}: feedforward transform"))?;
+        if let Some(a) = chain.analog {
+            a.dac(k, &mut drive);
+        }
         let first = match start {
             Some(s) => s[k].clone(),
             None => BlockState::zeros(&block.layout.layers, x.dim0()),
         };
         let (state, report) = {
             let mut r = Relaxation::new(&chain.blocks[k], &drive, first, "free phase");
+            if let Some(a) = chain.analog {
+                r.set_update_noise(a.update_noise(k));
+            }
             let report =
                 relax(&mut r, order, None, schedule, None).map_err(|e| with_block(e, k))?;
             (r.into_state(), report)
         };
         input = state.last().clone();
+        if let Some(a) = chain.analog {
+            a.adc(k, &mut input);
+        }
         out.sweeps.push(report.sweeps);
         out.sample_sweeps.push(report.sample_sweeps);
         out.states.push(state);
         out.drives.push(drive);
         out.ff.push(cache);
     }
-    out.logits = model_logits(model, out.states.last().expect("blocks").last())?;
+    // the output as the readout reads it (through the last block's ADC)
+    out.logits = model_logits(model, &input)?;
     Ok(out)
 }
 

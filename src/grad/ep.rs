@@ -77,6 +77,9 @@ fn phase<'a>(
         Some(base) => Relaxation::from_base(block, input, base, "nudged phase"),
         None => Relaxation::new(block, input, free.states[k].clone(), "nudged phase"),
     };
+    if let Some(a) = chain.analog {
+        r.set_update_noise(a.update_noise(k));
+    }
     if let Some(n) = nudge {
         relax(&mut r, ep.order, Some(n), Schedule::fixed(sweeps), None)
             .map_err(|e| with_block(e, k))?;
@@ -111,6 +114,20 @@ fn block_contrast(
         term.input_contrast(&ra.view(), &rb.view(), c, &mut g_u)?;
     }
     Ok(g_u)
+}
+
+/// EP reads both equilibria of block `k` through the circuit's (noisy) measurement.
+fn measure(
+    chain: &Chain<'_>,
+    k: usize,
+    ra: &mut Relaxation<'_>,
+    rb: &mut Relaxation<'_>,
+) -> Result<()> {
+    if let Some(a) = chain.analog {
+        a.measure(k, ra)?;
+        a.measure(k, rb)?;
+    }
+    Ok(())
 }
 
 fn check(ep: &Ep) -> Result<()> {
@@ -162,6 +179,7 @@ fn run(
             None => {
                 let mut ra = phase(chain, free, base, k, na.as_ref(), ep, ep.t2)?;
                 let mut rb = phase(chain, free, base, k, nb.as_ref(), ep, ep.t2)?;
+                measure(chain, k, &mut ra, &mut rb)?;
                 if ep.power {
                     for (beta, r) in [(beta_a, &ra), (beta_b, &rb)] {
                         if let (true, Some(p)) =
@@ -191,6 +209,7 @@ fn run(
                     chain.feedforward_backward(k, &free.ff[k], &g_u, &mut g)?;
                     visit(k, t, &g)?;
                 }
+                measure(chain, k, &mut ra, &mut rb)?;
                 block_contrast(chain, k, &mut ra, &mut rb, c, labels, &mut grads)?
             }
         };
@@ -199,6 +218,10 @@ fn run(
             .feedforward_backward(k, &free.ff[k], &g_u, &mut grads)?
             .map(|mut dx| {
                 scale(&mut dx, -n);
+                if let Some(a) = chain.analog {
+                    // the error current enters block k − 1 through its DAC
+                    a.error_dac(k - 1, &mut dx);
+                }
                 dx
             });
     }

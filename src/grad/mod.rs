@@ -265,6 +265,25 @@ pub fn compute_gradients_from(
     )
 }
 
+/// [`compute_gradients_from`] on a physical circuit (see [`crate::analog`]): `model` and
+/// `kernels` are its (varied) parameters, `analog` its converters and noise for this step.
+pub fn compute_gradients_on(
+    model: &Model,
+    kernels: &[PreparedBlock],
+    x: &Tensor,
+    labels: &[u32],
+    cfg: &AlgoConfig,
+    start: Option<&[crate::relax::BlockState]>,
+    analog: Option<&crate::analog::Runtime>,
+) -> Result<StepOutput> {
+    let opts = StepOptions {
+        start,
+        analog,
+        ..Default::default()
+    };
+    compute_gradients_with(model, kernels, x, labels, cfg, opts)
+}
+
 /// Options of one gradient computation beyond the batch and the settings.
 #[derive(Clone, Copy, Default)]
 pub struct StepOptions<'a> {
@@ -278,6 +297,9 @@ pub struct StepOptions<'a> {
     /// Read out the resistor power of DRN blocks at the free and (EP) nudged equilibria (of
     /// this part of the batch).
     pub power: bool,
+    /// Run on a physical circuit (see [`crate::analog`]): `model` and `kernels` are then its
+    /// (varied) parameters, and this its converters and noise for the step; `None`: ideal.
+    pub analog: Option<&'a crate::analog::Runtime>,
 }
 
 /// [`compute_gradients`] with [`StepOptions`].
@@ -289,17 +311,23 @@ pub fn compute_gradients_with(
     cfg: &AlgoConfig,
     opts: StepOptions<'_>,
 ) -> Result<StepOutput> {
-    let StepOptions { start, part, power } = opts;
+    let StepOptions {
+        start,
+        part,
+        power,
+        analog,
+    } = opts;
     anyhow::ensure!(
         labels.len() == x.dim0(),
         "{} labels for a batch of {}",
         labels.len(),
         x.dim0()
     );
-    let chain = match part {
+    let mut chain = match part {
         Some(p) => Chain::for_part(model, kernels, p),
         None => Chain::new(model, kernels),
     };
+    chain.analog = analog;
     let free = free_phase_with(
         &chain,
         x,

@@ -228,7 +228,9 @@ pub fn load_model_tensors(model: &mut Model, file: &TensorFile, path: &Path) -> 
         }
     }
     for key in &file.order {
-        let loop_tensor = key.starts_with(OPTIMIZER_PREFIX) || key.starts_with(CARRY_PREFIX);
+        let loop_tensor = key.starts_with(OPTIMIZER_PREFIX)
+            || key.starts_with(CARRY_PREFIX)
+            || key.starts_with(crate::analog::DEVICE_PREFIX);
         if used.contains(key) || (is_checkpoint && loop_tensor) {
             continue;
         }

@@ -118,6 +118,17 @@ pub struct Relaxation<'a> {
     /// Offset form: the base state and the offsets `d = s − s*` of every layer.
     base: Option<&'a OffsetBase>,
     offsets: Vec<Tensor>,
+    /// Cycle-to-cycle noise on every layer update (see [`UpdateNoise`]).
+    noise: Option<UpdateNoise>,
+}
+
+/// Gaussian noise added to every layer update of a relaxation (an analog circuit's
+/// cycle-to-cycle variability): `s_l ← s_l + σ·ξ`, `ξ ~ N(0, 1)` per unit, from `rng`. In
+/// offset form the offset `d_l` moves with the state.
+#[derive(Clone, Debug)]
+pub struct UpdateNoise {
+    pub sigma: f32,
+    pub rng: rand::rngs::SmallRng,
 }
 
 impl<'a> Relaxation<'a> {
@@ -141,6 +152,7 @@ impl<'a> Relaxation<'a> {
             phase,
             base: None,
             offsets: Vec::new(),
+            noise: None,
         }
     }
 
@@ -167,6 +179,39 @@ impl<'a> Relaxation<'a> {
             base: &b.state.layers,
             d: &self.offsets,
         })
+    }
+
+    /// Adds noise to every later layer update (`None`: none, the default).
+    pub fn set_update_noise(&mut self, noise: Option<UpdateNoise>) {
+        self.noise = noise;
+    }
+
+    /// Applies `f(s_l, d_l)` to every layer (with its offset in offset form), e.g. a noisy
+    /// measurement of the states; the layers count as updated.
+    pub fn perturb<E: Into<anyhow::Error>>(
+        &mut self,
+        mut f: impl FnMut(&mut Tensor, Option<&mut Tensor>) -> std::result::Result<(), E>,
+    ) -> Result<()> {
+        for l in 0..self.state.layers.len() {
+            f(&mut self.state.layers[l], self.offsets.get_mut(l)).map_err(Into::into)?;
+            self.versions[l] += 1;
+        }
+        Ok(())
+    }
+
+    /// The update noise on layer `l` after its update.
+    fn add_update_noise(&mut self, l: usize) -> Result<()> {
+        if let Some(noise) = self.noise.as_mut() {
+            let s = &mut self.state.layers[l];
+            match self.offsets.get_mut(l) {
+                Some(d) => {
+                    crate::core::analog::add_gaussian_pair(s, d, noise.sigma, &mut noise.rng)?
+                }
+                None => crate::core::analog::add_gaussian(s, noise.sigma, &mut noise.rng),
+            }
+            self.versions[l] += 1;
+        }
+        Ok(())
     }
 
     pub fn into_state(self) -> BlockState {
@@ -411,6 +456,11 @@ impl<'a> Relaxation<'a> {
                     self.offsets[l] = d;
                 }
                 self.versions[l] += 1;
+            }
+            if self.noise.is_some() {
+                for &l in &group {
+                    self.add_update_noise(l)?;
+                }
             }
         }
         self.sweeps += 1;

@@ -41,6 +41,9 @@ pub struct EpochAccum {
     pub phase_sweeps_sum: Vec<crate::grad::PhaseSweeps>,
     #[serde(default)]
     pub phase_batches: u64,
+    /// Weight-programming pulses so far this epoch, per energy-based block (`block{k}`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pulses: std::collections::BTreeMap<String, u64>,
 }
 
 /// Where the loop is.
@@ -76,7 +79,22 @@ pub fn save_checkpoint(
     config_toml: &str,
     carry: Option<&[BlockState]>,
 ) -> Result<()> {
+    save_checkpoint_with(path, model, opt, state, config_toml, carry, Vec::new())
+}
+
+/// [`save_checkpoint`] with `extra` tensors (the analog device draws,
+/// [`crate::analog::Circuit::tensors`]).
+pub fn save_checkpoint_with(
+    path: &Path,
+    model: &Model,
+    opt: &Optimizer,
+    state: &LoopState,
+    config_toml: &str,
+    carry: Option<&[BlockState]>,
+    extra: Vec<(String, Stored)>,
+) -> Result<()> {
     let mut tensors = model_tensors(model, &KeyStyle::default());
+    tensors.extend(extra);
     for (k, block) in carry.unwrap_or_default().iter().enumerate() {
         for (l, t) in block.layers.iter().enumerate() {
             tensors.push((format!("{CARRY_PREFIX}{k}.{l}"), Stored::F32(t.clone())));
@@ -103,6 +121,21 @@ pub fn save_checkpoint(
         (CONFIG_KEY.to_string(), config_toml.to_string()),
     ]);
     write_tensor_file(path, &tensors, meta)
+}
+
+/// Replaces `circuit`'s device draws by those saved in the checkpoint at `path` (see
+/// [`crate::analog::Circuit::load_devices`]); returns how many were loaded.
+pub fn load_circuit_devices(
+    path: &Path,
+    model: &Model,
+    circuit: &mut crate::analog::Circuit,
+    require_all: bool,
+) -> Result<usize> {
+    if circuit.device_tensors() == 0 {
+        return Ok(0);
+    }
+    let f = read_tensor_file(path)?;
+    circuit.load_devices(&f, model, path, require_all)
 }
 
 /// Replaces the run configuration stored in the checkpoint at `path` (tensors and loop

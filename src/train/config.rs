@@ -126,6 +126,9 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     pub schedule: ScheduleConfig,
     pub train: LoopConfig,
+    /// Analog non-idealities of the energy-based blocks (none by default).
+    #[serde(default, skip_serializing_if = "crate::analog::AnalogConfig::is_off")]
+    pub analog: crate::analog::AnalogConfig,
 }
 
 impl DataConfig {
@@ -178,6 +181,7 @@ impl RunConfig {
                 epochs: p.train.epochs,
                 ..LoopConfig::default()
             },
+            analog: Default::default(),
         })
     }
 
@@ -288,6 +292,7 @@ impl RunConfig {
             "train.max_loss_ratio must be above 1, or 0 to disable the check"
         );
         self.schedule.validate()?;
+        self.analog.resolve(self.model.blocks.len())?;
         let [c, h, w] = self.model.input;
         let want = self.data.input_shape();
         if let (Some(p), false) = (&self.preset, [c, h, w] == want) {

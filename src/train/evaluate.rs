@@ -4,7 +4,8 @@
 use super::config::RunConfig;
 use super::metrics::EvalMetrics;
 use super::parallel::eval_part;
-use super::trainer::batch_tensor;
+use super::trainer::{batch_tensor, noise_seed};
+use crate::analog::Circuit;
 use crate::core::loss::topk_correct;
 use crate::data::{Layout, Loader, LoaderOptions, Subset};
 use crate::dist::{agree, Communicator, SingleProcess};
@@ -16,27 +17,42 @@ use indicatif::ProgressBar;
 
 /// Loss, top-1 and top-5 (percent) of `model` in evaluation mode (BN running statistics,
 /// free phase from zero states with the run's `t1`/`tol` and free-phase order), on inputs
-/// prepared as the run prepares them.
+/// prepared as the run prepares them, on the circuit the run's `[analog]` description
+/// realises (the nominal model when it is ideal).
 pub fn evaluate(
     model: &Model,
     subset: &Subset,
     cfg: &RunConfig,
     bar: Option<&ProgressBar>,
 ) -> Result<EvalMetrics> {
-    evaluate_part(model, subset, cfg, bar, &SingleProcess)
+    let circuit = Circuit::new(&cfg.analog, model, cfg.seed)?;
+    evaluate_part(model, &circuit, subset, cfg, bar, &SingleProcess)
 }
 
-/// [`evaluate`] split over the ranks of `comm`: each evaluates its contiguous part of
-/// `subset` and the sums are reduced (every rank gets the metrics of the whole set).
+/// [`evaluate`] on the physical circuit `circuit` realises for the nominal `model` (its
+/// converters and noise included; the noise of an evaluation is drawn from the device seed).
+pub fn evaluate_circuit(
+    model: &Model,
+    circuit: &Circuit,
+    subset: &Subset,
+    cfg: &RunConfig,
+    bar: Option<&ProgressBar>,
+) -> Result<EvalMetrics> {
+    evaluate_part(model, circuit, subset, cfg, bar, &SingleProcess)
+}
+
+/// [`evaluate_circuit`] split over the ranks of `comm`: each evaluates its contiguous part
+/// of `subset` and the sums are reduced (every rank gets the metrics of the whole set).
 pub fn evaluate_part(
     model: &Model,
+    circuit: &Circuit,
     subset: &Subset,
     cfg: &RunConfig,
     bar: Option<&ProgressBar>,
     comm: &dyn Communicator,
 ) -> Result<EvalMetrics> {
     let local = agree(comm, eval_part(comm, subset))?;
-    let mut sums = agree(comm, eval_sums(model, &local, cfg, bar))?;
+    let mut sums = agree(comm, eval_sums(model, circuit, &local, cfg, bar))?;
     comm.sum_f64(&mut sums);
     let [loss, top1, top5, n, sweeps] = sums;
     anyhow::ensure!(n > 0.0, "empty evaluation set");
@@ -54,6 +70,7 @@ pub fn evaluate_part(
 /// be empty: one rank's part of a small set).
 fn eval_sums(
     model: &Model,
+    circuit: &Circuit,
     subset: &Subset,
     cfg: &RunConfig,
     bar: Option<&ProgressBar>,
@@ -61,8 +78,12 @@ fn eval_sums(
     if subset.is_empty() {
         return Ok([0.0; 5]);
     }
+    let physical = circuit.physical(model)?;
+    let model = physical.as_ref().unwrap_or(model);
     let kernels = prepare(model)?;
-    let chain = Chain::new(model, &kernels);
+    let runtime =
+        (!circuit.is_ideal()).then(|| circuit.runtime(noise_seed(circuit.seed, u64::MAX)));
+    let chain = Chain::with_analog(model, &kernels, runtime.as_ref());
     let batch_size = cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size);
     let opts = LoaderOptions {
         layout: Layout::Nhwc,

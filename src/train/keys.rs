@@ -94,6 +94,17 @@ fn all_keys() -> Vec<String> {
         }
     }
     all.extend(OPTIONAL.map(String::from));
+    all.push("analog".into());
+    all.push("analog.blocks".into());
+    for f in ["preset", "seed", "blocks"]
+        .iter()
+        .chain(crate::analog::config::SETTING_KEYS)
+    {
+        all.push(format!("analog.{f}"));
+    }
+    for f in crate::analog::config::SETTING_KEYS {
+        all.push(format!("analog.blocks.N.{f}"));
+    }
     all.sort();
     all.dedup();
     all

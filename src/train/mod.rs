@@ -17,5 +17,5 @@ mod session;
 pub mod trainer;
 
 pub use config::RunConfig;
-pub use evaluate::{evaluate, evaluate_part};
+pub use evaluate::{evaluate, evaluate_circuit, evaluate_part};
 pub use trainer::{train, train_with, RunSummary, TrainOptions};

@@ -2,7 +2,8 @@
 //! and checkpoints that resume exactly.
 
 use super::checkpoint::{
-    load_carried_states, load_checkpoint, save_checkpoint, EpochAccum, LoopState,
+    load_carried_states, load_checkpoint, load_circuit_devices, save_checkpoint_with, EpochAccum,
+    LoopState,
 };
 use super::config::RunConfig;
 use super::data::{load_run_data, RunData};
@@ -14,6 +15,7 @@ use super::parallel::{
     StepSums,
 };
 use super::session::{note, prepare as prepare_session, record_changes, start};
+use crate::analog::Circuit;
 use crate::core::loss::topk_correct;
 use crate::core::Tensor;
 use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions};
@@ -77,6 +79,19 @@ pub struct RunSummary {
 
 pub const LAST: &str = "checkpoint_last.safetensors";
 pub const BEST: &str = "checkpoint_best.safetensors";
+
+/// The seed of the analog noise of optimiser step `step` (`u64::MAX`: evaluations).
+pub(super) fn noise_seed(seed: u64, step: u64) -> u64 {
+    seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The generator of the stochastic rounding after optimiser step `step`.
+fn storage_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5354_4f52_4147_4521);
+    rng.set_stream(step);
+    rng
+}
 
 pub(super) fn batch_tensor(b: Batch) -> Result<Tensor> {
     Ok(Tensor::from_vec(&b.shape, b.x)?)
@@ -187,12 +202,19 @@ pub fn train_with(
     };
     let dir = &PathBuf::from(broadcast_string(comm, &dir.to_string_lossy())?);
     let mut opt = Optimizer::new(cfg.optim.clone(), &model);
+    let mut circuit = agree(comm, Circuit::new(&cfg.analog, &model, cfg.seed))?;
     let mut state = agree(
         comm,
         if opts.resume {
             load_checkpoint(&dir.join(LAST), &mut model, &mut opt)
+                .and_then(|s| {
+                    load_circuit_devices(&dir.join(LAST), &model, &mut circuit, true)?;
+                    Ok(s)
+                })
                 .map_err(|e| e.context(format!("cannot resume from {}", dir.join(LAST).display())))
         } else {
+            // the programmed weights start on their storage levels
+            circuit.store(&mut model, &mut storage_rng(circuit.seed, 0));
             Ok(LoopState::default())
         },
     )?;
@@ -298,6 +320,10 @@ pub fn train_with(
             };
             let y = batch.y.clone();
             let x = batch_tensor(batch)?;
+            let physical = circuit.physical(&model)?;
+            let circuit_model = physical.as_ref().unwrap_or(&model);
+            let runtime = (!circuit.is_ideal())
+                .then(|| circuit.runtime(noise_seed(circuit.seed, state.step)));
             let at = (epoch + 1, i + 1, state.step + 1);
             let start = carry
                 .as_deref()
@@ -309,14 +335,15 @@ pub fn train_with(
                 sums: comm.batch_sums(),
             });
             let local = injected_failure(comm.rank(), at.2)
-                .and_then(|()| prepare(&model))
+                .and_then(|()| prepare(circuit_model))
                 .and_then(|kernels| {
                     let opts = StepOptions {
                         start,
                         part,
                         power: logged,
+                        analog: runtime.as_ref(),
                     };
-                    compute_gradients_with(&model, &kernels, &x, &y, &cfg.algorithm, opts)
+                    compute_gradients_with(circuit_model, &kernels, &x, &y, &cfg.algorithm, opts)
                 })
                 .map(|out| {
                     let n = y.len() as u64;
@@ -339,6 +366,7 @@ pub fn train_with(
             };
             let t_sum = Instant::now();
             let (out, step) = sum_step(comm, &model, local, opts.interrupted())?;
+            drop(physical);
             grad_sum_secs += t_sum.elapsed().as_secs_f64();
             let power = power_record(&out.power);
             if let Some((id, _)) = out
@@ -355,8 +383,16 @@ pub fn train_with(
                 return Err(stop(anyhow::anyhow!(why), at, saved));
             }
             apply_bn_updates(&mut model, &out.bn_updates);
+            let before = circuit.programmed_weights(&model);
             opt.step(&mut model, &out.grads, lr);
             model.project_params();
+            if circuit.programs() {
+                let mut rng = storage_rng(circuit.seed ^ 0x50_554c_5345, state.step + 1);
+                for (b, n) in circuit.program(&mut model, before, &mut rng)? {
+                    *state.accum.pulses.entry(b).or_insert(0) += n;
+                }
+            }
+            circuit.store(&mut model, &mut storage_rng(circuit.seed, state.step + 1));
             if cfg.algorithm.warm_start {
                 carry = Some(out.free.states.clone());
             }
@@ -429,13 +465,14 @@ pub fn train_with(
                 if lead {
                     or_abort(
                         comm,
-                        save_checkpoint(
+                        save_checkpoint_with(
                             &dir.join(LAST),
                             &model,
                             &opt,
                             &s,
                             &cfg_toml,
                             carry.as_deref(),
+                            circuit.tensors(&model),
                         ),
                     )?;
                 }
@@ -458,13 +495,20 @@ pub fn train_with(
             bars.start(name.clone(), 0, 0);
             evals.insert(
                 name.clone(),
-                evaluate_part(&model, subset, &cfg, bars.batch.as_ref(), comm)?,
+                evaluate_part(&model, &circuit, subset, &cfg, bars.batch.as_ref(), comm)?,
             );
         }
         let val = match &data.val {
             Some(v) => {
                 bars.start("validation".into(), 0, 0);
-                Some(evaluate_part(&model, v, &cfg, bars.batch.as_ref(), comm)?)
+                Some(evaluate_part(
+                    &model,
+                    &circuit,
+                    v,
+                    &cfg,
+                    bars.batch.as_ref(),
+                    comm,
+                )?)
             }
             None => None,
         };
@@ -501,7 +545,7 @@ pub fn train_with(
                 .map(|(k, s)| (k.clone(), s / a.power_batches.max(1) as f64))
                 .collect(),
             sweeps_per_block: sweeps_per_block(&a),
-            pulses: None,
+            pulses: circuit.programs().then(|| a.pulses.clone()),
         };
         if let Some(m) = &metrics {
             or_abort(comm, m.epoch(&rec))?;
@@ -521,13 +565,14 @@ pub fn train_with(
         }
         if lead {
             let save = |name| {
-                save_checkpoint(
+                save_checkpoint_with(
                     &dir.join(name),
                     &model,
                     &opt,
                     &s,
                     &cfg_toml,
                     carry.as_deref(),
+                    circuit.tensors(&model),
                 )
             };
             or_abort(

@@ -13,6 +13,7 @@ const POWER: StepOptions = StepOptions {
     start: None,
     part: None,
     power: true,
+    analog: None,
 };
 
 /// A DRN fed directly by a 1×2×2 input: 8 voltage sources, 4 hidden diodes, 3 outputs.

@@ -3,7 +3,9 @@
 mod common;
 mod data_util;
 
+mod analog;
 mod checkpoint_integrity;
+mod cli_analog;
 mod cli_analysis;
 mod cli_grad;
 mod cli_robust;

@@ -1,0 +1,141 @@
+//! `ffebm robustness`: EP on the physical circuit against ID-exact on the same circuit and on
+//! the nominal twin, per tensor, for a sweep of one non-ideality's strength.
+
+use super::common::{errln, outln, Global, ModelArgs, PhaseArgs};
+use crate::analysis::plot::{SweepFigure, SweepSeries};
+use crate::analysis::robustness::{robustness, RobustnessConfig};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct RobustnessArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Batch file (safetensors with `x` NCHW float32 and `y` int); default: the first
+    /// --batch-size training images of the preset's dataset.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Data root for the default batch (default: $FFEBM_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Size of the default batch.
+    #[arg(long, default_value_t = 2, value_parser = super::common::positive)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub phases: PhaseArgs,
+    /// The `[analog]` key to sweep (e.g. `weight_std`, `update_noise`, `measure_noise`,
+    /// `adc_bits`, `blocks.1.weight_std`).
+    #[arg(long)]
+    pub sweep: String,
+    /// Its values.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub values: Vec<f64>,
+    /// Settings shared by every point (`key=value`, repeatable, as in `ffebm grad --analog`).
+    #[arg(long = "analog", value_name = "KEY=VALUE")]
+    pub analog: Vec<String>,
+    /// Output directory: robustness.json, robustness.csv, robustness_physical.png and
+    /// robustness_twin.png.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(g: &Global, a: RobustnessArgs) -> Result<()> {
+    let (model, preset, _) = a.model.build(g.seed)?;
+    let (x, y, _) = super::analysis::analysis_batch(
+        &model,
+        a.input.as_deref(),
+        None,
+        preset.as_ref(),
+        a.data_dir.as_deref(),
+        a.batch_size,
+    )?;
+    let algo = a.phases.resolve(preset.as_ref())?;
+    algo.validate()?;
+    let cfg = RobustnessConfig {
+        base: a.analog.clone(),
+        key: a.sweep.clone(),
+        values: a.values.clone(),
+        seed: g.seed,
+    };
+    // every point's settings are checked before any work
+    for v in &cfg.values {
+        let mut sets = cfg.base.clone();
+        sets.push(format!("{}={v}", cfg.key));
+        crate::analog::AnalogConfig::from_sets(&sets)
+            .and_then(|c| c.resolve(model.blocks.len()))
+            .with_context(|| format!("--sweep {} at {v}", cfg.key))?;
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let t = std::time::Instant::now();
+    let quiet = g.quiet;
+    let rep = robustness(&model, &x, &y, &algo, &cfg, &mut |i, n| {
+        if !quiet {
+            errln!("{i}/{n} strengths ({:.0} s)", t.elapsed().as_secs_f64());
+        }
+    })?;
+    crate::io::atomic_write(
+        &a.out.join("robustness.json"),
+        serde_json::to_string_pretty(&rep)?.as_bytes(),
+    )?;
+    crate::io::atomic_write(&a.out.join("robustness.csv"), rep.csv().as_bytes())?;
+    let tensors = rep.tensors();
+    for (file, what, f) in [
+        (
+            "robustness_physical.png",
+            "cos(EP, ID-exact on the physical circuit)",
+            (|r: &crate::analysis::robustness::RobustnessRow| r.cos_physical)
+                as fn(&crate::analysis::robustness::RobustnessRow) -> f64,
+        ),
+        (
+            "robustness_twin.png",
+            "cos(EP, ID-exact on the nominal twin)",
+            |r| r.cos_twin,
+        ),
+    ] {
+        let series = tensors
+            .iter()
+            .map(|n| SweepSeries {
+                name: n.clone(),
+                y: rep.series(n, f),
+            })
+            .collect();
+        let fig = SweepFigure {
+            title: format!("EP on the physical circuit vs {}", a.sweep),
+            x_label: a.sweep.clone(),
+            y_label: what.into(),
+            x: cfg.values.clone(),
+            series,
+            ..Default::default()
+        };
+        fig.save(&a.out.join(file))?;
+    }
+    if !g.quiet {
+        outln!(
+            "robustness of {} samples (beta {}, T1 {}, T2 {}) in {:.1} s: {}",
+            y.len(),
+            algo.beta,
+            algo.t1,
+            algo.t2,
+            t.elapsed().as_secs_f64(),
+            a.out.display()
+        );
+        outln!(
+            "{:>10} {:<40} {:>14} {:>14}",
+            a.sweep,
+            "tensor",
+            "cos physical",
+            "cos twin"
+        );
+        for r in &rep.rows {
+            outln!(
+                "{:>10} {:<40} {:>14.6} {:>14.6}",
+                r.value,
+                r.tensor,
+                r.cos_physical,
+                r.cos_twin
+            );
+        }
+    }
+    Ok(())
+}
