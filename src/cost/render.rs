@@ -125,6 +125,13 @@ pub fn render(r: &Report) -> String {
     totals_line(&mut out, "one epoch", &r.epoch);
     totals_line(&mut out, "whole run", &r.run);
     totals_line(&mut out, "inference (1 sample)", &r.inference);
+    totals_line(&mut out, "evaluation per epoch", &r.evaluation);
+    totals_line(&mut out, "run with evaluations", &r.run_with_evaluation);
+    let _ = writeln!(
+        out,
+        "evaluation: {} images per epoch (test set and validation split), one inference each, in series",
+        r.eval_images
+    );
     let _ = writeln!(out, "GPU baseline: {}", r.gpu);
     for b in &r.blocks {
         let c = &b.step_counts;

@@ -81,6 +81,11 @@ pub struct Report {
     pub run: Totals,
     /// One inference (one sample, configured T1).
     pub inference: Totals,
+    /// The evaluation at the end of one epoch: `eval_images` inferences.
+    pub evaluation: Totals,
+    pub eval_images: usize,
+    /// The whole run with every epoch's evaluation.
+    pub run_with_evaluation: Totals,
     pub notes: Vec<String>,
 }
 
@@ -203,6 +208,11 @@ pub fn estimate(w: &Workload, tech: &Tech) -> Result<Report> {
         .map(|k| inference_counts(&w.model, k, w.algo.t1 as f64))
         .collect::<Result<_>>()?;
     let (inference, _) = totals(tech, w, &inference_counts, &vec![0.0; nb], 1.0);
+    // sample after sample: the latency is an upper bound (no pipelining over the test set)
+    let mut evaluation = Totals::default();
+    evaluation.add(&inference, w.eval_images as f64);
+    let mut run_with_evaluation = run;
+    run_with_evaluation.add(&evaluation, w.epochs.len() as f64);
     let recorded = w.epochs.iter().filter(|p| p.pulses.is_some()).count();
     let writes_source = match (tech.execution, recorded) {
         (Execution::Analog, 0) => "estimated: |Δw|/Δw_min per weight per step with |Δw| ≈ lr (Adam), Δw_min = 2·weight_max/levels".to_string(),
@@ -245,6 +255,9 @@ pub fn estimate(w: &Workload, tech: &Tech) -> Result<Report> {
         epoch: epoch_t,
         run,
         inference,
+        evaluation,
+        eval_images: w.eval_images,
+        run_with_evaluation,
         notes,
     })
 }

@@ -32,6 +32,9 @@ pub struct Workload {
     pub algo: AlgoConfig,
     pub batch: usize,
     pub train_size: usize,
+    /// Images evaluated at the end of every epoch (the test set, capped by
+    /// `data.test_limit`, and the validation split).
+    pub eval_images: usize,
     pub epochs: Vec<EpochPlan>,
     /// Where the sweeps come from, for the report.
     pub sweeps_source: String,
@@ -42,6 +45,18 @@ pub struct Workload {
     pub drn_power: Vec<Option<f64>>,
     /// Statements about fallbacks, for the report.
     pub notes: Vec<String>,
+}
+
+/// Test (evaluation) images of a dataset (ImageNet32: its validation set).
+pub fn test_images(kind: DatasetKind) -> usize {
+    match kind {
+        DatasetKind::ImageNet32 => 50_000,
+        DatasetKind::Cifar10
+        | DatasetKind::Cifar100
+        | DatasetKind::Mnist
+        | DatasetKind::FashionMnist
+        | DatasetKind::Kmnist => 10_000,
+    }
 }
 
 /// Training images of a dataset (before `train_limit` and the validation split).
@@ -79,6 +94,13 @@ impl Workload {
             algo: cfg.algorithm.clone(),
             batch: cfg.data.batch_size,
             train_size,
+            eval_images: cfg
+                .data
+                .test_limit
+                .map_or(test_images(cfg.data.dataset), |l| {
+                    l.min(test_images(cfg.data.dataset))
+                })
+                + cfg.data.val_size,
             epochs: (0..cfg.train.epochs)
                 .map(|e| EpochPlan {
                     lr: cfg.lr(e),

@@ -32,6 +32,7 @@ fn workload(model: ModelConfig, batch: usize, train: usize) -> Workload {
         algo,
         batch,
         train_size: train,
+        eval_images: 0,
         epochs: vec![EpochPlan {
             lr: 1e-3,
             sweeps,
@@ -297,6 +298,38 @@ fn sweeps_and_pulses_are_read_from_a_run_directory() {
         "{text}"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn every_epoch_evaluates_the_test_set_and_the_validation_split() {
+    let resolve = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let cfg =
+            ffebm::train::config::RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, None)
+                .unwrap();
+        Workload::from_config(&cfg, "mnist_mlp").unwrap()
+    };
+    // MNIST's test set is 10 000 images; a test_limit caps it, the validation split adds
+    assert_eq!(resolve(&[]).eval_images, 10_000);
+    let w = resolve(&["data.test_limit=500", "data.val_size=100", "train.epochs=3"]);
+    assert_eq!(w.eval_images, 600);
+    let r = estimate(&w, &Tech::preset("rram_64x64").unwrap()).unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+    assert!(close(r.evaluation.energy_pj, 600.0 * r.inference.energy_pj));
+    assert!(close(
+        r.evaluation.latency_ns,
+        600.0 * r.inference.latency_ns
+    ));
+    assert!(close(
+        r.evaluation.gpu_energy_pj,
+        600.0 * r.inference.gpu_energy_pj
+    ));
+    assert!(close(
+        r.run_with_evaluation.energy_pj,
+        r.run.energy_pj + 3.0 * 600.0 * r.inference.energy_pj
+    ));
+    let text = ffebm::cost::render::render(&r);
+    assert!(text.contains("evaluation: 600 images per epoch"), "{text}");
 }
 
 #[test]
