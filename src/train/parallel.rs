@@ -127,8 +127,9 @@ pub fn sum_step(
         agree(comm, local.map(|_| ()))?;
         anyhow::bail!("a rank failed without a message");
     }
-    let (mut out, _) = local?;
+    let (mut out, local_sums) = local?;
     out.grads = grads;
+    whole_batch_power(comm, &mut out, local_sums.samples as f64, extra[3]);
     let sums = StepSums {
         loss_sum: extra[0],
         top1: extra[1].round() as u64,
@@ -138,6 +139,30 @@ pub fn sum_step(
         interrupted: extra[6] > 0.0,
     };
     Ok((out, sums))
+}
+
+/// The DRN power readout of the whole batch: each rank read the batch mean `P_r` of its
+/// `n_r` samples, the batch's is `Σ_r n_r·P_r / N`. Called by every rank after a step
+/// without failures, when all ranks hold readings of the same blocks and phases (the same
+/// model, algorithm and logged step).
+fn whole_batch_power(comm: &dyn Communicator, out: &mut StepOutput, local: f64, total: f64) {
+    let mut v: Vec<f64> = out
+        .power
+        .iter()
+        .flat_map(|b| std::iter::once(b.free).chain(b.nudged.iter().map(|n| n.power)))
+        .map(|p| p * local)
+        .collect();
+    if v.is_empty() {
+        return;
+    }
+    comm.sum_f64(&mut v);
+    let mut sums = v.into_iter().map(|p| p / total.max(1.0));
+    for b in &mut out.power {
+        b.free = sums.next().unwrap_or(b.free);
+        for n in &mut b.nudged {
+            n.power = sums.next().unwrap_or(n.power);
+        }
+    }
 }
 
 /// Whether any rank's `flag` is set.

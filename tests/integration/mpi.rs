@@ -202,6 +202,51 @@ fn two_ranks_train_as_one_process_mnist_mlp() {
 }
 
 #[test]
+fn two_ranks_read_the_drn_power_of_the_whole_batch() {
+    if shared_data().is_none() {
+        return;
+    }
+    let args = [
+        "train",
+        "--quiet",
+        "--preset",
+        "drn_xs",
+        "--epochs",
+        "1",
+        "--set",
+        "data.train_limit=8",
+        "--set",
+        "data.test_limit=20",
+        "--set",
+        "algorithm.warm_start=false",
+        "--set",
+        "train.log_every=1",
+    ];
+    let (d1, d2) = one_and_two("drn-power", &args);
+    check_equal_runs(&d1, &d2, 20);
+    // each rank read the power of its half batch; the records hold the whole batch's
+    let records = |d: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &serde_json::Value| r.get("power").is_some())
+            .collect()
+    };
+    let (r1, r2) = (records(&d1), records(&d2));
+    assert_eq!(r1.len(), 3, "2 step records and the epoch record");
+    assert_eq!(r1.len(), r2.len());
+    for (a, b) in r1.iter().zip(&r2) {
+        let (pa, pb) = (a["power"].as_object().unwrap(), b["power"].as_object().unwrap());
+        assert_eq!(pa.len(), 3, "free, plus, minus of block 0: {a}");
+        for (k, v) in pa {
+            let (x, y) = (v.as_f64().unwrap(), pb[k].as_f64().unwrap());
+            assert!(x > 0.0 && (x - y).abs() <= 1e-5 * x, "power.{k}: 1 process {x}, 2 ranks {y}");
+        }
+    }
+}
+
+#[test]
 fn two_ranks_train_as_one_process_with_synchronised_batchnorm() {
     if shared_data().is_none() {
         return;
