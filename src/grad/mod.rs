@@ -9,10 +9,12 @@ pub mod chain;
 pub mod ep;
 pub mod id;
 pub mod power;
+pub mod report;
 pub mod settings;
 
 pub use chain::{free_phase, free_phase_with, BatchPart, Chain, FreePhase};
-pub use settings::{AlgoConfig, EpVariant, NudgedForm};
+pub use report::{sweep_table, PhaseRecord};
+pub use settings::{AlgoConfig, EpVariant, NudgedForm, SolverKind};
 
 use crate::core::Tensor;
 use crate::model::feedforward::{running_stat_updates, BnMode, BnUpdate, TransformEvals};

@@ -13,7 +13,11 @@
 //! each evaluation `g(x_t)` the next iterate mixes the last `m` map values per sample and is
 //! projected back into the layers' domains ([`Relaxation::set_iterate`]). The measure above
 //! is then the relative residual `‖g(x_t) − x_t‖ / ‖x_t‖`, the same formula. At the end each
-//! sample gets the map value of lowest residual seen. With update noise (an analog circuit)
+//! sample gets the map value of lowest residual seen. Safeguard: when a sample's residual
+//! grows from one map evaluation to the next, its history is dropped (a restart, counted in
+//! the report) and it continues from the plain step — the sweep map of clamped layers and
+//! max-pooled couplings is only piecewise linear, and a mix across a change of the active
+//! set can otherwise stall. With update noise (an analog circuit)
 //! `g` is the noisy map: the noise enters the history like any other change, the residual
 //! does not fall below the noise level, and a tolerance under it runs to the cap.
 
@@ -71,6 +75,8 @@ pub struct RelaxReport {
     pub residuals: Vec<f64>,
     /// Anderson: per-sample solves that were ill-conditioned and fell back to a plain sweep.
     pub fallbacks: usize,
+    /// Anderson: per-sample restarts (the residual grew after a mix; the history is dropped).
+    pub restarts: usize,
 }
 
 impl RelaxReport {
@@ -140,7 +146,7 @@ pub fn relax(
                 measure: Vec::new(),
                 value: Vec::new(),
             };
-            Some((AndersonHistory::new(p, b), best))
+            Some((AndersonHistory::new(p, b), best, vec![f64::INFINITY; b]))
         }
     };
     let use_mask = schedule.per_sample && schedule.tol.is_some();
@@ -171,11 +177,19 @@ pub fn relax(
             }
             report.converged = stop;
         }
-        if let (Some((hist, best)), Some(x)) = (anderson.as_mut(), x) {
+        if let (Some((hist, best, last)), Some(x)) = (anderson.as_mut(), x) {
             let g = r.iterate();
             best.update(&stats.per_sample, &g);
             if stop || t + 1 == schedule.sweeps {
                 break;
+            }
+            // safeguard: a mix whose residual grew restarts that sample from the plain step
+            for (i, (m, l)) in stats.per_sample.iter().zip(last.iter_mut()).enumerate() {
+                if *m > *l {
+                    hist.restart(i);
+                    report.restarts += 1;
+                }
+                *l = *m;
             }
             hist.push(&x, &g)?;
             let active: Vec<bool> = frozen.iter().map(|f| !f).collect();
@@ -187,7 +201,7 @@ pub fn relax(
             break;
         }
     }
-    if let Some((_, best)) = anderson {
+    if let Some((_, best, _)) = anderson {
         if !best.value.is_empty() {
             r.set_iterate(best.value)?;
         }
