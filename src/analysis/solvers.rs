@@ -231,24 +231,37 @@ pub fn run_study(plan: &StudyPlan<'_>, mut progress: impl FnMut(&str)) -> Result
 }
 
 impl StudyReport {
-    /// One CSV line per configuration: solver, ε, time, sweeps per block and phase, cosine
-    /// and relative error.
+    /// One CSV line per configuration (see [`csv`]).
     pub fn csv(&self) -> String {
-        let blocks = self.rows.first().map_or(0, |r| {
-            r.phases.iter().map(|p| p.block + 1).max().unwrap_or(0)
-        });
-        let mut out = String::from("preset,batch,solver,eps,seconds");
-        for k in 0..blocks {
-            for p in ["free", "plus", "minus"] {
-                out.push_str(&format!(",b{k}_{p}_sweeps"));
-            }
+        csv(std::slice::from_ref(self))
+    }
+}
+
+/// One CSV line per configuration of every report: preset, solver, ε, time, sweeps per block
+/// and phase (as many block columns as the largest model), cosine and relative error.
+pub fn csv(reports: &[StudyReport]) -> String {
+    let blocks = reports
+        .iter()
+        .flat_map(|r| {
+            r.rows
+                .iter()
+                .flat_map(|row| row.phases.iter().map(|p| p.block + 1))
+        })
+        .max()
+        .unwrap_or(0);
+    let mut out = String::from("preset,batch,solver,eps,seconds");
+    for k in 0..blocks {
+        for p in ["free", "plus", "minus"] {
+            out.push_str(&format!(",b{k}_{p}_sweeps"));
         }
-        out.push_str(",total_sweeps,min_cosine,mean_cosine,total_rel_error\n");
-        for r in &self.rows {
+    }
+    out.push_str(",total_sweeps,min_cosine,mean_cosine,total_rel_error\n");
+    for rep in reports {
+        for r in &rep.rows {
             out.push_str(&format!(
                 "{},{},{},{},{:.6}",
-                self.preset,
-                self.batch,
+                rep.preset,
+                rep.batch,
                 r.solver.name(),
                 r.eps.map_or(String::new(), |e| format!("{e:e}")),
                 r.seconds
@@ -268,6 +281,6 @@ impl StudyReport {
                 r.total_sweeps, r.min_cosine, r.mean_cosine, r.total_rel_error
             ));
         }
-        out
     }
+    out
 }

@@ -9,7 +9,7 @@ use crate::model::prepare;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct SolversArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -44,22 +44,113 @@ pub struct SolversArgs {
     )]
     pub solvers: Vec<StudySolver>,
     /// Sweep caps of the tolerance runs (free, nudged); default 10×T1 and 10×T2.
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',')]
     pub caps: Option<Vec<usize>>,
     /// Sweeps of the ID-exact reference (free, unrolled); default: the fixed schedule's T1
     /// and T2.
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',')]
     pub id_sweeps: Option<Vec<usize>>,
     /// Timed runs per configuration (median reported; round-robin over configurations
     /// after one warm-up).
     #[arg(long, default_value_t = 3, value_parser = super::common::positive)]
     pub reps: usize,
+    /// Splitting table: run the study for each of these presets (instead of --preset; e.g.
+    /// `splitting_small_1block,splitting_small_2block,splitting_small_3block` with one
+    /// --eps) and write splitting.csv and splitting.png (sweeps per block and phase, time
+    /// per EP step) besides each preset's own files in OUT/PRESET/.
+    #[arg(long, value_delimiter = ',')]
+    pub table: Vec<String>,
     /// Output directory: solvers.json, solvers.csv, solvers.png.
     #[arg(long)]
     pub out: PathBuf,
 }
 
 pub fn run(g: &Global, a: SolversArgs) -> Result<()> {
+    if !a.table.is_empty() {
+        return table(g, a);
+    }
+    study(g, &a, &a.out).map(|_| ())
+}
+
+/// The splitting table: one study per preset with the same criterion.
+fn table(g: &Global, a: SolversArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.model.preset.is_none() && a.model.model.is_none(),
+        "--table runs its own presets: leave out --preset/--model"
+    );
+    for p in &a.table {
+        crate::model::presets::preset(p, None).with_context(|| format!("--table {p}"))?;
+    }
+    let mut reports = Vec::new();
+    for p in &a.table {
+        let mut one = a.clone();
+        one.table = Vec::new();
+        one.model.preset = Some(p.clone());
+        reports.push(study(g, &one, &a.out.join(p))?);
+    }
+    crate::io::atomic_write(
+        &a.out.join("splitting.csv"),
+        crate::analysis::solvers::csv(&reports).as_bytes(),
+    )?;
+    // one bar per preset and solver: sweeps of every block and phase, stacked
+    let mut categories = Vec::new();
+    let mut stacks: Vec<Vec<(String, f64)>> = Vec::new();
+    for rep in &reports {
+        for r in &rep.rows {
+            let label = match r.eps {
+                Some(e) => format!("{} {} ε {e:e}", short(&rep.preset), r.solver.name()),
+                None => format!("{} fixed", short(&rep.preset)),
+            };
+            categories.push(format!("{label}: {:.2} s", r.seconds));
+            stacks.push(
+                r.phases
+                    .iter()
+                    .map(|p| (format!("block {} {}", p.block, p.phase), p.sweeps as f64))
+                    .collect(),
+            );
+        }
+    }
+    let mut components: Vec<String> = Vec::new();
+    for st in &stacks {
+        for (c, _) in st {
+            if !components.contains(c) {
+                components.push(c.clone());
+            }
+        }
+    }
+    let values = components
+        .iter()
+        .map(|c| {
+            stacks
+                .iter()
+                .map(|st| st.iter().find(|(n, _)| n == c).map_or(0.0, |(_, v)| *v))
+                .collect()
+        })
+        .collect();
+    let fig = crate::analysis::plot::StackedBars {
+        title: "sweeps per EP step by block and phase (label: time per EP step)".into(),
+        categories,
+        components,
+        values,
+        y_label: "sweeps".into(),
+    };
+    fig.save(&a.out.join("splitting.png"))?;
+    outln!("{}", crate::analysis::solvers::csv(&reports).trim_end());
+    outln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// `splitting_small_2block` → `2block`.
+fn short(preset: &str) -> &str {
+    preset.rsplit('_').next().unwrap_or(preset)
+}
+
+/// One study, written to `out`.
+fn study(
+    g: &Global,
+    a: &SolversArgs,
+    out: &std::path::Path,
+) -> Result<crate::analysis::solvers::StudyReport> {
     let (model, preset, _) = a.model.build(g.seed)?;
     let (x, y, source) = super::analysis::analysis_batch(
         &model,
@@ -79,13 +170,19 @@ pub fn run(g: &Global, a: SolversArgs) -> Result<()> {
             "--eps {e}: tolerances must be positive"
         );
     }
-    let caps = match &a.caps {
-        Some(c) => (c[0], c[1]),
+    let pair = |flag: &str, v: &Option<Vec<usize>>| -> Result<Option<(usize, usize)>> {
+        match v.as_deref() {
+            None => Ok(None),
+            Some([f, n]) if *f >= 1 && *n >= 1 => Ok(Some((*f, *n))),
+            Some(_) => anyhow::bail!("--{flag}: expected two positive counts FREE,NUDGED"),
+        }
+    };
+    let id_sweeps = pair("id-sweeps", &a.id_sweeps)?;
+    let caps = match pair("caps", &a.caps)? {
+        Some(c) => c,
         None => (10 * base.t1, 10 * base.t2.max(1)),
     };
-    anyhow::ensure!(caps.0 >= 1 && caps.1 >= 1, "--caps must be at least 1");
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let kernels = prepare(&model)?;
     let name = preset
         .as_ref()
@@ -101,7 +198,7 @@ pub fn run(g: &Global, a: SolversArgs) -> Result<()> {
         eps: a.eps.clone(),
         caps,
         reps: a.reps,
-        id_sweeps: a.id_sweeps.as_ref().map(|v| (v[0], v[1])),
+        id_sweeps,
     };
     let quiet = g.quiet;
     if !quiet {
@@ -126,10 +223,10 @@ pub fn run(g: &Global, a: SolversArgs) -> Result<()> {
         }
     })?;
     crate::io::atomic_write(
-        &a.out.join("solvers.json"),
+        &out.join("solvers.json"),
         serde_json::to_string_pretty(&rep)?.as_bytes(),
     )?;
-    crate::io::atomic_write(&a.out.join("solvers.csv"), rep.csv().as_bytes())?;
+    crate::io::atomic_write(&out.join("solvers.csv"), rep.csv().as_bytes())?;
     let mut series: Vec<SweepSeries> = Vec::new();
     for s in &a.solvers {
         let rows: Vec<_> = rep.rows.iter().filter(|r| r.solver == *s).collect();
@@ -148,8 +245,10 @@ pub fn run(g: &Global, a: SolversArgs) -> Result<()> {
         y_log: true,
         ..Default::default()
     };
-    fig.save(&a.out.join("solvers.png"))?;
-    outln!("{}", rep.csv().trim_end());
-    outln!("wrote {}", a.out.display());
-    Ok(())
+    fig.save(&out.join("solvers.png"))?;
+    if !g.quiet {
+        outln!("{}", rep.csv().trim_end());
+        outln!("wrote {}", out.display());
+    }
+    Ok(rep)
 }
