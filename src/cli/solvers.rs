@@ -97,11 +97,13 @@ fn table(g: &Global, a: SolversArgs) -> Result<()> {
     let mut stacks: Vec<Vec<(String, f64)>> = Vec::new();
     for rep in &reports {
         for r in &rep.rows {
-            let label = match r.eps {
-                Some(e) => format!("{} {} ε {e:e}", short(&rep.preset), r.solver.name()),
-                None => format!("{} fixed", short(&rep.preset)),
-            };
-            categories.push(format!("{label}: {:.2} s", r.seconds));
+            let label = format!(
+                "{} {} {:.1}s",
+                short(&rep.preset),
+                r.solver.name(),
+                r.seconds
+            );
+            categories.push(label);
             stacks.push(
                 r.phases
                     .iter()
@@ -128,7 +130,14 @@ fn table(g: &Global, a: SolversArgs) -> Result<()> {
         })
         .collect();
     let fig = crate::analysis::plot::StackedBars {
-        title: "sweeps per EP step by block and phase (label: time per EP step)".into(),
+        title: format!(
+            "sweeps per EP step by block and phase (ε {}; labels: blocks, solver, time per step)",
+            a.eps
+                .iter()
+                .map(|e| format!("{e:e}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         categories,
         components,
         values,
@@ -140,9 +149,13 @@ fn table(g: &Global, a: SolversArgs) -> Result<()> {
     Ok(())
 }
 
-/// `splitting_small_2block` → `2block`.
-fn short(preset: &str) -> &str {
-    preset.rsplit('_').next().unwrap_or(preset)
+/// `splitting_small_2block` → `2b`.
+fn short(preset: &str) -> String {
+    let last = preset.rsplit('_').next().unwrap_or(preset);
+    match last.strip_suffix("block") {
+        Some(n) => format!("{n}b"),
+        None => last.to_string(),
+    }
 }
 
 /// One study, written to `out`.
