@@ -131,7 +131,7 @@ fn table(g: &Global, a: SolversArgs) -> Result<()> {
         .collect();
     let fig = crate::analysis::plot::StackedBars {
         title: format!(
-            "sweeps per EP step by block and phase (ε {}; labels: blocks, solver, time per step)",
+            "sweeps per EP step by block and phase, ε {}",
             a.eps
                 .iter()
                 .map(|e| format!("{e:e}"))

@@ -272,3 +272,63 @@ impl AlgoConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::RunConfig;
+
+    fn resolve(sets: &[&str]) -> Result<RunConfig> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        RunConfig::resolve(Some("splitting_small_2block"), None, None, &sets, None)
+    }
+
+    #[test]
+    fn solver_keys_parse_and_bad_values_name_the_key() {
+        let c = resolve(&[
+            "algorithm.solver=\"anderson\"",
+            "algorithm.anderson_m=3",
+            "algorithm.nudged_tol=1e-4",
+        ])
+        .unwrap();
+        assert_eq!(c.algorithm.solver, SolverKind::Anderson);
+        assert_eq!(
+            c.algorithm.nudged_schedule().solver,
+            Solver::Anderson(AndersonParams {
+                m: 3,
+                ..Default::default()
+            })
+        );
+        assert_eq!(c.algorithm.nudged_schedule().tol, Some(1e-4));
+        for (set, key) in [
+            ("algorithm.anderson_m=0", "algorithm.anderson_m"),
+            ("algorithm.anderson_tau=2", "algorithm.anderson_tau"),
+            ("algorithm.anderson_lambda=-1", "algorithm.anderson_lambda"),
+            ("algorithm.nudged_tol=0", "algorithm.nudged_tol"),
+            ("algorithm.solver=\"andersen\"", "algorithm.solver"),
+        ] {
+            let e = resolve(&[set])
+                .and_then(|c| c.algorithm.validate().map(|_| c))
+                .unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{set}: {e:#}");
+        }
+        // the nudged criterion is measured on offsets and applies to EP only
+        let mut c = AlgoConfig::ep(10, 5, 0.1);
+        c.nudged_tol = Some(1e-3);
+        c.nudged_form = NudgedForm::States;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("nudged_form"));
+        c.nudged_form = NudgedForm::Offsets;
+        c.name = Algorithm::IdExact;
+        assert!(c.validate().unwrap_err().to_string().contains("nudged_tol"));
+        // defaults are not written out: existing run configurations stay as they were
+        let text = toml::to_string(&AlgoConfig::ep(10, 5, 0.1)).unwrap();
+        assert!(
+            !text.contains("anderson") && !text.contains("solver"),
+            "{text}"
+        );
+    }
+}
