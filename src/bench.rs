@@ -46,6 +46,8 @@ pub struct StepResult {
     pub train_images: usize,
     /// `train_images / batch` EP steps: an epoch of training without evaluation.
     pub ep_epoch_s: f64,
+    /// Sweeps of each block and phase in the timed EP step.
+    pub ep_sweeps: Vec<crate::grad::PhaseSweeps>,
 }
 
 /// Everything `ffebm bench` measures.
@@ -124,8 +126,11 @@ pub fn bench_steps(preset_name: &str, b: usize, reps: usize, seed: u64) -> Resul
     let free = time(reps, || {
         free_phase(&model, &kernels, &x, BnMode::Train, Schedule::fixed(cfg.t1))
     })?;
+    let mut ep_sweeps = Vec::new();
     let ep = time(reps, || {
-        compute_gradients(&model, &kernels, &x, &y, &cfg.with(Algorithm::Ep))
+        let out = compute_gradients(&model, &kernels, &x, &y, &cfg.with(Algorithm::Ep))?;
+        ep_sweeps = out.sweeps;
+        Ok(())
     })?;
     let resistive = p
         .model
@@ -158,5 +163,6 @@ pub fn bench_steps(preset_name: &str, b: usize, reps: usize, seed: u64) -> Resul
         id_algorithm: id_algo.to_string(),
         train_images,
         ep_epoch_s: ep * train_images.div_ceil(b) as f64,
+        ep_sweeps,
     })
 }

@@ -4,3 +4,4 @@
 pub mod gdd;
 pub mod plot;
 pub mod robustness;
+pub mod solvers;

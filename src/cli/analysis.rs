@@ -343,10 +343,12 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         }
         crate::io::atomic_write(&a.out.join("beta_sweep.csv"), csv.as_bytes())?;
         let mut series = vec![SweepSeries {
+            x: Vec::new(),
             name: "all tensors".into(),
             y: rows.iter().map(|r| r.total).collect(),
         }];
         series.extend(names.iter().enumerate().map(|(i, n)| SweepSeries {
+            x: Vec::new(),
             name: n.clone(),
             y: rows.iter().map(|r| r.per_weight[i].1).collect(),
         }));
@@ -367,10 +369,12 @@ pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
         crate::io::atomic_write(&a.out.join("t2_sweep.csv"), csv.as_bytes())?;
         let series = vec![
             SweepSeries {
+                x: Vec::new(),
                 name: "vs ID-exact".into(),
                 y: rows.iter().map(|r| r.1).collect(),
             },
             SweepSeries {
+                x: Vec::new(),
                 name: "vs ID-reference".into(),
                 y: rows.iter().map(|r| r.2).collect(),
             },

@@ -74,7 +74,7 @@ pub fn run(g: &Global, a: BenchArgs) -> Result<()> {
                 a.reps
             );
             println!(
-                "{:<26} {:>5} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8}",
+                "{:<26} {:>5} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8}  EP sweeps per block (free+plus+minus)",
                 "preset", "batch", "free s", "GFLOP/s", "EP s", "GFLOP/s", "ID s", "GFLOP/s"
             );
         }
@@ -83,7 +83,7 @@ pub fn run(g: &Global, a: BenchArgs) -> Result<()> {
                 let s = bench_steps(p, b, a.reps, g.seed)?;
                 if !a.json {
                     println!(
-                        "{:<26} {:>5} {:>9.3} {:>8.0} {:>9.3} {:>8.0} {:>9.3} {:>8.0}",
+                        "{:<26} {:>5} {:>9.3} {:>8.0} {:>9.3} {:>8.0} {:>9.3} {:>8.0}  {}",
                         s.preset,
                         s.batch,
                         s.free_phase_s,
@@ -91,7 +91,8 @@ pub fn run(g: &Global, a: BenchArgs) -> Result<()> {
                         s.ep_step_s,
                         s.ep_step_gflops,
                         s.id_step_s,
-                        s.id_step_gflops
+                        s.id_step_gflops,
+                        sweeps_cell(&s.ep_sweeps)
                     );
                 }
                 steps.push(s);
@@ -127,6 +128,14 @@ pub fn run(g: &Global, a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }
     Ok(())
+}
+
+/// `free+plus+minus` of every block, space-separated.
+fn sweeps_cell(s: &[crate::grad::PhaseSweeps]) -> String {
+    s.iter()
+        .map(|p| format!("{}+{}+{}", p.free, p.plus, p.minus))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `preset@batch` pairs (`none`: no rows).

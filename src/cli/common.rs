@@ -111,6 +111,57 @@ pub struct PhaseArgs {
     pub nudged_form: Option<String>,
 }
 
+/// Stopping rules and fixed-point solver of the relaxations (over the preset's `[algorithm]`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SolverArgs {
+    /// Tolerance of EP's nudged phases on the offsets from the free state (0 disables;
+    /// default: the preset's, i.e. fixed T2).
+    #[arg(long)]
+    pub nudged_tol: Option<f32>,
+    /// Per-sample criterion (each sample stops on its own) in the free and nudged phases.
+    #[arg(long)]
+    pub per_sample_tol: bool,
+    /// Fixed-point solver: `plain` sweeps or `anderson` (default: the preset's).
+    #[arg(long)]
+    pub solver: Option<String>,
+    /// Anderson memory m (default 6).
+    #[arg(long)]
+    pub anderson_m: Option<usize>,
+    /// Anderson regularisation λ, relative to the mean squared residual (default 1e-4).
+    #[arg(long)]
+    pub anderson_lambda: Option<f32>,
+    /// Anderson mixing τ in (0, 1] (default 1).
+    #[arg(long)]
+    pub anderson_tau: Option<f32>,
+}
+
+impl SolverArgs {
+    /// Applies the options given over `cfg`.
+    pub fn apply(&self, cfg: &mut AlgoConfig) -> Result<()> {
+        match self.nudged_tol {
+            Some(t) if t > 0.0 => cfg.nudged_tol = Some(t),
+            Some(_) => cfg.nudged_tol = None,
+            None => {}
+        }
+        if self.per_sample_tol {
+            cfg.per_sample_tol = true;
+        }
+        if let Some(v) = &self.solver {
+            cfg.solver = parse_choice("solver", v, "plain, anderson")?;
+        }
+        if let Some(m) = self.anderson_m {
+            cfg.anderson_m = m;
+        }
+        if let Some(l) = self.anderson_lambda {
+            cfg.anderson_lambda = l;
+        }
+        if let Some(t) = self.anderson_tau {
+            cfg.anderson_tau = t;
+        }
+        Ok(())
+    }
+}
+
 /// A kebab-case enum value given on the command line, parsed as the config file would.
 fn parse_choice<T: serde::de::DeserializeOwned>(
     flag: &str,

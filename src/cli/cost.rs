@@ -188,6 +188,7 @@ fn sweep(a: &CostArgs, w: &Workload, tech: &Tech, spec: &str) -> Result<()> {
             .fold(0.0, f64::max);
         let (scale, unit) = energy_unit(top);
         let mut series = vec![SweepSeries {
+            x: Vec::new(),
             name: "total".into(),
             y: points
                 .iter()
@@ -201,6 +202,7 @@ fn sweep(a: &CostArgs, w: &Workload, tech: &Tech, spec: &str) -> Result<()> {
                 .collect();
             if y.iter().all(|v| *v > 0.0) {
                 series.push(SweepSeries {
+                    x: Vec::new(),
                     name: label.to_string(),
                     y,
                 });

@@ -1,6 +1,6 @@
 //! `ffebm grad`: gradients of one batch, written under the weights file's names.
 
-use super::common::{Global, ModelArgs, PhaseArgs};
+use super::common::{Global, ModelArgs, PhaseArgs, SolverArgs};
 use crate::core::tensor::nchw_to_nhwc;
 use crate::grad::{compute_gradients_with, power::BlockPower, Algorithm, StepOptions};
 use crate::io::tensors::{read_tensor_file, write_tensor_file, Stored, TensorFile};
@@ -24,6 +24,8 @@ pub struct GradArgs {
     pub algo: Algorithm,
     #[command(flatten)]
     pub phases: PhaseArgs,
+    #[command(flatten)]
+    pub solver: SolverArgs,
     /// Free-phase tolerance (default: the preset's; 0 disables).
     #[arg(long)]
     pub tol: Option<f32>,
@@ -109,6 +111,7 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     if a.bn_compat {
         gc.bn_updates = BnUpdates::ReferenceCompat;
     }
+    a.solver.apply(&mut gc)?;
     gc.validate()?;
     let (t1, t2, beta) = (gc.t1, gc.t2, gc.beta);
     let analog = crate::analog::AnalogConfig::from_sets(&a.analog)?;
@@ -150,10 +153,17 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
         ("t2".to_string(), t2.to_string()),
         ("beta".to_string(), beta.to_string()),
         ("free_sweeps".to_string(), format!("{:?}", out.free.sweeps)),
+        (
+            "sweeps".to_string(),
+            serde_json::to_string(&crate::grad::sweep_table(&out))?,
+        ),
     ]);
     write_tensor_file(&a.out, &tensors, meta)?;
     if !g.quiet {
         println!("{} gradients of {} samples in {:.2} s (T1 {t1}, T2 {t2}, beta {beta}; free sweeps {:?})", a.algo, y.len(), secs, out.free.sweeps);
+        for row in crate::grad::sweep_table(&out) {
+            println!("{row}");
+        }
         println!("{:<44} {:>14} {:>14}", "parameter", "|grad|", "max |grad|");
         for (name, s) in &tensors {
             if let (Stored::F32(t), false) = (

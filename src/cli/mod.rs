@@ -7,6 +7,7 @@ mod cost;
 mod grad;
 mod presets;
 mod robustness;
+mod solvers;
 mod train;
 
 use anyhow::Result;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Analog robustness study: EP on the physical circuit vs ID-exact on the same circuit
     /// and on the nominal twin, per tensor, sweeping one non-ideality's strength.
     Robustness(robustness::RobustnessArgs),
+    /// Faster equilibria: sweeps, time per EP step and EP vs ID-exact agreement of each
+    /// solver (fixed, plain, per-sample, Anderson) over a range of tolerances.
+    Solvers(solvers::SolversArgs),
 }
 
 /// Lets SIGPIPE end the process quietly, as it does Unix tools (`ffebm presets | head`):
@@ -95,5 +99,6 @@ pub fn run() -> Result<()> {
         Command::Plot(a) => analysis::plot(&g, a),
         Command::Cost(a) => cost::run(&g, a),
         Command::Robustness(a) => robustness::run(&g, a),
+        Command::Solvers(a) => solvers::run(&g, a),
     }
 }

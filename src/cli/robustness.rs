@@ -96,6 +96,7 @@ pub fn run(g: &Global, a: RobustnessArgs) -> Result<()> {
         let series = tensors
             .iter()
             .map(|n| SweepSeries {
+                x: Vec::new(),
                 name: n.clone(),
                 y: rep.series(n, f),
             })

@@ -65,7 +65,8 @@ pub fn force(lin: &[&Tensor], layer: &OffsetLayer, base: &Tensor) -> Result<Tens
 /// with `Δb` the interactions' changes of linear coefficient, `b_c`, `q_c` the cost term's
 /// coefficients (evaluated at the full state) and `proj_{−s*}` the diode projection shifted
 /// by `−s*`. Samples with `frozen[b]` keep their offsets. Returns the change statistics of
-/// the state.
+/// the offsets (`Σ (d_new − d_old)²` and `Σ d_old²`: the convergence measure of a phase
+/// relaxed from `s*` is relative to the distance travelled from it).
 #[allow(clippy::too_many_arguments)]
 pub fn offset_update(
     force: &Tensor,
@@ -112,7 +113,7 @@ pub fn offset_update(
         let (mut d2, mut o2) = (0.0f64, 0.0f64);
         for i in 0..f {
             let j = n * f + i;
-            let old = srow[i];
+            let old = drow[i];
             o2 += (old as f64) * (old as f64);
             if keep {
                 continue;

@@ -64,6 +64,22 @@ pub fn sum_sq(x: &Tensor) -> f64 {
     x.data().iter().map(|&v| (v as f64) * (v as f64)).sum()
 }
 
+/// Copies the rows (samples, the first dimension) of `src` with `mask[b]` into `dst`.
+pub fn copy_rows(src: &Tensor, dst: &mut Tensor, mask: &[bool]) -> Result<(), ShapeError> {
+    same("copy_rows", dst, src)?;
+    let per = src.row_len().max(1);
+    dst.data_mut()
+        .par_chunks_mut(per)
+        .zip(src.data().par_chunks(per))
+        .zip(mask.par_iter())
+        .for_each(|((d, s), &m)| {
+            if m {
+                d.copy_from_slice(s);
+            }
+        });
+    Ok(())
+}
+
 /// `Σ a·b` in f64.
 pub fn dot(a: &Tensor, b: &Tensor) -> Result<f64, ShapeError> {
     same("dot", a, b)?;

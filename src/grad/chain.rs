@@ -11,7 +11,7 @@ use crate::model::feedforward::{
 };
 use crate::model::readout::{accumulate_readout_grads, model_logits, model_loss_and_state_grad};
 use crate::model::{CostKind, Grads, Model, ParamId, PreparedBlock};
-use crate::relax::{relax, NonFiniteError, Order, Relaxation, Schedule};
+use crate::relax::{relax, NonFiniteError, Order, RelaxReport, Relaxation, Schedule};
 use anyhow::{Context, Result};
 
 /// A model's blocks, ready for relaxation and differentiation (built once per step: the
@@ -234,6 +234,8 @@ pub struct FreePhase {
     pub sweeps: Vec<usize>,
     /// Per-sample criterion: the sweep at which each sample of each block stopped.
     pub sample_sweeps: Vec<Vec<usize>>,
+    /// Each block's relaxation report (sweeps, residuals, Anderson fallbacks).
+    pub reports: Vec<RelaxReport>,
     /// Output scores: the readout's logits, or the last layer (squared-error cost).
     pub logits: Tensor,
     pub cost: CostKind,
@@ -284,6 +286,7 @@ pub fn free_phase_with(
         states: Vec::new(),
         sweeps: Vec::new(),
         sample_sweeps: Vec::new(),
+        reports: Vec::new(),
         logits: Tensor::default(),
         cost: model.config.cost,
     };
@@ -320,7 +323,8 @@ pub fn free_phase_with(
             a.adc(k, &mut input);
         }
         out.sweeps.push(report.sweeps);
-        out.sample_sweeps.push(report.sample_sweeps);
+        out.sample_sweeps.push(report.sample_sweeps.clone());
+        out.reports.push(report);
         out.states.push(state);
         out.drives.push(drive);
         out.ff.push(cache);

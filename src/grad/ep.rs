@@ -22,7 +22,7 @@ use crate::core::Tensor;
 use crate::energy::{Nudge, Probe};
 use crate::model::feedforward::TransformEvals;
 use crate::model::Grads;
-use crate::relax::{relax, OffsetBase, Order, Relaxation, Schedule};
+use crate::relax::{relax, OffsetBase, Order, RelaxReport, Relaxation, Schedule};
 use anyhow::{ensure, Result};
 
 /// EP settings.
@@ -33,6 +33,8 @@ pub struct Ep {
     pub variant: EpVariant,
     pub order: Order,
     pub form: NudgedForm,
+    /// Stopping rule and solver of each nudged phase (`sweeps` is overridden by `t2`).
+    pub schedule: Schedule,
     /// Also read out the resistor power at the nudged equilibria of DRN blocks (one extra
     /// energy evaluation per phase; see [`super::power`]).
     pub power: bool,
@@ -46,6 +48,7 @@ impl Ep {
             variant: cfg.variant,
             order: cfg.nudged_order,
             form: cfg.nudged_form,
+            schedule: cfg.nudged_schedule(),
             power: false,
         }
     }
@@ -59,10 +62,14 @@ pub struct EpOutput {
     pub transform_evals: Vec<TransformEvals>,
     /// Resistor power at the nudged equilibria (`(block, β, power)`) when `Ep::power` is set.
     pub power: Vec<(usize, NudgedPower)>,
+    /// Each block's nudged relaxations `[β_a, β_b]` (`None`: that side is the free state, or
+    /// the per-step detail ran fixed sweeps).
+    pub reports: Vec<[Option<RelaxReport>; 2]>,
 }
 
 /// A relaxation of block `k` from its free state (in offset form from `base` when given):
-/// `t2` sweeps under `nudge`, or none when `nudge` is `None` (the free state itself).
+/// `ep.schedule` with at most `sweeps` sweeps under `nudge`, or none when `nudge` is `None`
+/// (the free state itself; no report).
 fn phase<'a>(
     chain: &'a Chain<'a>,
     free: &'a FreePhase,
@@ -71,7 +78,7 @@ fn phase<'a>(
     nudge: Option<&Nudge<'_>>,
     ep: &Ep,
     sweeps: usize,
-) -> Result<Relaxation<'a>> {
+) -> Result<(Relaxation<'a>, Option<RelaxReport>)> {
     let (block, input) = (&chain.blocks[k], &free.drives[k]);
     let mut r = match base {
         Some(base) => Relaxation::from_base(block, input, base, "nudged phase"),
@@ -80,11 +87,16 @@ fn phase<'a>(
     if let Some(a) = chain.analog {
         r.set_update_noise(a.update_noise(k));
     }
+    let mut report = None;
     if let Some(n) = nudge {
-        relax(&mut r, ep.order, Some(n), Schedule::fixed(sweeps), None)
-            .map_err(|e| with_block(e, k))?;
+        let schedule = Schedule {
+            sweeps,
+            ..ep.schedule
+        };
+        report =
+            Some(relax(&mut r, ep.order, Some(n), schedule, None).map_err(|e| with_block(e, k))?);
     }
-    Ok(r)
+    Ok((r, report))
 }
 
 /// The contrast of block `k` between the present states of `ra` and `rb` into `grads`
@@ -159,6 +171,7 @@ fn run(
     let c = 1.0 / ((beta_a - beta_b) * n);
     let mut currents = vec![None; kk];
     let mut power = Vec::new();
+    let mut reports = vec![[None, None]; kk];
     let mut delta: Option<Tensor> = None;
     for k in (0..kk).rev() {
         let nudge = |b: f32| {
@@ -177,8 +190,9 @@ fn run(
         let base = base.as_ref();
         let g_u = match visit.as_deref_mut() {
             None => {
-                let mut ra = phase(chain, free, base, k, na.as_ref(), ep, ep.t2)?;
-                let mut rb = phase(chain, free, base, k, nb.as_ref(), ep, ep.t2)?;
+                let (mut ra, rep_a) = phase(chain, free, base, k, na.as_ref(), ep, ep.t2)?;
+                let (mut rb, rep_b) = phase(chain, free, base, k, nb.as_ref(), ep, ep.t2)?;
+                reports[k] = [rep_a, rep_b];
                 measure(chain, k, &mut ra, &mut rb)?;
                 if ep.power {
                     for (beta, r) in [(beta_a, &ra), (beta_b, &rb)] {
@@ -192,8 +206,8 @@ fn run(
                 block_contrast(chain, k, &mut ra, &mut rb, c, labels, &mut grads)?
             }
             Some(visit) => {
-                let mut ra = phase(chain, free, base, k, na.as_ref(), ep, 0)?;
-                let mut rb = phase(chain, free, base, k, nb.as_ref(), ep, 0)?;
+                let (mut ra, _) = phase(chain, free, base, k, na.as_ref(), ep, 0)?;
+                let (mut rb, _) = phase(chain, free, base, k, nb.as_ref(), ep, 0)?;
                 for t in 0..=ep.t2 {
                     if t > 0 {
                         crate::hooks::check_cancelled()?;
@@ -235,7 +249,10 @@ fn run(
                 block: k,
                 stats: s.clone(),
                 // every nudged sweep and the two evaluations of ∂E/∂θ re-evaluate F there
-                count: phases * ep.t2 + 2,
+                count: match &reports[k] {
+                    [None, None] => phases * ep.t2,
+                    rs => rs.iter().flatten().map(|r| r.sweeps).sum(),
+                } + 2,
             })
         })
         .collect();
@@ -244,6 +261,7 @@ fn run(
         currents,
         transform_evals,
         power,
+        reports,
     })
 }
 

@@ -9,10 +9,12 @@ pub mod chain;
 pub mod ep;
 pub mod id;
 pub mod power;
+pub mod report;
 pub mod settings;
 
 pub use chain::{free_phase, free_phase_with, BatchPart, Chain, FreePhase};
-pub use settings::{AlgoConfig, EpVariant, NudgedForm};
+pub use report::{sweep_table, PhaseRecord};
+pub use settings::{AlgoConfig, EpVariant, NudgedForm, SolverKind};
 
 use crate::core::Tensor;
 use crate::model::feedforward::{running_stat_updates, BnMode, BnUpdate, TransformEvals};
@@ -66,6 +68,8 @@ pub struct Estimate {
     pub nudged_power: Vec<(usize, power::NudgedPower)>,
     /// The sweeps each block's relaxations ran beyond the free phase (`free` left at 0).
     pub sweeps: Vec<PhaseSweeps>,
+    /// EP: each block's nudged relaxations `[β_a, β_b]` (empty for ID).
+    pub nudged_reports: Vec<[Option<crate::relax::RelaxReport>; 2]>,
 }
 
 /// Sweeps of one block's relaxations in one gradient computation (or their mean over
@@ -121,18 +125,23 @@ pub trait GradientEstimator {
 impl GradientEstimator for ep::Ep {
     fn gradients(&self, chain: &Chain<'_>, free: &FreePhase, labels: &[u32]) -> Result<Estimate> {
         let out = ep::ep_gradients(chain, free, labels, self)?;
-        let (beta_a, beta_b) = self.variant.betas(self.beta);
-        let ran = |b: f32| if b != 0.0 { self.t2 as f64 } else { 0.0 };
-        let phases = PhaseSweeps {
-            plus: ran(beta_a),
-            minus: ran(beta_b),
-            ..Default::default()
-        };
+        let ran =
+            |r: &Option<crate::relax::RelaxReport>| r.as_ref().map_or(0.0, |r| r.sweeps as f64);
+        let sweeps = out
+            .reports
+            .iter()
+            .map(|[a, b]| PhaseSweeps {
+                plus: ran(a),
+                minus: ran(b),
+                ..Default::default()
+            })
+            .collect();
         Ok(Estimate {
             grads: out.grads,
             transform_evals: out.transform_evals,
             nudged_power: out.power,
-            sweeps: vec![phases; chain.len()],
+            sweeps,
+            nudged_reports: out.reports,
         })
     }
 
@@ -168,6 +177,7 @@ impl GradientEstimator for Id {
             grads: out.grads,
             nudged_power: Vec::new(),
             sweeps: vec![unrolled; chain.len()],
+            nudged_reports: Vec::new(),
         })
     }
 
@@ -227,6 +237,8 @@ pub struct StepOutput {
     pub power: Vec<power::BlockPower>,
     /// Sweeps each block ran, per phase.
     pub sweeps: Vec<PhaseSweeps>,
+    /// EP: each block's nudged relaxations `[β_a, β_b]` (the free ones are in `free.reports`).
+    pub nudged_reports: Vec<[Option<crate::relax::RelaxReport>; 2]>,
 }
 
 /// Free phase then the gradients of `cfg.name`, as in a training step (BN in training mode).
@@ -364,5 +376,6 @@ pub fn compute_gradients_with(
         bn_updates,
         power,
         sweeps,
+        nudged_reports: est.nudged_reports,
     })
 }

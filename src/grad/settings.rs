@@ -7,7 +7,7 @@
 use super::Algorithm;
 use crate::model::config::short_f32;
 use crate::model::feedforward::BnUpdates;
-use crate::relax::{Order, Schedule};
+use crate::relax::{AndersonParams, Order, Schedule, Solver};
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,41 @@ pub enum NudgedForm {
     States,
 }
 
+/// The fixed-point solver of every relaxation (`algorithm.solver`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SolverKind {
+    /// Plain sweeps (the paper's).
+    #[default]
+    Plain,
+    /// Anderson acceleration of the sweep map (`anderson_m`, `anderson_lambda`,
+    /// `anderson_tau`; see [`crate::core::anderson`]).
+    Anderson,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn anderson_m() -> usize {
+    AndersonParams::default().m
+}
+fn anderson_lambda() -> f32 {
+    AndersonParams::default().lambda
+}
+fn anderson_tau() -> f32 {
+    AndersonParams::default().tau
+}
+fn is_anderson_m(v: &usize) -> bool {
+    *v == anderson_m()
+}
+fn is_anderson_lambda(v: &f32) -> bool {
+    *v == anderson_lambda()
+}
+fn is_anderson_tau(v: &f32) -> bool {
+    *v == anderson_tau()
+}
+
 /// Gradient estimator and relaxation settings (`[algorithm]` in a run configuration).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,9 +105,38 @@ pub struct AlgoConfig {
         serialize_with = "short_f32::option::serialize"
     )]
     pub tol: Option<f32>,
-    /// Per-sample tolerance criterion instead of the batch-global one.
+    /// Per-sample tolerance criterion instead of the batch-global one (free and nudged
+    /// phases).
     #[serde(default)]
     pub per_sample_tol: bool,
+    /// Tolerance of EP's nudged phases (measured on the offsets from the free state; needs
+    /// `nudged_form = "offsets"`); absent = always `t2` sweeps (then the cap).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "short_f32::option::serialize"
+    )]
+    pub nudged_tol: Option<f32>,
+    /// Fixed-point solver of the free and nudged phases: `plain` (default) or `anderson`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub solver: SolverKind,
+    /// Anderson memory (default 6, as torchdeq).
+    #[serde(default = "anderson_m", skip_serializing_if = "is_anderson_m")]
+    pub anderson_m: usize,
+    /// Anderson regularisation λ, relative to the mean squared residual (default 1e-4).
+    #[serde(
+        default = "anderson_lambda",
+        skip_serializing_if = "is_anderson_lambda",
+        serialize_with = "short_f32::serialize"
+    )]
+    pub anderson_lambda: f32,
+    /// Anderson mixing τ in (0, 1] (default 1: the map values only).
+    #[serde(
+        default = "anderson_tau",
+        skip_serializing_if = "is_anderson_tau",
+        serialize_with = "short_f32::serialize"
+    )]
+    pub anderson_tau: f32,
     /// Update order of the free phase (and of ID's unrolled sweeps).
     #[serde(default)]
     pub free_order: Order,
@@ -108,6 +172,11 @@ impl AlgoConfig {
             variant: EpVariant::Centered,
             tol: None,
             per_sample_tol: false,
+            nudged_tol: None,
+            solver: SolverKind::Plain,
+            anderson_m: anderson_m(),
+            anderson_lambda: anderson_lambda(),
+            anderson_tau: anderson_tau(),
             free_order: Order::EvenFirst,
             nudged_order: Order::OddFirst,
             nudged_form: NudgedForm::Offsets,
@@ -124,12 +193,35 @@ impl AlgoConfig {
         }
     }
 
-    /// The free phase's schedule (T1, tolerance).
+    /// The solver of every relaxation.
+    pub fn solver(&self) -> Solver {
+        match self.solver {
+            SolverKind::Plain => Solver::Plain,
+            SolverKind::Anderson => Solver::Anderson(AndersonParams {
+                m: self.anderson_m,
+                lambda: self.anderson_lambda,
+                tau: self.anderson_tau,
+            }),
+        }
+    }
+
+    /// The free phase's schedule (T1, tolerance, solver).
     pub fn free_schedule(&self) -> Schedule {
         Schedule {
             sweeps: self.t1,
             tol: self.tol,
             per_sample: self.per_sample_tol,
+            solver: self.solver(),
+        }
+    }
+
+    /// The schedule of each of EP's nudged phases (T2, nudged tolerance, solver).
+    pub fn nudged_schedule(&self) -> Schedule {
+        Schedule {
+            sweeps: self.t2,
+            tol: self.nudged_tol,
+            per_sample: self.per_sample_tol,
+            solver: self.solver(),
         }
     }
 
@@ -147,6 +239,96 @@ impl AlgoConfig {
                 "algorithm.tol must be positive (got {t}); remove it for fixed-length relaxations"
             );
         }
+        if let Some(t) = self.nudged_tol {
+            ensure!(
+                t > 0.0 && t.is_finite(),
+                "algorithm.nudged_tol must be positive (got {t}); remove it for fixed-length nudged phases"
+            );
+            ensure!(
+                self.name == Algorithm::Ep,
+                "algorithm.nudged_tol applies to EP's nudged phases; {} unrolls exactly t2 sweeps (remove the key)",
+                self.name
+            );
+            ensure!(
+                self.nudged_form == NudgedForm::Offsets,
+                "algorithm.nudged_tol needs algorithm.nudged_form = \"offsets\" (the criterion is measured on the offsets from the free state)"
+            );
+        }
+        ensure!(
+            self.anderson_m >= 1,
+            "algorithm.anderson_m must be at least 1 (got {})",
+            self.anderson_m
+        );
+        ensure!(
+            self.anderson_lambda >= 0.0 && self.anderson_lambda.is_finite(),
+            "algorithm.anderson_lambda must be non-negative and finite (got {})",
+            self.anderson_lambda
+        );
+        ensure!(
+            self.anderson_tau > 0.0 && self.anderson_tau <= 1.0,
+            "algorithm.anderson_tau must be in (0, 1] (got {})",
+            self.anderson_tau
+        );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::RunConfig;
+
+    fn resolve(sets: &[&str]) -> Result<RunConfig> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        RunConfig::resolve(Some("splitting_small_2block"), None, None, &sets, None)
+    }
+
+    #[test]
+    fn solver_keys_parse_and_bad_values_name_the_key() {
+        let c = resolve(&[
+            "algorithm.solver=\"anderson\"",
+            "algorithm.anderson_m=3",
+            "algorithm.nudged_tol=1e-4",
+        ])
+        .unwrap();
+        assert_eq!(c.algorithm.solver, SolverKind::Anderson);
+        assert_eq!(
+            c.algorithm.nudged_schedule().solver,
+            Solver::Anderson(AndersonParams {
+                m: 3,
+                ..Default::default()
+            })
+        );
+        assert_eq!(c.algorithm.nudged_schedule().tol, Some(1e-4));
+        for (set, key) in [
+            ("algorithm.anderson_m=0", "algorithm.anderson_m"),
+            ("algorithm.anderson_tau=2", "algorithm.anderson_tau"),
+            ("algorithm.anderson_lambda=-1", "algorithm.anderson_lambda"),
+            ("algorithm.nudged_tol=0", "algorithm.nudged_tol"),
+            ("algorithm.solver=\"andersen\"", "algorithm.solver"),
+        ] {
+            let e = resolve(&[set])
+                .and_then(|c| c.algorithm.validate().map(|_| c))
+                .unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{set}: {e:#}");
+        }
+        // the nudged criterion is measured on offsets and applies to EP only
+        let mut c = AlgoConfig::ep(10, 5, 0.1);
+        c.nudged_tol = Some(1e-3);
+        c.nudged_form = NudgedForm::States;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("nudged_form"));
+        c.nudged_form = NudgedForm::Offsets;
+        c.name = Algorithm::IdExact;
+        assert!(c.validate().unwrap_err().to_string().contains("nudged_tol"));
+        // defaults are not written out: existing run configurations stay as they were
+        let text = toml::to_string(&AlgoConfig::ep(10, 5, 0.1)).unwrap();
+        assert!(
+            !text.contains("anderson") && !text.contains("solver"),
+            "{text}"
+        );
     }
 }

@@ -16,18 +16,21 @@
 //! evaluation per sweep. The relaxation knows nothing of losses or labels.
 
 mod offset;
+mod solve;
 mod tape;
 
 pub use crate::energy::BlockState;
 pub use offset::OffsetBase;
+pub use solve::{relax, AndersonParams, RelaxReport, Schedule, Solver};
 pub use tape::{Tape, UpdateEvent};
 
+use crate::core::anderson::{project, StateBox};
 use crate::core::offset::offset_update;
 use crate::core::ops::UpdateStats;
 use crate::core::quadratic::QuadraticError;
 use crate::core::Tensor;
 use crate::energy::{
-    EnergyBlock, Interaction, NoMinimumError, Offsets, Probe, StateView, TermCache,
+    EnergyBlock, Interaction, LayerKind, NoMinimumError, Offsets, Probe, StateView, TermCache,
 };
 use anyhow::Result;
 
@@ -211,6 +214,42 @@ impl<'a> Relaxation<'a> {
             }
             self.versions[l] += 1;
         }
+        Ok(())
+    }
+
+    /// The iterate a solver works on: the offsets `d` in offset form, else the states.
+    pub fn iterate(&self) -> Vec<Tensor> {
+        match self.base {
+            Some(_) => self.offsets.clone(),
+            None => self.state.layers.clone(),
+        }
+    }
+
+    /// Sets the iterate (see [`Relaxation::iterate`]) after projecting every layer back into
+    /// its domain (in offset form `s* + d` into it); the layers count as updated.
+    pub fn set_iterate(&mut self, mut x: Vec<Tensor>) -> Result<()> {
+        anyhow::ensure!(x.len() == self.state.layers.len(), "one tensor per layer");
+        for (l, xl) in x.iter_mut().enumerate() {
+            let bx = match self.block.kinds[l] {
+                LayerKind::HardSigmoid { .. } => StateBox::Unit,
+                LayerKind::Identity | LayerKind::Linear => StateBox::Free,
+                LayerKind::Diode => StateBox::Diode,
+            };
+            let base = self.base.map(|b| &b.state.layers[l]);
+            project(xl, bx, base)?;
+        }
+        match self.base {
+            Some(b) => {
+                for (l, d) in x.into_iter().enumerate() {
+                    let mut s = b.state.layers[l].clone();
+                    crate::core::ops::axpy(&mut s, 1.0, &d)?;
+                    self.state.layers[l] = s;
+                    self.offsets[l] = d;
+                }
+            }
+            None => self.state.layers = x,
+        }
+        self.versions.iter_mut().for_each(|v| *v += 1);
         Ok(())
     }
 
@@ -466,87 +505,4 @@ impl<'a> Relaxation<'a> {
         self.sweeps += 1;
         Ok(measure_of(&stats))
     }
-}
-
-/// How long to relax and when to stop.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Schedule {
-    /// Number of sweeps (the cap when `tol` is set).
-    pub sweeps: usize,
-    /// Stop when the convergence measure drops below `tol`.
-    pub tol: Option<f32>,
-    /// Per-sample criterion: each sample stops updating on its own.
-    pub per_sample: bool,
-}
-
-impl Schedule {
-    pub fn fixed(sweeps: usize) -> Self {
-        Schedule {
-            sweeps,
-            tol: None,
-            per_sample: false,
-        }
-    }
-}
-
-/// Outcome of [`relax`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RelaxReport {
-    pub sweeps: usize,
-    pub converged: bool,
-    pub final_measure: f64,
-    /// Per-sample criterion: the sweep at which each sample stopped (or the cap).
-    pub sample_sweeps: Vec<usize>,
-}
-
-/// Runs sweeps according to `schedule` (SPEC §1.3).
-pub fn relax(
-    r: &mut Relaxation<'_>,
-    order: Order,
-    cost: Option<&dyn Interaction>,
-    schedule: Schedule,
-    mut tape: Option<&mut Tape>,
-) -> Result<RelaxReport> {
-    let b = r.state.layers[0].dim0();
-    let mut frozen = vec![false; b];
-    let mut sample_sweeps = vec![schedule.sweeps; b];
-    let mut report = RelaxReport {
-        sweeps: 0,
-        converged: false,
-        final_measure: f64::INFINITY,
-        sample_sweeps: Vec::new(),
-    };
-    for t in 0..schedule.sweeps {
-        crate::hooks::check_cancelled()?;
-        let use_mask = schedule.per_sample && schedule.tol.is_some();
-        let stats = r.sweep(
-            order,
-            cost,
-            use_mask.then_some(frozen.as_slice()),
-            tape.as_deref_mut(),
-        )?;
-        report.sweeps = t + 1;
-        report.final_measure = stats.measure;
-        if let Some(tol) = schedule.tol {
-            if schedule.per_sample {
-                for (i, m) in stats.per_sample.iter().enumerate() {
-                    if !frozen[i] && *m < tol as f64 {
-                        frozen[i] = true;
-                        sample_sweeps[i] = t + 1;
-                    }
-                }
-                if frozen.iter().all(|&f| f) {
-                    report.converged = true;
-                    break;
-                }
-            } else if stats.measure < tol as f64 {
-                report.converged = true;
-                break;
-            }
-        }
-    }
-    if schedule.per_sample {
-        report.sample_sweeps = sample_sweeps;
-    }
-    Ok(report)
 }

@@ -7,13 +7,18 @@ use crate::model::presets::{preset, NAMES};
 
 /// Keys that a resolved configuration may leave out (so no preset's configuration need
 /// hold them).
-const OPTIONAL: [&str; 16] = [
+const OPTIONAL: [&str; 21] = [
     "data.dir",
     "data.eval_batch_size",
     "data.train_limit",
     "data.test_limit",
     "data.test_files",
     "algorithm.tol",
+    "algorithm.nudged_tol",
+    "algorithm.solver",
+    "algorithm.anderson_m",
+    "algorithm.anderson_lambda",
+    "algorithm.anderson_tau",
     "schedule.t_max",
     "schedule.gamma",
     "model.cost",

@@ -32,4 +32,5 @@ mod reference_fixtures;
 mod relaxation;
 mod runs;
 mod sga;
+mod solvers;
 mod train;

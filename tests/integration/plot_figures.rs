@@ -442,6 +442,7 @@ fn sweep_vs_beta_loglog() {
     let betas: Vec<f64> = (0..6).map(|i| 0.01 * 2f64.powi(i)).collect();
     let series: Vec<SweepSeries> = (0..3)
         .map(|l| SweepSeries {
+            x: Vec::new(),
             name: format!("layer{l}"),
             y: betas.iter().map(|b| (l + 1) as f64 * b * b).collect(),
         })
@@ -484,6 +485,7 @@ fn sweep_vs_t2_skips_nonpositive_and_rejects_bad_input() {
     let fig = SweepFigure::vs_t2(
         t2.clone(),
         vec![SweepSeries {
+            x: Vec::new(),
             name: "all".into(),
             y,
         }],
@@ -506,6 +508,7 @@ fn sweep_vs_t2_skips_nonpositive_and_rejects_bad_input() {
     let short = SweepFigure::vs_t2(
         t2.clone(),
         vec![SweepSeries {
+            x: Vec::new(),
             name: "a".into(),
             y: vec![1.0],
         }],
@@ -514,6 +517,7 @@ fn sweep_vs_t2_skips_nonpositive_and_rejects_bad_input() {
     let nan = SweepFigure::vs_t2(
         t2,
         vec![SweepSeries {
+            x: Vec::new(),
             name: "a".into(),
             y: vec![f64::NAN; 8],
         }],

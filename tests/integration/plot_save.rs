@@ -14,6 +14,7 @@ fn fig() -> SweepFigure {
     SweepFigure::vs_beta(
         vec![0.01, 0.02, 0.04],
         vec![SweepSeries {
+            x: Vec::new(),
             name: "all".into(),
             y: vec![1e-4, 4e-4, 1.6e-3],
         }],

@@ -150,10 +150,12 @@ fn short_log_axes_get_several_ticks() {
         vec![4.0, 8.0],
         vec![
             SweepSeries {
+                x: Vec::new(),
                 name: "vs ID-exact".into(),
                 y: vec![0.045, 0.049],
             },
             SweepSeries {
+                x: Vec::new(),
                 name: "vs ID-reference".into(),
                 y: vec![0.133, 0.144],
             },
@@ -169,6 +171,7 @@ fn short_log_axes_get_several_ticks() {
     let fig = SweepFigure::vs_beta(
         vec![0.1, 0.05, 0.02],
         vec![SweepSeries {
+            x: Vec::new(),
             name: "all".into(),
             y: vec![0.04, 0.05, 0.09],
         }],

@@ -178,7 +178,7 @@ fn batch_tolerance_stops_at_the_first_sweep_below_tol() {
         Schedule {
             sweeps: 500,
             tol: Some(tol),
-            per_sample: false,
+            ..Schedule::fixed(500)
         },
         None,
     )
@@ -236,6 +236,7 @@ fn per_sample_tolerance_freezes_each_sample_at_its_own_sweep() {
             sweeps: 400,
             tol: Some(1e-3),
             per_sample: true,
+            ..Schedule::fixed(400)
         },
         None,
     )

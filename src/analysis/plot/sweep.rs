@@ -20,9 +20,12 @@ use std::path::Path;
 pub struct SweepSeries {
     /// Legend entry.
     pub name: String,
-    /// One value per entry of [`SweepFigure::x`] (NaN = missing).
+    /// One value per entry of [`SweepFigure::x`], or of this series' own `x` (NaN = missing).
     #[serde(deserialize_with = "super::nan_as_null::vec")]
     pub y: Vec<f64>,
+    /// This series' own x values (e.g. wall times), instead of the figure's shared ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub x: Vec<f64>,
 }
 
 /// A reference power law y ∝ x^exponent, drawn dashed grey through the first drawable
@@ -111,6 +114,15 @@ impl SweepFigure {
         self.size.unwrap_or((560 + self.legend_w(), header + 420))
     }
 
+    /// The x values of series `s`: its own, or the figure's shared ones.
+    fn xs<'s>(&'s self, s: &'s SweepSeries) -> &'s [f64] {
+        if s.x.is_empty() {
+            &self.x
+        } else {
+            &s.x
+        }
+    }
+
     /// Data problems (skipped values); empty if none.
     pub fn warnings(&self) -> Vec<String> {
         self.check().unwrap_or_else(|e| vec![e.to_string()])
@@ -143,7 +155,7 @@ impl SweepFigure {
         let bad_x = |x: f64| !drawable(x, self.x_log);
         let mut n = 0;
         for s in &self.series {
-            for (&x, &y) in self.x.iter().zip(&s.y) {
+            for (&x, &y) in self.xs(s).iter().zip(&s.y) {
                 n += usize::from(bad_x(x) || !drawable(y, self.y_log));
             }
         }
@@ -159,7 +171,7 @@ impl SweepFigure {
         let r = self.reference.as_ref()?;
         let s = self.series.first()?;
         let (x0, y0) = self
-            .x
+            .xs(s)
             .iter()
             .zip(&s.y)
             .find(|(&x, &y)| drawable(x, self.x_log) && drawable(y, self.y_log) && x != 0.0)?;
@@ -241,7 +253,7 @@ impl SweepFigure {
         let n = self.series.len();
         for (i, s) in self.series.iter().enumerate() {
             let c = layer_color(i, n);
-            let (segs, _) = segments(self.x.iter().copied(), &s.y, x_log, y_log);
+            let (segs, _) = segments(self.xs(s).iter().copied(), &s.y, x_log, y_log);
             for seg in segs {
                 chart
                     .draw_series(LineSeries::new(seg.clone(), c.stroke_width(2)))
@@ -286,21 +298,21 @@ impl SweepFigure {
 
 impl Render for SweepFigure {
     fn check(&self) -> Result<Vec<String>> {
-        if self.x.is_empty() || self.series.is_empty() {
+        if self.series.is_empty() || self.series.iter().all(|s| self.xs(s).is_empty()) {
             bail!("sweep figure has no data (x values or series missing)");
         }
         for s in &self.series {
-            if s.y.len() != self.x.len() {
+            if s.y.len() != self.xs(s).len() {
                 bail!(
                     "sweep series {:?} has {} values for {} x values",
                     s.name,
                     s.y.len(),
-                    self.x.len()
+                    self.xs(s).len()
                 );
             }
         }
         let skipped = self.skipped();
-        let total = self.x.len() * self.series.len();
+        let total: usize = self.series.iter().map(|s| s.y.len()).sum();
         if skipped == total {
             bail!("sweep figure: no drawable point (non-finite, or ≤ 0 on a log axis)");
         }
@@ -329,11 +341,15 @@ impl Render for SweepFigure {
         let lw = self.legend_w().min(w / 2);
         let body = root.clone().shrink((0, header), (w - lw, h - header));
         let legend = root.clone().shrink((w - lw, header), (lw, h - header));
-        let xs = self.x.iter().copied().filter(|&x| drawable(x, self.x_log));
+        let xs = self
+            .series
+            .iter()
+            .flat_map(|s| self.xs(s).iter().copied())
+            .filter(|&x| drawable(x, self.x_log));
         let xr = padded_range(xs, self.x_log);
         let ys = self.series.iter().flat_map(|s| {
             s.y.iter()
-                .zip(&self.x)
+                .zip(self.xs(s))
                 .filter(|(_, &x)| drawable(x, self.x_log))
                 .map(|(&y, _)| y)
         });
