@@ -237,11 +237,17 @@ fn two_ranks_read_the_drn_power_of_the_whole_batch() {
     assert_eq!(r1.len(), 3, "2 step records and the epoch record");
     assert_eq!(r1.len(), r2.len());
     for (a, b) in r1.iter().zip(&r2) {
-        let (pa, pb) = (a["power"].as_object().unwrap(), b["power"].as_object().unwrap());
+        let (pa, pb) = (
+            a["power"].as_object().unwrap(),
+            b["power"].as_object().unwrap(),
+        );
         assert_eq!(pa.len(), 3, "free, plus, minus of block 0: {a}");
         for (k, v) in pa {
             let (x, y) = (v.as_f64().unwrap(), pb[k].as_f64().unwrap());
-            assert!(x > 0.0 && (x - y).abs() <= 1e-5 * x, "power.{k}: 1 process {x}, 2 ranks {y}");
+            assert!(
+                x > 0.0 && (x - y).abs() <= 1e-5 * x,
+                "power.{k}: 1 process {x}, 2 ranks {y}"
+            );
         }
     }
 }
