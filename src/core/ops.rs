@@ -92,7 +92,7 @@ pub fn dot(a: &Tensor, b: &Tensor) -> Result<f64, ShapeError> {
 
 /// Index of the first NaN or infinite element.
 ///
-/// Scans blocks of 16 without branching (`v − v` is 0 for a finite `v` and NaN otherwise,
+/// Scans blocks of 16 without branching (`v·0` is 0 for a finite `v` and NaN otherwise,
 /// and a NaN survives the sum), so the common all-finite case vectorises; only a block
 /// whose sum is not finite is searched element by element.
 pub fn first_non_finite(x: &Tensor) -> Option<usize> {
@@ -102,7 +102,7 @@ pub fn first_non_finite(x: &Tensor) -> Option<usize> {
     for (b, block) in (&mut blocks).enumerate() {
         let mut acc = [0.0f32; LANES];
         for (a, v) in acc.iter_mut().zip(block) {
-            *a += v - v;
+            *a += v * 0.0;
         }
         if acc.iter().any(|a| *a != 0.0 || a.is_nan()) {
             return block
