@@ -286,8 +286,19 @@ fn gradients_match_the_reference_rerun_in_float64() {
             "{}: ID {worst:?}",
             case.name
         );
+        // the offsets reach the round-off floor of the same computation without cancellation
+        // (ID's error), and full states never beat them. How far above the floor full states
+        // land depends on the cancellation (two_block_bn_pool: 72×) and, where there is
+        // little (one_block_dense: 1.0e-6–1.4e-6 vs EP 2.9e-7–5.2e-7), on the gemm's
+        // summation order, so their margin is not a fixed factor.
+        let floor = b("id-exact").max(b("id-reference"));
         assert!(
-            b("ep-states") > 3.0 * b("ep"),
+            b("ep") <= 3.0 * floor,
+            "{}: EP with offsets is not at ID's round-off floor: {worst:?}",
+            case.name
+        );
+        assert!(
+            b("ep-states") > b("ep"),
             "{}: offsets should beat full states: {worst:?}",
             case.name
         );
