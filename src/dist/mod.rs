@@ -9,6 +9,8 @@
 //! ([`Communicator::sum_f64`]) so that every rank applies the same optimiser step.
 
 use crate::core::batchnorm::{BatchSums, ChannelSums};
+use crate::core::Tensor;
+use crate::energy::BlockState;
 use crate::model::Grads;
 use anyhow::Result;
 use std::ops::Range;
@@ -214,6 +216,73 @@ pub fn sum_gradients(comm: &dyn Communicator, grads: &mut Grads, extra: &mut [f6
     }
 }
 
+/// The block states of a whole batch on every rank, from each rank's `part` (the states of
+/// its [`part_range`] of the batch): every layer's rows joined in rank order. A warm-started
+/// run carries these to its next batch (each rank slices its part again, whatever the number
+/// of ranks that resumes it) and saves them in checkpoints.
+pub fn gather_batch_states(
+    comm: &dyn Communicator,
+    part: &[BlockState],
+) -> Result<Vec<BlockState>> {
+    if comm.size() == 1 {
+        return Ok(part.to_vec());
+    }
+    let mine: Vec<u8> = part
+        .iter()
+        .flat_map(|b| &b.layers)
+        .flat_map(|t| t.data().iter().flat_map(|v| v.to_le_bytes()))
+        .collect();
+    let all = comm.all_gather_bytes(&mine);
+    // every rank's part has the same layers; only the number of rows differs
+    let row_floats: usize = part
+        .iter()
+        .flat_map(|b| &b.layers)
+        .map(Tensor::row_len)
+        .sum();
+    let mut rows = Vec::with_capacity(all.len());
+    for (r, bytes) in all.iter().enumerate() {
+        anyhow::ensure!(
+            row_floats > 0 && bytes.len() % (4 * row_floats) == 0,
+            "rank {r} sent {} bytes of block states, not whole samples of {row_floats} values",
+            bytes.len()
+        );
+        rows.push(bytes.len() / (4 * row_floats));
+    }
+    let total: usize = rows.iter().sum();
+    let mut offsets = vec![0usize; all.len()]; // bytes of each rank's message read so far
+    let mut whole = Vec::with_capacity(part.len());
+    for block in part {
+        let mut layers = Vec::with_capacity(block.layers.len());
+        for t in &block.layers {
+            let mut data = Vec::with_capacity(total * t.row_len());
+            for ((bytes, n), off) in all.iter().zip(&rows).zip(offsets.iter_mut()) {
+                let len = 4 * n * t.row_len();
+                data.extend(
+                    bytes[*off..*off + len]
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+                *off += len;
+            }
+            let mut shape = t.shape().to_vec();
+            shape[0] = total;
+            layers.push(Tensor::from_vec(&shape, data)?);
+        }
+        whole.push(BlockState { layers });
+    }
+    Ok(whole)
+}
+
+/// Rows `range` of every layer of `states` (this rank's part of a whole batch's states).
+pub fn part_of_states(states: &[BlockState], range: Range<usize>) -> Vec<BlockState> {
+    states
+        .iter()
+        .map(|b| BlockState {
+            layers: b.layers.iter().map(|t| t.rows(range.clone())).collect(),
+        })
+        .collect()
+}
+
 /// Bytes per value of the gradient message [`sum_gradients`] sends.
 pub const GRADIENT_BYTES_PER_VALUE: usize = std::mem::size_of::<f64>();
 
@@ -240,6 +309,81 @@ mod tests {
             }
         }
         assert_eq!(part_range(10, 1, 3), 4..7);
+    }
+
+    /// Rank 0 of two ranks whose peer sends `peer` in every all-gather.
+    struct RankZeroOfTwo {
+        peer: Vec<u8>,
+    }
+    impl BatchSums for RankZeroOfTwo {
+        fn sum_parts(&self, _sums: &mut ChannelSums) {}
+    }
+    impl Communicator for RankZeroOfTwo {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn sum_f64(&self, _values: &mut [f64]) {}
+        fn all_gather_bytes(&self, bytes: &[u8]) -> Vec<Vec<u8>> {
+            vec![bytes.to_vec(), self.peer.clone()]
+        }
+        fn broadcast_bytes(&self, _bytes: &mut Vec<u8>) {}
+        fn abort(&self, code: i32) -> ! {
+            panic!("abort {code}")
+        }
+        fn describe(&self) -> String {
+            "a test".into()
+        }
+        fn batch_sums(&self) -> &dyn BatchSums {
+            self
+        }
+    }
+
+    /// Block states of `rows` samples with values `first`, `first + 1`, … in each layer.
+    fn states(rows: usize, first: f32) -> Vec<BlockState> {
+        let layer = |shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            Tensor::from_vec(shape, (0..n).map(|i| first + i as f32).collect()).unwrap()
+        };
+        vec![
+            BlockState {
+                layers: vec![layer(&[rows, 2, 3]), layer(&[rows, 1])],
+            },
+            BlockState {
+                layers: vec![layer(&[rows, 4])],
+            },
+        ]
+    }
+
+    #[test]
+    fn block_states_of_the_parts_join_in_rank_order() {
+        // rank 0 holds 3 samples, rank 1 holds 2: the whole batch has 5, rank 0's first
+        let (mine, peer) = (states(3, 0.0), states(2, 100.0));
+        let peer_bytes: Vec<u8> = peer
+            .iter()
+            .flat_map(|b| &b.layers)
+            .flat_map(|t| t.data().iter().flat_map(|v| v.to_le_bytes()))
+            .collect();
+        let comm = RankZeroOfTwo { peer: peer_bytes };
+        let whole = gather_batch_states(&comm, &mine).unwrap();
+        for (k, block) in whole.iter().enumerate() {
+            for (l, t) in block.layers.iter().enumerate() {
+                let (a, b) = (&mine[k].layers[l], &peer[k].layers[l]);
+                assert_eq!(t.shape()[0], 5);
+                assert_eq!(&t.shape()[1..], &a.shape()[1..]);
+                assert_eq!(&t.data()[..a.len()], a.data(), "block {k} layer {l}");
+                assert_eq!(&t.data()[a.len()..], b.data(), "block {k} layer {l}");
+            }
+        }
+        // and each rank's part of the whole is its own states again
+        assert_eq!(part_of_states(&whole, part_range(5, 0, 2)), mine);
+        assert_eq!(part_of_states(&whole, part_range(5, 1, 2)), peer);
+        // a message that is not whole samples is refused
+        let comm = RankZeroOfTwo { peer: vec![0; 12] };
+        let e = gather_batch_states(&comm, &mine).unwrap_err();
+        assert!(format!("{e}").contains("rank 1 sent 12 bytes"), "{e}");
     }
 
     #[test]

@@ -37,8 +37,7 @@ pub fn same_config(comm: &dyn Communicator, cfg: RunConfig) -> Result<RunConfig>
 }
 
 /// Refuses what a run split over `comm.size()` ranks cannot do: a batch with fewer samples
-/// than ranks (the last, partial one included), and warm starts (the carried free states
-/// are per rank).
+/// than ranks (the last, partial one included).
 pub fn check_split(comm: &dyn Communicator, cfg: &RunConfig, data: &RunData) -> Result<()> {
     let n = comm.size();
     if n == 1 {
@@ -56,12 +55,6 @@ pub fn check_split(comm: &dyn Communicator, cfg: &RunConfig, data: &RunData) -> 
         "the last batch of an epoch has {last} sample(s) ({} training images, data.batch_size = \
          {bs}), fewer than the {n} ranks: change data.batch_size or data.train_limit",
         data.train.len()
-    );
-    anyhow::ensure!(
-        !cfg.algorithm.warm_start,
-        "algorithm.warm_start = true is not supported with several ranks yet (the carried free \
-         states would have to be gathered for checkpoints): run it on one process, or set \
-         algorithm.warm_start=false"
     );
     Ok(())
 }

@@ -19,7 +19,10 @@ use crate::analog::Circuit;
 use crate::core::loss::topk_correct;
 use crate::core::Tensor;
 use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions};
-use crate::dist::{agree, broadcast_string, or_abort, part_range, Communicator, SingleProcess};
+use crate::dist::{
+    agree, broadcast_string, gather_batch_states, or_abort, part_of_states, part_range,
+    Communicator, SingleProcess,
+};
 use crate::grad::{compute_gradients_with, BatchPart, StepOptions};
 use crate::model::feedforward::apply_bn_updates;
 use crate::model::{prepare, Model};
@@ -325,9 +328,19 @@ pub fn train_with(
             let runtime = (!circuit.is_ideal())
                 .then(|| circuit.runtime(noise_seed(circuit.seed, state.step)));
             let at = (epoch + 1, i + 1, state.step + 1);
-            let start = carry
+            // the carried states are the whole previous batch's: this rank starts its part
+            // from the same samples' states (a batch of another size starts cold)
+            let whole_carry = carry
                 .as_deref()
-                .filter(|c: &&[BlockState]| c[0].layers[0].dim0() == x.dim0());
+                .filter(|c: &&[BlockState]| c[0].layers[0].dim0() == whole);
+            let part_carry = whole_carry
+                .filter(|_| split)
+                .map(|c| part_of_states(c, part_range(whole, comm.rank(), comm.size())));
+            let start = if split {
+                part_carry.as_deref()
+            } else {
+                whole_carry
+            };
             // the resistor power of DRN blocks is read out on logged steps only
             let logged = (state.step + 1) % cfg.train.log_every as u64 == 0;
             let part = split.then_some(BatchPart {
@@ -394,7 +407,9 @@ pub fn train_with(
             }
             circuit.store(&mut model, &mut storage_rng(circuit.seed, state.step + 1));
             if cfg.algorithm.warm_start {
-                carry = Some(out.free.states.clone());
+                carry = Some(
+                    gather_batch_states(comm, &out.free.states).map_err(|e| stop(e, at, saved))?,
+                );
             }
             let a = &mut state.accum;
             a.loss_sum += step.loss_sum;
