@@ -51,9 +51,9 @@ impl StudySolver {
         }
     }
 
-    /// The EP settings of this solver at tolerance `eps` over `base` (the preset's), with
-    /// the sweep caps `caps = (T1 cap, T2 cap)`.
-    pub fn config(self, base: &AlgoConfig, eps: f32, caps: (usize, usize)) -> AlgoConfig {
+    /// The EP settings of this solver at tolerances `eps = (free, nudged)` over `base` (the
+    /// preset's), with the sweep caps `caps = (T1 cap, T2 cap)`.
+    pub fn config(self, base: &AlgoConfig, eps: (f32, f32), caps: (usize, usize)) -> AlgoConfig {
         let mut c = base.with(Algorithm::Ep);
         if self == StudySolver::Fixed {
             c.tol = None;
@@ -64,8 +64,8 @@ impl StudySolver {
         }
         c.t1 = caps.0;
         c.t2 = caps.1;
-        c.tol = Some(eps);
-        c.nudged_tol = Some(eps);
+        c.tol = Some(eps.0);
+        c.nudged_tol = Some(eps.1);
         c.per_sample_tol = self == StudySolver::PerSample;
         c.solver = match self {
             StudySolver::Anderson => SolverKind::Anderson,
@@ -79,8 +79,10 @@ impl StudySolver {
 #[derive(Clone, Debug, Serialize)]
 pub struct StudyRow {
     pub solver: StudySolver,
-    /// The tolerance (`None` for the fixed schedule).
+    /// The free phase's tolerance (`None` for the fixed schedule).
     pub eps: Option<f32>,
+    /// The nudged phases' tolerance (`None` for the fixed schedule).
+    pub nudged_eps: Option<f32>,
     /// Median wall time of an EP step (free phase + nudged phases + gradients), seconds.
     pub seconds: f64,
     /// Every timed run, in order.
@@ -126,6 +128,9 @@ pub struct StudyPlan<'a> {
     pub base: AlgoConfig,
     pub solvers: Vec<StudySolver>,
     pub eps: Vec<f32>,
+    /// The nudged phases' tolerances (every one with every `eps`); empty: each `eps` for
+    /// the nudged phases too.
+    pub nudged_eps: Vec<f32>,
     pub caps: (usize, usize),
     /// Timed runs per configuration (interleaved round-robin over the configurations).
     pub reps: usize,
@@ -139,24 +144,30 @@ pub fn run_study(plan: &StudyPlan<'_>, mut progress: impl FnMut(&str)) -> Result
     ensure!(!plan.solvers.is_empty(), "no solver to study");
     let (m, k, x, y) = (plan.model, plan.kernels, plan.x, plan.labels);
     let mut id_cfg = StudySolver::Fixed
-        .config(&plan.base, 0.0, plan.caps)
+        .config(&plan.base, (0.0, 0.0), plan.caps)
         .with(Algorithm::IdExact);
     if let Some((t1, t2)) = plan.id_sweeps {
         id_cfg.t1 = t1;
         id_cfg.t2 = t2;
     }
     let id = compute_gradients(m, k, x, y, &id_cfg)?;
-    let mut configs: Vec<(StudySolver, Option<f32>)> = Vec::new();
+    let mut configs: Vec<(StudySolver, Option<(f32, f32)>)> = Vec::new();
     for &s in &plan.solvers {
         if s == StudySolver::Fixed {
             configs.push((s, None));
         } else {
-            configs.extend(plan.eps.iter().map(|&e| (s, Some(e))));
+            for &e in &plan.eps {
+                if plan.nudged_eps.is_empty() {
+                    configs.push((s, Some((e, e))));
+                } else {
+                    configs.extend(plan.nudged_eps.iter().map(|&n| (s, Some((e, n)))));
+                }
+            }
         }
     }
     let cfgs: Vec<AlgoConfig> = configs
         .iter()
-        .map(|&(s, e)| s.config(&plan.base, e.unwrap_or(0.0), plan.caps))
+        .map(|&(s, e)| s.config(&plan.base, e.unwrap_or((0.0, 0.0)), plan.caps))
         .collect();
     for c in &cfgs {
         c.validate()?;
@@ -182,16 +193,21 @@ pub fn run_study(plan: &StudyPlan<'_>, mut progress: impl FnMut(&str)) -> Result
                 let phases = sweep_table(&out);
                 let (solver, eps) = configs[i];
                 progress(&format!(
-                    "{:<10} eps {:<8} {:.3} s, {} sweeps, min cosine {:.6}",
+                    "{:<10} eps {:<14} {:.3} s, {} sweeps, min cosine {:.6}",
                     solver.name(),
-                    eps.map_or("-".to_string(), |e| format!("{e:e}")),
+                    eps.map_or("-".to_string(), |(f, n)| if f == n {
+                        format!("{f:e}")
+                    } else {
+                        format!("{f:e}/{n:e}")
+                    }),
                     times[i][0],
                     phases.iter().map(|p| p.sweeps).sum::<usize>(),
                     cos.iter().cloned().fold(f64::INFINITY, f64::min)
                 ));
                 rows[i] = Some(StudyRow {
                     solver,
-                    eps,
+                    eps: eps.map(|e| e.0),
+                    nudged_eps: eps.map(|e| e.1),
                     seconds: 0.0,
                     times: Vec::new(),
                     total_sweeps: phases.iter().map(|p| p.sweeps).sum(),
@@ -237,7 +253,7 @@ impl StudyReport {
     }
 }
 
-/// One CSV line per configuration of every report: preset, solver, ε, time, sweeps per block
+/// One CSV line per configuration of every report: preset, solver, ε (free, nudged), time, sweeps per block
 /// and phase (as many block columns as the largest model), cosine and relative error.
 pub fn csv(reports: &[StudyReport]) -> String {
     let blocks = reports
@@ -249,7 +265,7 @@ pub fn csv(reports: &[StudyReport]) -> String {
         })
         .max()
         .unwrap_or(0);
-    let mut out = String::from("preset,batch,solver,eps,seconds");
+    let mut out = String::from("preset,batch,solver,eps,nudged_eps,seconds");
     for k in 0..blocks {
         for p in ["free", "plus", "minus"] {
             out.push_str(&format!(",b{k}_{p}_sweeps"));
@@ -259,11 +275,12 @@ pub fn csv(reports: &[StudyReport]) -> String {
     for rep in reports {
         for r in &rep.rows {
             out.push_str(&format!(
-                "{},{},{},{},{:.6}",
+                "{},{},{},{},{},{:.6}",
                 rep.preset,
                 rep.batch,
                 r.solver.name(),
                 r.eps.map_or(String::new(), |e| format!("{e:e}")),
+                r.nudged_eps.map_or(String::new(), |e| format!("{e:e}")),
                 r.seconds
             ));
             for k in 0..blocks {

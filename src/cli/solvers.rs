@@ -36,6 +36,10 @@ pub struct SolversArgs {
         default_value = "1e-2,3e-3,1e-3,3e-4,1e-4,3e-5,1e-5"
     )]
     pub eps: Vec<f32>,
+    /// Tolerances of the nudged phases, each run with every --eps of the free phase
+    /// (default: each --eps for the nudged phases too).
+    #[arg(long, value_delimiter = ',')]
+    pub nudged_eps: Vec<f32>,
     /// Solvers: fixed (the preset's T1/T2), plain, per-sample, anderson.
     #[arg(
         long,
@@ -177,11 +181,13 @@ fn study(
     base.tol = None;
     a.solver.apply(&mut base)?;
     base.validate()?;
-    for &e in &a.eps {
-        anyhow::ensure!(
-            e > 0.0 && e.is_finite(),
-            "--eps {e}: tolerances must be positive"
-        );
+    for (flag, list) in [("eps", &a.eps), ("nudged-eps", &a.nudged_eps)] {
+        for &e in list {
+            anyhow::ensure!(
+                e > 0.0 && e.is_finite(),
+                "--{flag} {e}: tolerances must be positive"
+            );
+        }
     }
     let pair = |flag: &str, v: &Option<Vec<usize>>| -> Result<Option<(usize, usize)>> {
         match v.as_deref() {
@@ -209,6 +215,7 @@ fn study(
         base,
         solvers: a.solvers.clone(),
         eps: a.eps.clone(),
+        nudged_eps: a.nudged_eps.clone(),
         caps,
         reps: a.reps,
         id_sweeps,
@@ -224,7 +231,7 @@ fn study(
                 .map(|s| if *s == StudySolver::Fixed {
                     1
                 } else {
-                    a.eps.len()
+                    a.eps.len() * a.nudged_eps.len().max(1)
                 })
                 .sum::<usize>(),
             a.reps

@@ -285,3 +285,99 @@ fn every_solver_matches_fixed_count_ep_gradients_on_a_resistive_block() {
     };
     solvers_agree(&model, &x, &y, base, 1e-6);
 }
+
+/// The study (`ffebm solvers`): one row per solver and tolerance pair, the fixed schedule
+/// once; with `--nudged-eps` every free-phase ε runs with every nudged ε, and a looser
+/// nudged ε leaves the free phase alone and stops the nudged phases no later; the CSV holds
+/// both tolerances and every block's sweeps as the rows report them.
+#[test]
+fn the_study_runs_every_pair_of_free_and_nudged_tolerances() {
+    use ffebm::analysis::solvers::{run_study, StudyPlan, StudySolver};
+    let mut c = two_block_config(0.5, 0.5);
+    c.conv_algo = ConvAlgo::Direct;
+    let model = Model::new(c, 3).unwrap();
+    let (x, y) = batch(&model, 4, 9);
+    let kern = prepare(&model).unwrap();
+    let plan = StudyPlan {
+        preset: "two_block",
+        model: &model,
+        kernels: &kern,
+        x: &x,
+        labels: &y,
+        base: AlgoConfig::ep(40, 20, 0.05),
+        solvers: vec![StudySolver::Fixed, StudySolver::Plain],
+        eps: vec![1e-3, 1e-5],
+        nudged_eps: vec![1e-5, 1e-2],
+        caps: (400, 200),
+        reps: 1,
+        id_sweeps: None,
+    };
+    let mut messages = 0;
+    let rep = run_study(&plan, |_| messages += 1).unwrap();
+    assert_eq!(messages, 5);
+    let pairs: Vec<(&str, Option<f32>, Option<f32>)> = rep
+        .rows
+        .iter()
+        .map(|r| (r.solver.name(), r.eps, r.nudged_eps))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("fixed", None, None),
+            ("plain", Some(1e-3), Some(1e-5)),
+            ("plain", Some(1e-3), Some(1e-2)),
+            ("plain", Some(1e-5), Some(1e-5)),
+            ("plain", Some(1e-5), Some(1e-2)),
+        ]
+    );
+    let sweeps = |i: usize, block: usize, phase: &str| sweeps_of(&rep.rows[i], block, phase);
+    for (tight, loose) in [(1, 2), (3, 4)] {
+        for b in 0..2 {
+            assert_eq!(sweeps(tight, b, "free"), sweeps(loose, b, "free"));
+            for p in ["plus", "minus"] {
+                assert!(sweeps(loose, b, p) <= sweeps(tight, b, p), "block {b} {p}");
+            }
+        }
+        let total = |i: usize| rep.rows[i].total_sweeps;
+        assert!(
+            total(loose) < total(tight),
+            "{} vs {}",
+            total(loose),
+            total(tight)
+        );
+    }
+    // the fixed schedule: exactly T1 and T2
+    assert_eq!((sweeps(0, 0, "free"), sweeps(0, 1, "plus")), (40, 20));
+    let csv = rep.csv();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        &header[..6],
+        ["preset", "batch", "solver", "eps", "nudged_eps", "seconds"]
+    );
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for (line, row) in lines.zip(&rep.rows) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(
+            f[col("eps")],
+            row.eps.map_or(String::new(), |e| format!("{e:e}"))
+        );
+        assert_eq!(
+            f[col("nudged_eps")],
+            row.nudged_eps.map_or(String::new(), |e| format!("{e:e}"))
+        );
+        assert_eq!(
+            f[col("b1_minus_sweeps")],
+            sweeps_of(row, 1, "minus").to_string()
+        );
+        assert_eq!(f[col("total_sweeps")], row.total_sweeps.to_string());
+    }
+}
+
+fn sweeps_of(row: &ffebm::analysis::solvers::StudyRow, block: usize, phase: &str) -> usize {
+    row.phases
+        .iter()
+        .find(|p| p.block == block && p.phase == phase)
+        .unwrap()
+        .sweeps
+}
