@@ -18,19 +18,8 @@ use std::sync::Arc;
 pub struct GddArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Batch file (safetensors with `x` NCHW float32 and `y` int); default: the first
-    /// --batch-size training images of the preset's dataset.
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Data root for the default batch (default: $FFEBM_DATA).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Dataset of the default batch (default: the preset's, else cifar10).
-    #[arg(long)]
-    pub dataset: Option<DatasetKind>,
-    /// Size of the default batch.
-    #[arg(long, default_value_t = 2, value_parser = positive)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     #[command(flatten)]
     pub phases: PhaseArgs,
     /// Tracked coordinates per weight tensor in the transient curves.
@@ -218,44 +207,57 @@ fn transient_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
     })
 }
 
-/// The batch of a one-batch analysis: the `input` file, else the first `n` training images
-/// of `dataset` (default: the preset's, else CIFAR-10); checked against the model. Returns
-/// the batch and where it came from (for messages).
-pub(super) fn analysis_batch(
-    model: &crate::model::Model,
-    input: Option<&Path>,
-    dataset: Option<DatasetKind>,
-    preset: Option<&crate::model::presets::Preset>,
-    data_dir: Option<&Path>,
-    n: usize,
-) -> Result<(Tensor, Vec<u32>, PathBuf)> {
-    let (x, y) = match input {
-        Some(p) => super::grad::read_batch(p)?,
-        None => {
-            let kind = match (dataset, preset) {
-                (Some(k), _) => k,
-                (None, Some(p)) => p.train.dataset.parse()?,
-                (None, None) => DatasetKind::Cifar10,
-            };
-            default_batch(kind, data_dir, n)
-                .context("loading the default batch (or pass --input BATCH.safetensors)")?
-        }
-    };
-    let source = input.map_or_else(|| PathBuf::from("(the default batch)"), Path::to_path_buf);
-    check_batch(model, &x, &source)?;
-    Ok((x, y, source))
+/// The batch of a one-batch analysis (`gdd`, `robustness`, `solvers`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BatchArgs {
+    /// Batch file (safetensors with `x` NCHW float32 and `y` int); default: the first
+    /// --batch-size training images of the preset's dataset.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Data root for the default batch (default: $FFEBM_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Dataset of the default batch (default: the preset's, else cifar10).
+    #[arg(long)]
+    pub dataset: Option<DatasetKind>,
+    /// Size of the default batch (default: 64 for `solvers`, 2 for the other analyses).
+    #[arg(long, value_parser = positive)]
+    pub batch_size: Option<usize>,
+}
+
+impl BatchArgs {
+    /// The `input` file, else the first `batch_size` (else `default_size`) training images
+    /// of `dataset` (default: the preset's, else CIFAR-10); checked against the model.
+    /// Returns the batch and where it came from (for messages).
+    pub(super) fn load(
+        &self,
+        model: &crate::model::Model,
+        preset: Option<&crate::model::presets::Preset>,
+        default_size: usize,
+    ) -> Result<(Tensor, Vec<u32>, PathBuf)> {
+        let input = self.input.as_deref();
+        let (x, y) = match input {
+            Some(p) => super::grad::read_batch(p)?,
+            None => {
+                let kind = match (self.dataset, preset) {
+                    (Some(k), _) => k,
+                    (None, Some(p)) => p.train.dataset.parse()?,
+                    (None, None) => DatasetKind::Cifar10,
+                };
+                let n = self.batch_size.unwrap_or(default_size);
+                default_batch(kind, self.data_dir.as_deref(), n)
+                    .context("loading the default batch (or pass --input BATCH.safetensors)")?
+            }
+        };
+        let source = input.map_or_else(|| PathBuf::from("(the default batch)"), Path::to_path_buf);
+        check_batch(model, &x, &source)?;
+        Ok((x, y, source))
+    }
 }
 
 pub fn gdd(g: &Global, a: GddArgs) -> Result<()> {
     let (model, preset, _) = a.model.build(g.seed)?;
-    let (x, y, _) = analysis_batch(
-        &model,
-        a.input.as_deref(),
-        a.dataset,
-        preset.as_ref(),
-        a.data_dir.as_deref(),
-        a.batch_size,
-    )?;
+    let (x, y, _) = a.batch.load(&model, preset.as_ref(), 2)?;
     let algo = a.phases.resolve(preset.as_ref())?;
     algo.validate()?;
     let (t1, t2, beta) = (algo.t1, algo.t2, algo.beta);

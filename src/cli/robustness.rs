@@ -11,16 +11,8 @@ use std::path::PathBuf;
 pub struct RobustnessArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Batch file (safetensors with `x` NCHW float32 and `y` int); default: the first
-    /// --batch-size training images of the preset's dataset.
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Data root for the default batch (default: $FFEBM_DATA).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Size of the default batch.
-    #[arg(long, default_value_t = 2, value_parser = super::common::positive)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: super::analysis::BatchArgs,
     #[command(flatten)]
     pub phases: PhaseArgs,
     /// The `[analog]` key to sweep (e.g. `weight_std`, `update_noise`, `measure_noise`,
@@ -41,14 +33,7 @@ pub struct RobustnessArgs {
 
 pub fn run(g: &Global, a: RobustnessArgs) -> Result<()> {
     let (model, preset, _) = a.model.build(g.seed)?;
-    let (x, y, _) = super::analysis::analysis_batch(
-        &model,
-        a.input.as_deref(),
-        None,
-        preset.as_ref(),
-        a.data_dir.as_deref(),
-        a.batch_size,
-    )?;
+    let (x, y, _) = a.batch.load(&model, preset.as_ref(), 2)?;
     let algo = a.phases.resolve(preset.as_ref())?;
     algo.validate()?;
     let cfg = RobustnessConfig {

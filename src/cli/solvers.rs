@@ -13,16 +13,8 @@ use std::path::PathBuf;
 pub struct SolversArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Batch file (safetensors with `x` NCHW float32 and `y` int); default: the first
-    /// --batch-size training images of the preset's dataset.
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Data root for the default batch (default: $FFEBM_DATA).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Size of the default batch.
-    #[arg(long, default_value_t = 64, value_parser = super::common::positive)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: super::analysis::BatchArgs,
     /// The fixed schedule of the baseline and of ID-exact (default: the preset's T1/T2/β).
     #[command(flatten)]
     pub phases: PhaseArgs,
@@ -169,14 +161,7 @@ fn study(
     out: &std::path::Path,
 ) -> Result<crate::analysis::solvers::StudyReport> {
     let (model, preset, _) = a.model.build(g.seed)?;
-    let (x, y, source) = super::analysis::analysis_batch(
-        &model,
-        a.input.as_deref(),
-        None,
-        preset.as_ref(),
-        a.data_dir.as_deref(),
-        a.batch_size,
-    )?;
+    let (x, y, source) = a.batch.load(&model, preset.as_ref(), 64)?;
     let mut base = a.phases.resolve(preset.as_ref())?;
     base.tol = None;
     a.solver.apply(&mut base)?;

@@ -46,6 +46,35 @@ fn single(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `args` on `n` ranks (0: one process without mpirun).
+fn on_ranks(n: usize, args: &[&str], env: &[(&str, &str)]) -> Output {
+    if n == 0 {
+        single(args)
+    } else {
+        mpirun(n, args, env)
+    }
+}
+
+/// A fresh, empty directory for one test's runs.
+fn fresh_root(name: &str) -> PathBuf {
+    let root = temp_dir("mpi", name);
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+/// Copies the files of run directory `from` into a new directory `to` (a second copy of a
+/// stopped run, to resume it twice).
+fn copy_run(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap();
+        if f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+}
+
 fn ok(o: &Output, what: &str) {
     assert!(
         o.status.success(),
@@ -295,20 +324,11 @@ fn mlp_run(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Output {
         "train.checkpoint_every=1",
     ];
     args.extend_from_slice(extra);
-    if n == 0 {
-        single(&args)
-    } else {
-        mpirun(n, &args, env)
-    }
+    on_ranks(n, &args, env)
 }
 
 fn resume(n: usize, dir: &Path) -> Output {
-    let args = ["train", "--quiet", "--resume", path_str(dir)];
-    if n == 0 {
-        single(&args)
-    } else {
-        mpirun(n, &args, &[])
-    }
+    on_ranks(n, &["train", "--quiet", "--resume", path_str(dir)], &[])
 }
 
 #[test]
@@ -316,9 +336,7 @@ fn a_two_rank_run_resumes_on_two_and_on_one_rank() {
     if shared_data().is_none() {
         return;
     }
-    let root = temp_dir("mpi", "resume");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = fresh_root("resume");
     let [u1, u2, s2, s1] = ["u1", "u2", "s2", "s1"].map(|n| root.join(n));
     ok(&mlp_run(0, &["--out", path_str(&u1)], &[]), "1 process");
     ok(&mlp_run(2, &["--out", path_str(&u2)], &[]), "2 ranks");
@@ -328,13 +346,7 @@ fn a_two_rank_run_resumes_on_two_and_on_one_rank() {
     );
     let (_, state) = ffebm::train::checkpoint::checkpoint_meta(&last(&s2)).unwrap();
     assert_eq!((state.epoch, state.batch, state.step), (0, 2, 2));
-    std::fs::create_dir_all(&s1).unwrap();
-    for f in std::fs::read_dir(&s2).unwrap() {
-        let f = f.unwrap();
-        if f.file_type().unwrap().is_file() {
-            std::fs::copy(f.path(), s1.join(f.file_name())).unwrap();
-        }
-    }
+    copy_run(&s2, &s1);
     ok(&resume(2, &s2), "resume on 2 ranks");
     ok(&resume(0, &s1), "resume on 1 process");
     // same ranks, same computation: bit for bit
@@ -352,9 +364,7 @@ fn a_failing_rank_stops_every_rank_and_leaves_the_last_checkpoint_valid() {
     if shared_data().is_none() {
         return;
     }
-    let root = temp_dir("mpi", "fail");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = fresh_root("fail");
     let (u2, f2) = (root.join("u2"), root.join("f2"));
     ok(&mlp_run(2, &["--out", path_str(&u2)], &[]), "2 ranks");
     // rank 1 fails inside step 3 (a step with synchronised BatchNorm: every rank ends)
@@ -448,11 +458,7 @@ fn warm_drn_run(n: usize, dir: &Path, extra: &[&str]) -> Output {
         path_str(dir),
     ];
     args.extend_from_slice(extra);
-    if n == 0 {
-        single(&args)
-    } else {
-        mpirun(n, &args, &[])
-    }
+    on_ranks(n, &args, &[])
 }
 
 /// A warm-started run over 2 ranks carries the whole batch's free states (gathered from the
@@ -464,9 +470,7 @@ fn a_warm_started_run_carries_the_whole_batch_over_ranks() {
     if shared_data().is_none() {
         return;
     }
-    let root = temp_dir("mpi", "warm");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = fresh_root("warm");
     let [u1, u2, s2, s1, cold] = ["u1", "u2", "s2", "s1", "cold"].map(|n| root.join(n));
     ok(&warm_drn_run(0, &u1, &[]), "1 process");
     ok(&warm_drn_run(2, &u2, &[]), "2 ranks");
@@ -518,13 +522,7 @@ fn a_warm_started_run_carries_the_whole_batch_over_ranks() {
         c1,
         "the mid-epoch checkpoint carries the whole batch"
     );
-    std::fs::create_dir_all(&s1).unwrap();
-    for f in std::fs::read_dir(&s2).unwrap() {
-        let f = f.unwrap();
-        if f.file_type().unwrap().is_file() {
-            std::fs::copy(f.path(), s1.join(f.file_name())).unwrap();
-        }
-    }
+    copy_run(&s2, &s1);
     ok(&resume(2, &s2), "resume on 2 ranks");
     ok(&resume(0, &s1), "resume on 1 process");
     assert_eq!(tensors(&last(&s2)), tensors(&last(&u2)));
