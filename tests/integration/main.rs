@@ -28,6 +28,7 @@ mod plot_metrics;
 mod plot_save;
 mod plot_ticks;
 mod readme;
+mod reference_f64;
 mod reference_fixtures;
 mod relaxation;
 mod runs;
