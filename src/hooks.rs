@@ -128,6 +128,7 @@ mod tests {
             power: BTreeMap::new(),
             sweeps_per_block: None,
             pulses: None,
+            refresh_pulses: None,
         };
         assert!(epoch_finished(&rec).is_ok(), "no observer: no-op");
         let seen = std::rc::Rc::new(RefCell::new(Vec::new()));

@@ -93,6 +93,23 @@ macro_rules! analog_settings {
             /// Pulses per weight and update at most (default 31, aihwkit's `desired_bl`).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub max_pulses: Option<u32>,
+            /// How a pulsed device holds a weight: `single` (one device, pulsed up and down;
+            /// the default) or `differential` (`w = G⁺ − G⁻`, two devices pulsed up only,
+            /// aihwkit's OneSidedUnitCell).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub device_pair: Option<String>,
+            /// Refresh check of a differential pair every N optimiser steps (0: never, the
+            /// default; aihwkit `refresh_every` with `units_in_mbatch`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub refresh_every: Option<u64>,
+            /// A pair is refreshed when its larger conductance exceeds this fraction of its
+            /// bound ... (default 0.75, aihwkit `refresh_upper_thres`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub refresh_upper_thres: Option<f32>,
+            /// ... and its smaller one exceeds this fraction (default 0.25, aihwkit
+            /// `refresh_lower_thres`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub refresh_lower_thres: Option<f32>,
         }
 
     };
@@ -120,11 +137,13 @@ macro_rules! impl_settings {
 impl_settings!(AnalogSpec; weight_std, update_noise, measure_noise, measure_repeats, dac_bits,
     dac_bound, adc_bits, adc_bound, error_bits, error_bound, weight_levels, weight_bound,
     stochastic_rounding, device, dw_min, dw_min_dtod, dw_min_std, up_down, w_max, w_min,
-    max_pulses);
+    max_pulses, device_pair,
+    refresh_every, refresh_upper_thres, refresh_lower_thres);
 impl_settings!(AnalogConfig; weight_std, update_noise, measure_noise, measure_repeats, dac_bits,
     dac_bound, adc_bits, adc_bound, error_bits, error_bound, weight_levels, weight_bound,
     stochastic_rounding, device, dw_min, dw_min_dtod, dw_min_std, up_down, w_max, w_min,
-    max_pulses);
+    max_pulses, device_pair,
+    refresh_every, refresh_upper_thres, refresh_lower_thres);
 
 analog_settings! {
     /// Non-ideality settings of one block (every field optional: left out = ideal, or
@@ -170,6 +189,10 @@ pub const SETTING_KEYS: &[&str] = &[
     "w_max",
     "w_min",
     "max_pulses",
+    "device_pair",
+    "refresh_every",
+    "refresh_upper_thres",
+    "refresh_lower_thres",
 ];
 
 /// A quantizer: `bits` over `[−bound, bound]`, or each sample's abs-max range when `bound`
@@ -199,6 +222,18 @@ pub struct PulseDevice {
     pub w_max: f32,
     pub w_min: f32,
     pub max_pulses: u32,
+    /// `Some`: each weight is a differential pair of such devices.
+    pub pair: Option<PairSettings>,
+}
+
+/// A differential pair's refresh (aihwkit `OneSidedUnitCell`): every `refresh_every`
+/// optimiser steps (0: never), pairs whose larger conductance is above `upper` and smaller
+/// above `lower` (fractions of their bounds) are refreshed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PairSettings {
+    pub refresh_every: u64,
+    pub upper: f32,
+    pub lower: f32,
 }
 
 /// The resolved non-idealities of one energy-based block (all zero / `None`: ideal).
@@ -351,6 +386,10 @@ fn pulse_device(s: &AnalogSpec, prefix: &str) -> Result<Option<PulseDevice>> {
                 ("w_max", s.w_max.is_some()),
                 ("w_min", s.w_min.is_some()),
                 ("max_pulses", s.max_pulses.is_some()),
+                ("device_pair", s.device_pair.is_some()),
+                ("refresh_every", s.refresh_every.is_some()),
+                ("refresh_upper_thres", s.refresh_upper_thres.is_some()),
+                ("refresh_lower_thres", s.refresh_lower_thres.is_some()),
             ] {
                 ensure!(
                     !set,
@@ -390,7 +429,9 @@ fn pulse_device(s: &AnalogSpec, prefix: &str) -> Result<Option<PulseDevice>> {
         max_pulses >= 1,
         "{prefix}.max_pulses = 0: an update needs at least one pulse"
     );
+    let pair = pair_settings(s, prefix, w_min, w_max)?;
     Ok(Some(PulseDevice {
+        pair,
         soft_bounds,
         dw_min,
         dw_min_dtod: std_value(
@@ -402,6 +443,61 @@ fn pulse_device(s: &AnalogSpec, prefix: &str) -> Result<Option<PulseDevice>> {
         w_max,
         w_min,
         max_pulses,
+    }))
+}
+
+fn pair_settings(
+    s: &AnalogSpec,
+    prefix: &str,
+    w_min: f32,
+    w_max: f32,
+) -> Result<Option<PairSettings>> {
+    match s.device_pair.as_deref() {
+        None | Some("single") => {
+            for (key, set) in [
+                ("refresh_every", s.refresh_every.is_some()),
+                ("refresh_upper_thres", s.refresh_upper_thres.is_some()),
+                ("refresh_lower_thres", s.refresh_lower_thres.is_some()),
+            ] {
+                ensure!(
+                    !set,
+                    "{prefix}.{key} is a differential-pair setting but {prefix}.device_pair is not \"differential\""
+                );
+            }
+            return Ok(None);
+        }
+        Some("differential") => {}
+        Some(other) => {
+            bail!("{prefix}.device_pair = \"{other}\": unknown (known: single, differential)")
+        }
+    }
+    ensure!(
+        w_min < 0.0 && w_max > 0.0,
+        "{prefix}.device_pair = \"differential\" needs w_min < 0 < w_max (G⁺ ∈ [0, w_max], G⁻ ∈ [0, −w_min]; got {w_min}, {w_max})"
+    );
+    let upper = s.refresh_upper_thres.unwrap_or(0.75);
+    let lower = s.refresh_lower_thres.unwrap_or(0.25);
+    for (key, v) in [
+        ("refresh_upper_thres", upper),
+        ("refresh_lower_thres", lower),
+    ] {
+        ensure!(
+            (0.0..=1.0).contains(&v),
+            "{prefix}.{key} = {v}: a fraction of the conductance bound must lie in [0, 1]"
+        );
+    }
+    ensure!(
+        lower <= upper,
+        "{prefix}.refresh_lower_thres = {lower} is above {prefix}.refresh_upper_thres = {upper}"
+    );
+    ensure!(
+        s.weight_levels.is_none(),
+        "{prefix}.weight_levels: storage levels and a differential pair cannot be combined (the pair's conductances are the stored weight)"
+    );
+    Ok(Some(PairSettings {
+        refresh_every: s.refresh_every.unwrap_or(0),
+        upper,
+        lower,
     }))
 }
 
@@ -520,5 +616,35 @@ mod tests {
             assert!(!c.resolve(2).unwrap()[1].is_ideal(), "{}", p.name);
         }
         assert!(toml::from_str::<AnalogConfig>("weight_sd = 0.1").is_err());
+        // differential pairs
+        let pair = "device = \"constant-step\"\ndevice_pair = \"differential\"\n";
+        assert!(err("device_pair = \"differential\"", 1).contains("analog.device"));
+        assert!(err("device = \"constant-step\"\nrefresh_every = 10", 1)
+            .contains("analog.refresh_every"));
+        assert!(
+            err("device = \"constant-step\"\ndevice_pair = \"triple\"", 1)
+                .contains("analog.device_pair")
+        );
+        assert!(err(&format!("{pair}refresh_upper_thres = 1.5"), 1)
+            .contains("analog.refresh_upper_thres"));
+        assert!(err(&format!("{pair}refresh_lower_thres = -0.1"), 1)
+            .contains("analog.refresh_lower_thres"));
+        assert!(err(&format!("{pair}refresh_lower_thres = 0.8"), 1)
+            .contains("analog.refresh_lower_thres"));
+        assert!(err(&format!("{pair}w_min = 0.1"), 1).contains("analog.device_pair"));
+        assert!(err(
+            &format!("[blocks.0]\n{pair}weight_levels = 8\nweight_bound = 1.0"),
+            1
+        )
+        .contains("analog.blocks.0.weight_levels"));
+        let ok = cfg(&format!("{pair}refresh_every = 5")).resolve(1).unwrap();
+        assert_eq!(
+            ok[0].pulse.unwrap().pair,
+            Some(PairSettings {
+                refresh_every: 5,
+                upper: 0.75,
+                lower: 0.25
+            })
+        );
     }
 }

@@ -15,15 +15,19 @@
 //!   stochastically after every optimiser step ([`Circuit::store`]);
 //! * **weight programming** — the optimiser computes the desired weights, a pulsed device
 //!   (ConstantStep or SoftBounds, [`crate::core::analog::program_pulses`]) decides what they
-//!   become ([`Circuit::program`]); each device's pulse step is `dw_min·(1 + dtod·ξ)`.
+//!   become ([`Circuit::program`]); each device's pulse step is `dw_min·(1 + dtod·ξ)`. With
+//!   `device_pair = "differential"` each weight is `w = G⁺ − G⁻`, two such devices pulsed up
+//!   only, with an optional refresh ([`pair`]).
 //!
 //! Everything is off by default; a [`Chain`](crate::grad::Chain) without a runtime and a
 //! nominal model is the ideal code path, bit for bit.
 
 pub mod config;
+pub mod pair;
 pub mod presets;
 
-pub use config::{AnalogConfig, AnalogSpec, BlockAnalog, Quantizer};
+pub use config::{AnalogConfig, AnalogSpec, BlockAnalog, PairSettings, Quantizer};
+pub use pair::PairDevices;
 pub use presets::{analog_preset, AnalogPreset, PRESETS};
 
 use crate::core::analog as kern;
@@ -31,7 +35,7 @@ use crate::core::Tensor;
 use crate::io::tensors::{Stored, TensorFile};
 use crate::model::{CouplingKind, Model, ParamId};
 use crate::relax::{Relaxation, UpdateNoise};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -55,8 +59,19 @@ pub struct Circuit {
     /// `ξ` per energy-based weight of a block with `weight_std > 0`.
     pub devices: Vec<(ParamId, Tensor)>,
     /// The pulse step of every device, per energy-based weight of a block with a pulsed
-    /// device.
+    /// device (one device per weight).
     pub steps: Vec<(ParamId, Tensor)>,
+    /// The conductance pairs of every energy-based weight of a block with
+    /// `device_pair = "differential"`.
+    pub pairs: Vec<PairDevices>,
+}
+
+/// Pulses fired by one programming step, per block (`block{k}`): the update's and the
+/// differential pairs' refresh's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pulses {
+    pub update: BTreeMap<String, u64>,
+    pub refresh: BTreeMap<String, u64>,
 }
 
 /// The energy-based weights of block `k` and whether each is a conductance.
@@ -93,16 +108,32 @@ impl Circuit {
         let seed = cfg.seed.unwrap_or(run_seed);
         let mut devices = Vec::new();
         let mut steps = Vec::new();
+        let mut pairs = Vec::new();
         for (k, b) in blocks.iter().enumerate() {
             if let Some(p) = b.pulse {
-                for (id, _) in block_weights(model, k) {
+                for (id, conductance) in block_weights(model, k) {
                     let ParamId::Synapse { index, .. } = id else {
                         unreachable!()
                     };
-                    let mut rng = device_rng(seed, (1 << 63) | ((k as u64) << 32) | index as u64);
-                    let mut dw = kern::standard_normal(model.param(id).shape(), &mut rng);
-                    kern::pulse_steps(&mut dw, p.dw_min, p.dw_min_dtod);
-                    steps.push((id, dw));
+                    // G⁺ (or the single device) on stream 2^63 + …, G⁻ on 2^63 + 2^62 + …
+                    let draw = |stream: u64| {
+                        let mut rng = device_rng(seed, stream | ((k as u64) << 32) | index as u64);
+                        let mut dw = kern::standard_normal(model.param(id).shape(), &mut rng);
+                        kern::pulse_steps(&mut dw, p.dw_min, p.dw_min_dtod);
+                        dw
+                    };
+                    if p.pair.is_none() {
+                        steps.push((id, draw(1 << 63)));
+                        continue;
+                    }
+                    if conductance {
+                        bail!(
+                            "analog.device_pair = \"differential\" (block {k}): `{}` is a resistive block's conductance, a single non-negative device; differential pairs hold the signed weights of Hopfield blocks",
+                            model.param_name(id)
+                        );
+                    }
+                    let (dwp, dwm) = (draw(1 << 63), draw((1 << 63) | (1 << 62)));
+                    pairs.push(PairDevices::new(id, model.param(id), &p, dwp, dwm));
                 }
             }
             if b.weight_std > 0.0 {
@@ -120,6 +151,7 @@ impl Circuit {
             seed,
             devices,
             steps,
+            pairs,
         })
     }
 
@@ -130,6 +162,7 @@ impl Circuit {
             seed: 0,
             devices: Vec::new(),
             steps: Vec::new(),
+            pairs: Vec::new(),
         }
     }
 
@@ -206,10 +239,16 @@ impl Circuit {
 
     /// Whether weights are programmed by pulses.
     pub fn programs(&self) -> bool {
-        !self.steps.is_empty()
+        !self.steps.is_empty() || !self.pairs.is_empty()
     }
 
-    /// The present values of the pulse-programmed weights (call before the optimiser step).
+    /// Whether some weights are differential pairs.
+    pub fn has_pairs(&self) -> bool {
+        !self.pairs.is_empty()
+    }
+
+    /// The present values of the single-device pulse-programmed weights (call before the
+    /// optimiser step; differential pairs hold their own state).
     pub fn programmed_weights(&self, model: &Model) -> Vec<(ParamId, Tensor)> {
         self.steps
             .iter()
@@ -218,14 +257,16 @@ impl Circuit {
     }
 
     /// Turns the optimiser's desired weights (in `model`) into what the devices do: from the
-    /// weights `before` the step, pulses towards the desired values. Returns the pulses fired
-    /// per block (`block{k}`).
+    /// weights `before` the step, pulses towards the desired values (differential pairs: from
+    /// their conductances, one-sided, with their refresh when optimiser step `step`, counted
+    /// from 1, is due). Returns the pulses fired per block (`block{k}`).
     pub fn program(
-        &self,
+        &mut self,
         model: &mut Model,
         before: Vec<(ParamId, Tensor)>,
+        step: u64,
         rng: &mut ChaCha8Rng,
-    ) -> Result<BTreeMap<String, u64>> {
+    ) -> Result<Pulses> {
         let mut fired = BTreeMap::new();
         let nonneg = model.non_negative_params();
         for ((id, mut w), (sid, dw)) in before.into_iter().zip(&self.steps) {
@@ -251,7 +292,22 @@ impl Circuit {
             *model.param_mut(id) = w;
             *fired.entry(format!("block{k}")).or_insert(0) += n;
         }
-        Ok(fired)
+        let mut refresh = BTreeMap::new();
+        for pair in &mut self.pairs {
+            let ParamId::Synapse { block: k, .. } = pair.id else {
+                unreachable!("pairs hold synapse weights")
+            };
+            let p = self.blocks[k].pulse.expect("a pulsed block");
+            let n = pair
+                .program(model.param_mut(pair.id), &p, step, rng)
+                .with_context(|| format!("programming `{}`", model.param_name(pair.id)))?;
+            *fired.entry(format!("block{k}")).or_insert(0) += n.update;
+            *refresh.entry(format!("block{k}")).or_insert(0) += n.refresh;
+        }
+        Ok(Pulses {
+            update: fired,
+            refresh,
+        })
     }
 
     /// The dynamic part for one step, its noise drawn from `seed`.
@@ -277,6 +333,14 @@ impl Circuit {
         };
         let mut out = named(XI, &self.devices);
         out.extend(named(DW, &self.steps));
+        for pair in &self.pairs {
+            for (prefix, t) in pair.tensors() {
+                out.push((
+                    format!("{prefix}{}", model.param_name(pair.id)),
+                    Stored::F32(t.clone()),
+                ));
+            }
+        }
         out
     }
 
@@ -291,33 +355,42 @@ impl Circuit {
         path: &Path,
         require_all: bool,
     ) -> Result<usize> {
-        let mut loaded = 0;
+        let mut slots: Vec<(String, &mut Tensor)> = Vec::new();
         for (prefix, list) in [(XI, &mut self.devices), (DW, &mut self.steps)] {
             for (id, t) in list.iter_mut() {
-                let key = format!("{prefix}{}", model.param_name(*id));
-                if !require_all && !f.tensors.contains_key(&key) {
-                    continue;
-                }
-                let src = f.f32(&key, path).with_context(|| {
-                    "the checkpoint has no device draws for this analog configuration".to_string()
-                })?;
-                ensure!(
-                    src.shape() == t.shape(),
-                    "{}: `{key}` has shape {:?}, expected {:?}",
-                    path.display(),
-                    src.shape(),
-                    t.shape()
-                );
-                *t = src.clone();
-                loaded += 1;
+                slots.push((format!("{prefix}{}", model.param_name(*id)), t));
             }
+        }
+        for pair in &mut self.pairs {
+            let name = model.param_name(pair.id);
+            for (prefix, t) in pair.tensors_mut() {
+                slots.push((format!("{prefix}{name}"), t));
+            }
+        }
+        let mut loaded = 0;
+        for (key, t) in slots {
+            if !require_all && !f.tensors.contains_key(&key) {
+                continue;
+            }
+            let src = f.f32(&key, path).with_context(|| {
+                "the checkpoint has no device draws for this analog configuration".to_string()
+            })?;
+            ensure!(
+                src.shape() == t.shape(),
+                "{}: `{key}` has shape {:?}, expected {:?}",
+                path.display(),
+                src.shape(),
+                t.shape()
+            );
+            *t = src.clone();
+            loaded += 1;
         }
         Ok(loaded)
     }
 
-    /// Number of device tensors (variability draws and pulse steps).
+    /// Number of device tensors (variability draws, pulse steps, conductance pairs).
     pub fn device_tensors(&self) -> usize {
-        self.devices.len() + self.steps.len()
+        self.devices.len() + self.steps.len() + 4 * self.pairs.len()
     }
 }
 

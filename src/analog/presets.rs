@@ -53,18 +53,21 @@ pub const PRESETS: &[AnalogPreset] = &[
                  dw_min_std 0.3, w_max = −w_min = 0.6, up_down 0) programmed with at most 31 \
                  pulses (PresetUpdateParameters.desired_bl), with aihwkit's PresetIOParameters \
                  converters (7-bit DAC, 9-bit ADC)",
+        spec: rram_constantstep,
+    },
+    AnalogPreset {
+        name: "rram-constantstep-pair",
+        source: "rram-constantstep with every weight a differential pair w = G+ − G− of two \
+                 such devices (aihwkit OneSidedUnitCell: up pulses only, G+ in [0, w_max], G− in \
+                 [0, −w_min]); refresh thresholds 0.75 / 0.25 (OneSidedUnitCell defaults), \
+                 checked after every optimiser step (refresh_every 1: aihwkit's default 0 never \
+                 refreshes, and 1 mini-batch is its smallest unit with units_in_mbatch)",
         spec: || AnalogSpec {
-            device: Some("constant-step".into()),
-            dw_min: Some(0.001),
-            dw_min_dtod: Some(0.3),
-            dw_min_std: Some(0.3),
-            up_down: Some(0.0),
-            w_max: Some(0.6),
-            max_pulses: Some(31),
-            dac_bits: Some(7),
-            adc_bits: Some(9),
-            error_bits: Some(7),
-            ..AnalogSpec::default()
+            device_pair: Some("differential".into()),
+            refresh_every: Some(1),
+            refresh_upper_thres: Some(0.75),
+            refresh_lower_thres: Some(0.25),
+            ..rram_constantstep()
         },
     },
     AnalogPreset {
@@ -88,6 +91,23 @@ pub const PRESETS: &[AnalogPreset] = &[
         },
     },
 ];
+
+/// aihwkit's ConstantStepDevice defaults with its PresetIOParameters converters.
+fn rram_constantstep() -> AnalogSpec {
+    AnalogSpec {
+        device: Some("constant-step".into()),
+        dw_min: Some(0.001),
+        dw_min_dtod: Some(0.3),
+        dw_min_std: Some(0.3),
+        up_down: Some(0.0),
+        w_max: Some(0.6),
+        max_pulses: Some(31),
+        dac_bits: Some(7),
+        adc_bits: Some(9),
+        error_bits: Some(7),
+        ..AnalogSpec::default()
+    }
+}
 
 /// The preset named `name`.
 pub fn analog_preset(name: &str) -> Result<&'static AnalogPreset> {

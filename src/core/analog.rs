@@ -217,25 +217,31 @@ pub fn program_pulses(
             continue;
         }
         let n = ((t - *v).abs() / d).round().min(r.max_pulses as f32) as u32;
-        let up = t > *v;
-        let alpha = if up { 1.0 + r.up_down } else { 1.0 - r.up_down };
-        for _ in 0..n {
-            let xi: f32 = if r.write_noise > 0.0 {
-                StandardNormal.sample(rng)
-            } else {
-                0.0
-            };
-            let bound = match (r.soft_bounds, up) {
-                (false, _) => 1.0,
-                (true, true) => 1.0 - *v / r.hi,
-                (true, false) => 1.0 - *v / r.lo,
-            };
-            let step = d * alpha * (1.0 + r.write_noise * xi) * bound.max(0.0);
-            *v = (if up { *v + step } else { *v - step }).clamp(r.lo, r.hi);
-        }
+        fire(v, n, t > *v, d, r, rng);
         fired += n as u64;
     }
     Ok(fired)
+}
+
+/// Fires `n` pulses of step `d` on one device holding `v`, up or down: each moves it by
+/// `±d·α_±·(1 + σ_c·ξ)·bound` and clips it to `[lo, hi]` (see [`PulseResponse`]).
+#[inline]
+pub(crate) fn fire(v: &mut f32, n: u32, up: bool, d: f32, r: &PulseResponse, rng: &mut impl Rng) {
+    let alpha = if up { 1.0 + r.up_down } else { 1.0 - r.up_down };
+    for _ in 0..n {
+        let xi: f32 = if r.write_noise > 0.0 {
+            StandardNormal.sample(rng)
+        } else {
+            0.0
+        };
+        let bound = match (r.soft_bounds, up) {
+            (false, _) => 1.0,
+            (true, true) => 1.0 - *v / r.hi,
+            (true, false) => 1.0 - *v / r.lo,
+        };
+        let step = d * alpha * (1.0 + r.write_noise * xi) * bound.max(0.0);
+        *v = (if up { *v + step } else { *v - step }).clamp(r.lo, r.hi);
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! backend would replace this module behind the same functions.
 
 pub mod analog;
+pub mod analog_pair;
 pub mod anderson;
 pub mod batchnorm;
 pub mod conv;

@@ -19,7 +19,8 @@ pub struct EpochPlan {
     pub lr: f64,
     /// Sweeps per block (mean per batch).
     pub sweeps: Vec<PhaseSweeps>,
-    /// Weight pulses of the epoch per block as recorded by the run; `None`: estimated.
+    /// Weight pulses of the epoch per block as recorded by the run (update pulses plus the
+    /// differential pairs' refresh pulses); `None`: estimated.
     pub pulses: Option<Vec<f64>>,
 }
 
@@ -210,7 +211,14 @@ pub fn apply_records(w: &mut Workload, records: &[EpochRecord], path: &Path) -> 
                         r.epoch
                     )
                 })?;
-                p.push(*v as f64);
+                // refreshing differential pairs writes the devices too
+                let refresh = r
+                    .refresh_pulses
+                    .as_ref()
+                    .and_then(|m| m.get(&key))
+                    .copied()
+                    .unwrap_or(0);
+                p.push((*v + refresh) as f64);
             }
             plan.pulses = Some(p);
             pulses += 1;

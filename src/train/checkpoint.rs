@@ -44,6 +44,9 @@ pub struct EpochAccum {
     /// Weight-programming pulses so far this epoch, per energy-based block (`block{k}`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub pulses: std::collections::BTreeMap<String, u64>,
+    /// Pulses fired refreshing differential pairs so far this epoch, per block.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub refresh_pulses: std::collections::BTreeMap<String, u64>,
 }
 
 /// Where the loop is.

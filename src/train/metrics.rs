@@ -74,6 +74,10 @@ pub struct EpochRecord {
     /// analog device model when one is simulated (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulses: Option<BTreeMap<String, u64>>,
+    /// Pulses of the epoch spent refreshing differential pairs (`analog.device_pair`), per
+    /// block, counted apart from `pulses` (absent without pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_pulses: Option<BTreeMap<String, u64>>,
     /// Resistor power of the DRN blocks, the mean over the epoch's logged steps (the power is
     /// read out on every `train.log_every`-th batch only).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

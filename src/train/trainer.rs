@@ -401,8 +401,12 @@ pub fn train_with(
             model.project_params();
             if circuit.programs() {
                 let mut rng = storage_rng(circuit.seed ^ 0x50_554c_5345, state.step + 1);
-                for (b, n) in circuit.program(&mut model, before, &mut rng)? {
+                let fired = circuit.program(&mut model, before, state.step + 1, &mut rng)?;
+                for (b, n) in fired.update {
                     *state.accum.pulses.entry(b).or_insert(0) += n;
+                }
+                for (b, n) in fired.refresh {
+                    *state.accum.refresh_pulses.entry(b).or_insert(0) += n;
                 }
             }
             circuit.store(&mut model, &mut storage_rng(circuit.seed, state.step + 1));
@@ -561,6 +565,7 @@ pub fn train_with(
                 .collect(),
             sweeps_per_block: sweeps_per_block(&a),
             pulses: circuit.programs().then(|| a.pulses.clone()),
+            refresh_pulses: circuit.has_pairs().then(|| a.refresh_pulses.clone()),
         };
         if let Some(m) = &metrics {
             or_abort(comm, m.epoch(&rec))?;

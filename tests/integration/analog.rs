@@ -368,38 +368,17 @@ fn analog_training_records_pulses_saves_devices_and_resumes_exactly() {
     if common::shared_data().is_none() {
         return;
     }
-    use ffebm::train::{train, RunConfig, TrainOptions};
     let cfg = || {
-        let sets: Vec<String> = [
-            "data.train_limit=320",
-            "data.test_limit=200",
-            "data.batch_size=32",
-            "algorithm.t1=6",
-            "algorithm.t2=4",
-            "train.epochs=2",
+        small_mnist_config(&[
             "analog.preset=ideal-8bit",
             "analog.weight_std=0.05",
             "analog.update_noise=0.001",
             "analog.measure_noise=0.001",
             "analog.device=constant-step",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, Some(7)).unwrap()
+        ])
     };
     let run = |dir: &std::path::Path, resume: bool, stop: Option<u64>| {
-        train(
-            cfg(),
-            TrainOptions {
-                run_dir: dir.to_path_buf(),
-                resume,
-                quiet: true,
-                stop_after_steps: stop,
-                ..Default::default()
-            },
-        )
-        .unwrap()
+        train_quietly(cfg(), dir, resume, stop)
     };
     let full_dir = temp_dir("analog", "full");
     let _ = std::fs::remove_dir_all(&full_dir);

@@ -4,6 +4,7 @@ mod common;
 mod data_util;
 
 mod analog;
+mod analog_pair;
 mod checkpoint_integrity;
 mod cli_analog;
 mod cli_analysis;

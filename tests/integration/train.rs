@@ -15,20 +15,9 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn small_mnist(extra: &[&str]) -> RunConfig {
-    let mut sets: Vec<String> = [
-        "data.train_limit=320",
-        "data.test_limit=200",
-        "data.batch_size=32",
-        "algorithm.t1=6",
-        "algorithm.t2=4",
-        "train.epochs=2",
-        "train.log_every=3",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, Some(7)).unwrap()
+    let mut sets = vec!["train.log_every=3"];
+    sets.extend(extra);
+    common::small_mnist_config(&sets)
 }
 
 /// Everything but wall-clock fields.

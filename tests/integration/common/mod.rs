@@ -144,3 +144,41 @@ pub fn ffebm(args: &[&str]) -> std::process::Output {
 pub fn path_str(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// `mnist_mlp` on a small MNIST subset (320 train / 200 test images, batch 32, T1 6, T2 4,
+/// 2 epochs, seed 7) with the `--set` strings `extra` on top.
+pub fn small_mnist_config(extra: &[&str]) -> ffebm::train::RunConfig {
+    let sets: Vec<String> = [
+        "data.train_limit=320",
+        "data.test_limit=200",
+        "data.batch_size=32",
+        "algorithm.t1=6",
+        "algorithm.t2=4",
+        "train.epochs=2",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
+    ffebm::train::RunConfig::resolve(Some("mnist_mlp"), None, None, &sets, Some(7)).unwrap()
+}
+
+/// Trains `cfg` quietly into `dir` (resuming the run there, or stopping after `stop` steps).
+pub fn train_quietly(
+    cfg: ffebm::train::RunConfig,
+    dir: &std::path::Path,
+    resume: bool,
+    stop: Option<u64>,
+) -> ffebm::train::RunSummary {
+    ffebm::train::train(
+        cfg,
+        ffebm::train::TrainOptions {
+            run_dir: dir.to_path_buf(),
+            resume,
+            quiet: true,
+            stop_after_steps: stop,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
