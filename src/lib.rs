@@ -9,6 +9,7 @@ pub mod cli;
 pub mod core;
 pub mod cost;
 pub mod data;
+pub mod digital;
 pub mod dist;
 pub mod energy;
 pub mod grad;

@@ -41,6 +41,10 @@ pub struct GradArgs {
     /// `seed` (default: `--seed`).
     #[arg(long = "analog", value_name = "KEY=VALUE")]
     pub analog: Vec<String>,
+    /// Quantized feedforward blocks `key=value` (repeatable; the keys of the `[digital]`
+    /// table: `weight_bits`, `activation_bits`, `gradient_bits`), e.g. `--digital weight_bits=8`.
+    #[arg(long = "digital", value_name = "KEY=VALUE")]
+    pub digital: Vec<String>,
 }
 
 /// Reads `x` (NCHW float) and `y` (integers) from a batch file.
@@ -116,7 +120,9 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
     let (t1, t2, beta) = (gc.t1, gc.t2, gc.beta);
     let analog = crate::analog::AnalogConfig::from_sets(&a.analog)?;
     let circuit = crate::analog::Circuit::new(&analog, &model, g.seed)?;
-    let physical = circuit.physical(&model)?;
+    let digital = crate::digital::DigitalConfig::from_sets(&a.digital)?.resolve()?;
+    let physical =
+        crate::digital::Digital::on_top(digital.as_ref(), circuit.physical(&model)?, &model);
     let circuit_model = physical.as_ref().unwrap_or(&model);
     let runtime = (!circuit.is_ideal()).then(|| circuit.runtime(circuit.seed));
     let kernels = prepare(circuit_model)?;
@@ -130,6 +136,7 @@ pub fn run(g: &Global, a: GradArgs) -> Result<()> {
         StepOptions {
             power: true,
             analog: runtime.as_ref(),
+            digital,
             ..Default::default()
         },
     )?;

@@ -45,6 +45,23 @@ pub fn quantize_abs_max(x: &mut Tensor, bits: u32) {
     }
 }
 
+/// `m = max_i |x_i|` over the whole tensor (0 for an empty or all-zero tensor; NaN
+/// elements are ignored).
+pub fn abs_max(x: &Tensor) -> f32 {
+    x.data().iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Per-tensor symmetric fake quantization (digital QAT): with the scale `m = max_i |x_i|` of
+/// this call, `q(x) = Δ·round(x/Δ)`, `Δ = 2m/(2^bits − 2)`: the `2^bits − 1` levels `k·Δ`,
+/// `|k| ≤ 2^(bits−1) − 1`, the largest magnitude mapped to `±m`. A tensor of zeros (or a
+/// non-finite scale) is left as it is.
+pub fn quantize_tensor_abs_max(x: &mut Tensor, bits: u32) {
+    let m = abs_max(x);
+    if m > 0.0 && m.is_finite() {
+        quantize(x, bits, m);
+    }
+}
+
 /// `x += σ·ξ`, `ξ ~ N(0, 1)` i.i.d. per element.
 pub fn add_gaussian(x: &mut Tensor, sigma: f32, rng: &mut impl Rng) {
     x.data_mut().iter_mut().for_each(|v| {
@@ -280,6 +297,28 @@ mod tests {
         let mut x = Tensor::from_vec(&[2, 3], vec![0.5, -0.2, 0.1, 4.0, 1.0, 0.0]).unwrap();
         quantize_abs_max(&mut x, 2); // Δ = m: levels −m, 0, m
         assert_eq!(x.data(), &[0.5, -0.0, 0.0, 4.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn per_tensor_quantizer_uses_the_tensors_abs_max() {
+        // 3 bits, m = 1.5: Δ = 2·1.5/6 = 0.5, levels 0, ±0.5, ±1, ±1.5 (hand-computed)
+        let mut x = Tensor::from_vec(&[2, 3], vec![0.2, -0.3, 0.74, 1.5, -1.1, 0.26]).unwrap();
+        assert_eq!(abs_max(&x), 1.5);
+        quantize_tensor_abs_max(&mut x, 3);
+        assert_eq!(x.data(), &[0.0, -0.5, 0.5, 1.5, -1.0, 0.5]);
+        // one scale for the whole tensor, unlike `quantize_abs_max` (per sample): 2 bits,
+        // m = 4: levels 0, ±4
+        let mut y = Tensor::from_vec(&[2, 2], vec![1.9, -2.1, 4.0, 0.5]).unwrap();
+        quantize_tensor_abs_max(&mut y, 2);
+        assert_eq!(y.data(), &[0.0, -4.0, 4.0, 0.0]);
+        // zeros stay zeros; 8 bits: 255 levels, the extremes exact
+        let mut z = Tensor::zeros(&[3]);
+        quantize_tensor_abs_max(&mut z, 8);
+        assert_eq!(z.data(), &[0.0, 0.0, 0.0]);
+        let mut w = Tensor::from_vec(&[3], vec![-0.8, 0.001, 0.8]).unwrap();
+        quantize_tensor_abs_max(&mut w, 8);
+        assert_eq!(w.data()[1], 0.0);
+        assert!((w.data()[0] + 0.8).abs() < 1e-6 && (w.data()[2] - 0.8).abs() < 1e-6);
     }
 
     #[test]

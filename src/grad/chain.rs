@@ -24,6 +24,9 @@ pub struct Chain<'a> {
     pub part: Option<BatchPart<'a>>,
     /// The dynamic analog non-idealities (converters, noise) of the step; `None`: ideal.
     pub analog: Option<&'a crate::analog::Runtime>,
+    /// The quantizers of the feedforward (digital) blocks' activations and errors; `None`:
+    /// float32. (Their quantized weights are in `model` and `kernels`.)
+    pub digital: Option<crate::digital::Digital>,
 }
 
 /// This process's part of a batch split over several processes: gradients are those of the
@@ -45,6 +48,7 @@ impl<'a> Chain<'a> {
             blocks: EnergyBlock::all(model, kernels),
             part: None,
             analog: None,
+            digital: None,
         }
     }
 
@@ -147,8 +151,35 @@ impl<'a> Chain<'a> {
         Ok(())
     }
 
+    /// The drive `u_k = F_k(x_k)` of block `k` (training or evaluation mode), its forward pass
+    /// cached in `cache`. With quantized activations ([`crate::digital`]) a feedforward conv
+    /// computes `u_k = q(F_k(q(x_k)))` and caches `q(x_k)`.
+    pub fn feedforward(
+        &self,
+        k: usize,
+        input: &Tensor,
+        mode: BnMode,
+        cache: &mut FfCache,
+    ) -> Result<Tensor> {
+        let block = &self.model.blocks[k];
+        let kern = self.kernels[k].ff.as_ref();
+        let digital = self
+            .digital
+            .filter(|d| d.activation_bits.is_some() && block.ff.is_some() && kern.is_some());
+        let Some(d) = digital else {
+            return ff_forward_shared(block, kern, input, mode, cache, self.batch_sums());
+        };
+        let mut x = input.clone();
+        d.activation(&mut x);
+        let mut u = ff_forward_shared(block, kern, &x, mode, cache, self.batch_sums())?;
+        d.activation(&mut u);
+        Ok(u)
+    }
+
     /// Feedforward gradients of block `k` for the cotangent `g_u` on its drive (forward pass
-    /// cached in `cache`); returns the input cotangent `J_Fᵀ g_u` when `k > 0`.
+    /// cached in `cache`); returns the input cotangent `J_Fᵀ g_u` when `k > 0`. With quantized
+    /// errors ([`crate::digital`]) a feedforward conv's backward pass reads `q(g_u)` and returns
+    /// `q(J_Fᵀ q(g_u))`; quantized activations are passed straight through.
     pub fn feedforward_backward(
         &self,
         k: usize,
@@ -160,6 +191,18 @@ impl<'a> Chain<'a> {
         let Some(ff) = &block.ff else {
             // the identity transform: no parameters
             return Ok((k > 0).then(|| g_u.clone()));
+        };
+        let quantized;
+        let g_u = match self.digital.filter(|d| d.gradient_bits.is_some()) {
+            Some(d) => {
+                quantized = {
+                    let mut g = g_u.clone();
+                    d.error(&mut g);
+                    g
+                };
+                &quantized
+            }
+            None => g_u,
         };
         let id = |index, bias| ParamId::Synapse {
             block: k,
@@ -203,7 +246,13 @@ impl<'a> Chain<'a> {
             *grads.get_mut(bn(false)) = g;
             *grads.get_mut(bn(true)) = bt;
         }
-        Ok(dx)
+        Ok(match (dx, self.digital) {
+            (Some(mut dx), Some(d)) => {
+                d.error(&mut dx);
+                Some(dx)
+            }
+            (dx, _) => dx,
+        })
     }
 }
 
@@ -291,17 +340,11 @@ pub fn free_phase_with(
         cost: model.config.cost,
     };
     let mut input = x.clone();
-    for (k, (block, kern)) in model.blocks.iter().zip(chain.kernels).enumerate() {
+    for (k, block) in model.blocks.iter().enumerate() {
         let mut cache = FfCache::default();
-        let mut drive = ff_forward_shared(
-            block,
-            kern.ff.as_ref(),
-            &input,
-            mode,
-            &mut cache,
-            chain.batch_sums(),
-        )
-        .with_context(|| format!("block {k}: feedforward transform"))?;
+        let mut drive = chain
+            .feedforward(k, &input, mode, &mut cache)
+            .with_context(|| format!("block {k}: feedforward transform"))?;
         if let Some(a) = chain.analog {
             a.dac(k, &mut drive);
         }

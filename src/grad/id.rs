@@ -13,7 +13,7 @@ use super::chain::{with_block, Chain, FreePhase};
 use crate::core::batchnorm::BnBatchStats;
 use crate::core::Tensor;
 use crate::energy::{Adjoints, Recorded};
-use crate::model::feedforward::{ff_forward_shared, BnMode, FfCache, TransformEvals};
+use crate::model::feedforward::{BnMode, FfCache, TransformEvals};
 use crate::model::Grads;
 use crate::relax::{relax, Order, Relaxation, Schedule, Tape};
 use anyhow::Result;
@@ -79,7 +79,6 @@ pub fn id_from_block(
     let mut caches: Vec<FfCache> = Vec::with_capacity(kk);
     let mut bn_stats = vec![None; kk];
     for k in first..kk {
-        let block = &model.blocks[k];
         // the drive is re-evaluated from the block input: x_first (a leaf) or the updated
         // last layer of the block below
         let input = match tapes.last() {
@@ -93,14 +92,7 @@ pub fn id_from_block(
                 .clone(),
         };
         let mut cache = FfCache::default();
-        let drive = ff_forward_shared(
-            block,
-            chain.kernels[k].ff.as_ref(),
-            &input,
-            BnMode::Train,
-            &mut cache,
-            chain.batch_sums(),
-        )?;
+        let drive = chain.feedforward(k, &input, BnMode::Train, &mut cache)?;
         bn_stats[k] = cache.bn_stats.clone();
         let mut tape = Tape::new(&free.states[k]);
         {

@@ -312,6 +312,12 @@ pub struct StepOptions<'a> {
     /// Run on a physical circuit (see [`crate::analog`]): `model` and `kernels` are then its
     /// (varied) parameters, and this its converters and noise for the step; `None`: ideal.
     pub analog: Option<&'a crate::analog::Runtime>,
+    /// Quantized feedforward blocks (see [`crate::digital`]): the quantizers of their
+    /// activations and errors; `model` and `kernels` then hold their quantized weights
+    /// ([`crate::digital::Digital::quantized_weights`]). Without `part` the feedforward
+    /// parameters' gradients are quantized too (with `part`, quantize the sum over the parts
+    /// with [`crate::digital::Digital::weight_gradients`]). `None`: float32.
+    pub digital: Option<crate::digital::Digital>,
 }
 
 /// [`compute_gradients`] with [`StepOptions`].
@@ -328,6 +334,7 @@ pub fn compute_gradients_with(
         part,
         power,
         analog,
+        digital,
     } = opts;
     anyhow::ensure!(
         labels.len() == x.dim0(),
@@ -340,6 +347,7 @@ pub fn compute_gradients_with(
         None => Chain::new(model, kernels),
     };
     chain.analog = analog;
+    chain.digital = digital;
     let free = free_phase_with(
         &chain,
         x,
@@ -349,7 +357,10 @@ pub fn compute_gradients_with(
         start,
     )?;
     let loss = free.loss(labels)?.mean();
-    let est = estimator_with_power(cfg, power).gradients(&chain, &free, labels)?;
+    let mut est = estimator_with_power(cfg, power).gradients(&chain, &free, labels)?;
+    if let (Some(d), None) = (digital, part) {
+        d.weight_gradients(&mut est.grads);
+    }
     let power = if power {
         power::block_powers(&chain, &free, &est.nudged_power)?
     } else {

@@ -129,6 +129,9 @@ pub struct RunConfig {
     /// Analog non-idealities of the energy-based blocks (none by default).
     #[serde(default, skip_serializing_if = "crate::analog::AnalogConfig::is_off")]
     pub analog: crate::analog::AnalogConfig,
+    /// Quantized feedforward (digital) blocks (float32 by default).
+    #[serde(default, skip_serializing_if = "crate::digital::DigitalConfig::is_off")]
+    pub digital: crate::digital::DigitalConfig,
 }
 
 impl DataConfig {
@@ -182,6 +185,7 @@ impl RunConfig {
                 ..LoopConfig::default()
             },
             analog: Default::default(),
+            digital: Default::default(),
         })
     }
 
@@ -293,6 +297,7 @@ impl RunConfig {
         );
         self.schedule.validate()?;
         self.analog.resolve(self.model.blocks.len())?;
+        self.digital.resolve()?;
         let [c, h, w] = self.model.input;
         let want = self.data.input_shape();
         if let (Some(p), false) = (&self.preset, [c, h, w] == want) {

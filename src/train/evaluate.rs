@@ -8,6 +8,7 @@ use super::trainer::{batch_tensor, noise_seed};
 use crate::analog::Circuit;
 use crate::core::loss::topk_correct;
 use crate::data::{Layout, Loader, LoaderOptions, Subset};
+use crate::digital::Digital;
 use crate::dist::{agree, Communicator, SingleProcess};
 use crate::grad::{free_phase_with, Chain};
 use crate::model::feedforward::BnMode;
@@ -78,12 +79,15 @@ fn eval_sums(
     if subset.is_empty() {
         return Ok([0.0; 5]);
     }
-    let physical = circuit.physical(model)?;
+    // the physical circuit, and the quantized weights of the digital blocks on top
+    let digital = cfg.digital.resolve()?;
+    let physical = Digital::on_top(digital.as_ref(), circuit.physical(model)?, model);
     let model = physical.as_ref().unwrap_or(model);
     let kernels = prepare(model)?;
     let runtime =
         (!circuit.is_ideal()).then(|| circuit.runtime(noise_seed(circuit.seed, u64::MAX)));
-    let chain = Chain::with_analog(model, &kernels, runtime.as_ref());
+    let mut chain = Chain::with_analog(model, &kernels, runtime.as_ref());
+    chain.digital = digital;
     let batch_size = cfg.data.eval_batch_size.unwrap_or(cfg.data.batch_size);
     let opts = LoaderOptions {
         layout: Layout::Nhwc,

@@ -110,6 +110,10 @@ fn all_keys() -> Vec<String> {
     for f in crate::analog::config::SETTING_KEYS {
         all.push(format!("analog.blocks.N.{f}"));
     }
+    all.push("digital".into());
+    for f in crate::digital::KEYS {
+        all.push(format!("digital.{f}"));
+    }
     all.sort();
     all.dedup();
     all
@@ -194,6 +198,8 @@ mod tests {
             ("algorithm.warmstart", "algorithm.warm_start"),
             ("data.pad_to32", "data.pad_to_32"),
             ("algorithm.free_ordr", "algorithm.free_order"),
+            ("digital.weight_bit", "digital.weight_bits"),
+            ("digital.activation_bts", "digital.activation_bits"),
         ] {
             assert_eq!(
                 nearest_key(typo).map(|n| n.0).as_deref(),

@@ -19,6 +19,7 @@ use crate::analog::Circuit;
 use crate::core::loss::topk_correct;
 use crate::core::Tensor;
 use crate::data::{Augment, Batch, Layout, Loader, LoaderOptions};
+use crate::digital::Digital;
 use crate::dist::{
     agree, broadcast_string, gather_batch_states, or_abort, part_of_states, part_range,
     Communicator, SingleProcess,
@@ -206,6 +207,7 @@ pub fn train_with(
     let dir = &PathBuf::from(broadcast_string(comm, &dir.to_string_lossy())?);
     let mut opt = Optimizer::new(cfg.optim.clone(), &model);
     let mut circuit = agree(comm, Circuit::new(&cfg.analog, &model, cfg.seed))?;
+    let digital = cfg.digital.resolve()?;
     let mut state = agree(
         comm,
         if opts.resume {
@@ -323,7 +325,7 @@ pub fn train_with(
             };
             let y = batch.y.clone();
             let x = batch_tensor(batch)?;
-            let physical = circuit.physical(&model)?;
+            let physical = Digital::on_top(digital.as_ref(), circuit.physical(&model)?, &model);
             let circuit_model = physical.as_ref().unwrap_or(&model);
             let runtime = (!circuit.is_ideal())
                 .then(|| circuit.runtime(noise_seed(circuit.seed, state.step)));
@@ -355,6 +357,7 @@ pub fn train_with(
                         part,
                         power: logged,
                         analog: runtime.as_ref(),
+                        digital,
                     };
                     compute_gradients_with(circuit_model, &kernels, &x, &y, &cfg.algorithm, opts)
                 })
@@ -378,7 +381,11 @@ pub fn train_with(
                 local
             };
             let t_sum = Instant::now();
-            let (out, step) = sum_step(comm, &model, local, opts.interrupted())?;
+            let (mut out, step) = sum_step(comm, &model, local, opts.interrupted())?;
+            if let (Some(d), true) = (digital, split) {
+                // the gradients of the whole batch, as the optimiser receives them
+                d.weight_gradients(&mut out.grads);
+            }
             drop(physical);
             grad_sum_secs += t_sum.elapsed().as_secs_f64();
             let power = power_record(&out.power);

@@ -14,6 +14,7 @@ const POWER: StepOptions = StepOptions {
     part: None,
     power: true,
     analog: None,
+    digital: None,
 };
 
 /// A DRN fed directly by a 1×2×2 input: 8 voltage sources, 4 hidden diodes, 3 outputs.

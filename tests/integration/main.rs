@@ -2,6 +2,7 @@
 
 mod common;
 mod data_util;
+mod digital;
 
 mod analog;
 mod analog_pair;
