@@ -29,6 +29,18 @@ macro_rules! analog_settings {
             /// drawn once per weight.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub weight_std: Option<f32>,
+            /// Device-to-device spread σ of a DHN unit's hard-sigmoid slope:
+            /// `α_i = α·max(1 + σ·ξ_i, 0.01)`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub slope_std: Option<f32>,
+            /// Device-to-device offset σ of a DHN unit's input: `θ_i = σ·ξ_i`,
+            /// `s_i = clamp(α_i·(b_i + θ_i), 0, 1)`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub offset_std: Option<f32>,
+            /// Device-to-device spread σ (volts) of a DRN diode's bound: `t_i = σ·ξ_i`
+            /// (excitatory `v_i ≥ t_i`, inhibitory `v_i ≤ t_i`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub threshold_std: Option<f32>,
             /// Cycle-to-cycle noise σ_s added to every layer update of a relaxation:
             /// `s_l ← s_l + σ_s·ξ`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,12 +146,12 @@ macro_rules! impl_settings {
     };
 }
 
-impl_settings!(AnalogSpec; weight_std, update_noise, measure_noise, measure_repeats, dac_bits,
+impl_settings!(AnalogSpec; weight_std, slope_std, offset_std, threshold_std, update_noise, measure_noise, measure_repeats, dac_bits,
     dac_bound, adc_bits, adc_bound, error_bits, error_bound, weight_levels, weight_bound,
     stochastic_rounding, device, dw_min, dw_min_dtod, dw_min_std, up_down, w_max, w_min,
     max_pulses, device_pair,
     refresh_every, refresh_upper_thres, refresh_lower_thres);
-impl_settings!(AnalogConfig; weight_std, update_noise, measure_noise, measure_repeats, dac_bits,
+impl_settings!(AnalogConfig; weight_std, slope_std, offset_std, threshold_std, update_noise, measure_noise, measure_repeats, dac_bits,
     dac_bound, adc_bits, adc_bound, error_bits, error_bound, weight_levels, weight_bound,
     stochastic_rounding, device, dw_min, dw_min_dtod, dw_min_std, up_down, w_max, w_min,
     max_pulses, device_pair,
@@ -169,6 +181,9 @@ analog_settings! {
 /// The keys of the non-ideality settings (for messages).
 pub const SETTING_KEYS: &[&str] = &[
     "weight_std",
+    "slope_std",
+    "offset_std",
+    "threshold_std",
     "update_noise",
     "measure_noise",
     "measure_repeats",
@@ -240,6 +255,10 @@ pub struct PairSettings {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BlockAnalog {
     pub weight_std: f32,
+    /// Per-unit variability: hard-sigmoid slopes and offsets (DHN), diode bounds (DRN).
+    pub slope_std: f32,
+    pub offset_std: f32,
+    pub threshold_std: f32,
     pub update_noise: f32,
     pub measure_noise: f32,
     pub measure_repeats: usize,
@@ -537,6 +556,9 @@ fn resolve_spec(s: &AnalogSpec, prefix: &str) -> Result<BlockAnalog> {
     Ok(BlockAnalog {
         pulse,
         weight_std: std_value(s.weight_std, &format!("{prefix}.weight_std"))?,
+        slope_std: std_value(s.slope_std, &format!("{prefix}.slope_std"))?,
+        offset_std: std_value(s.offset_std, &format!("{prefix}.offset_std"))?,
+        threshold_std: std_value(s.threshold_std, &format!("{prefix}.threshold_std"))?,
         update_noise: std_value(s.update_noise, &format!("{prefix}.update_noise"))?,
         measure_noise: std_value(s.measure_noise, &format!("{prefix}.measure_noise"))?,
         measure_repeats: repeats,
@@ -594,6 +616,10 @@ mod tests {
     fn bad_values_name_the_key() {
         let err = |t: &str, k: usize| format!("{:#}", cfg(t).resolve(k).unwrap_err());
         assert!(err("weight_std = -0.1", 1).contains("analog.weight_std"));
+        assert!(err("slope_std = -0.1", 1).contains("analog.slope_std"));
+        assert!(err("[blocks.0]\noffset_std = -1e-3", 1).contains("analog.blocks.0.offset_std"));
+        assert!(err("threshold_std = nan", 1).contains("analog.threshold_std"));
+        assert!(toml::from_str::<AnalogConfig>("slope_sd = 0.1").is_err());
         assert!(err("[blocks.0]\nupdate_noise = -1.0", 1).contains("analog.blocks.0.update_noise"));
         assert!(err("adc_bits = 0", 1).contains("analog.adc_bits"));
         assert!(err("dac_bits = 1", 1).contains("analog.dac_bits"));

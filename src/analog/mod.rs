@@ -5,7 +5,8 @@
 //!   nominal model whose energy-based weights are `w_eff = w·(1 + σ_w·ξ)` (`ξ ~ N(0, 1)`
 //!   drawn once per device from the device seed, floored at 0 for conductances). Relaxations,
 //!   EP and inference all run on it; the gradient EP measures there is `∂L/∂w_eff`, which the
-//!   optimiser applies to the nominal (programmed) weights;
+//!   optimiser applies to the nominal (programmed) weights. Its units vary too ([`units`]):
+//!   per-unit hard-sigmoid slopes and offsets (DHN), diode bounds (DRN);
 //! * **dynamic noise** ([`Runtime`]) — `s_l ← s_l + σ_s·ξ` after every layer update of a
 //!   relaxation, and `ŝ = s + (σ_m/N)·Σ_{r≤N} ξ_r` on every equilibrium EP reads;
 //! * **converters** — a DAC on each block's drive `u_k`, an ADC on its output (the last layer
@@ -25,10 +26,12 @@
 pub mod config;
 pub mod pair;
 pub mod presets;
+pub mod units;
 
 pub use config::{AnalogConfig, AnalogSpec, BlockAnalog, PairSettings, Quantizer};
 pub use pair::PairDevices;
 pub use presets::{analog_preset, AnalogPreset, PRESETS};
+pub use units::{UnitDraw, UnitProperty};
 
 use crate::core::analog as kern;
 use crate::core::Tensor;
@@ -64,6 +67,8 @@ pub struct Circuit {
     /// The conductance pairs of every energy-based weight of a block with
     /// `device_pair = "differential"`.
     pub pairs: Vec<PairDevices>,
+    /// The per-unit draws of every layer whose units vary (slopes, offsets, diode bounds).
+    pub units: Vec<UnitDraw>,
 }
 
 /// Pulses fired by one programming step, per block (`block{k}`): the update's and the
@@ -146,12 +151,23 @@ impl Circuit {
                 }
             }
         }
+        let block_set = |k: usize, p: UnitProperty| {
+            cfg.blocks.get(&k.to_string()).is_some_and(|b| match p {
+                UnitProperty::Slope => b.slope_std.is_some(),
+                UnitProperty::Offset => b.offset_std.is_some(),
+                UnitProperty::Threshold => b.threshold_std.is_some(),
+            })
+        };
+        let units = units::draw_units(&blocks, &block_set, model, &mut |stream| {
+            device_rng(seed, stream)
+        })?;
         Ok(Circuit {
             blocks,
             seed,
             devices,
             steps,
             pairs,
+            units,
         })
     }
 
@@ -163,6 +179,7 @@ impl Circuit {
             devices: Vec::new(),
             steps: Vec::new(),
             pairs: Vec::new(),
+            units: Vec::new(),
         }
     }
 
@@ -171,16 +188,19 @@ impl Circuit {
         self.blocks.iter().all(|b| b.is_ideal())
     }
 
-    /// Whether the physical weights differ from the nominal ones.
-    fn varies_weights(&self) -> bool {
+    /// Whether the physical weights or units differ from the nominal ones.
+    fn varies(&self) -> bool {
         // pulse-programmed weights are clipped to their bounds at the start of a run only
-        !self.devices.is_empty() || self.blocks.iter().any(|b| b.storage.is_some())
+        !self.devices.is_empty()
+            || !self.units.is_empty()
+            || self.blocks.iter().any(|b| b.storage.is_some())
     }
 
     /// The physical circuit: the nominal weights on their storage levels (nearest), times
-    /// `(1 + σ_w·ξ)`; `None` when it equals the nominal model.
+    /// `(1 + σ_w·ξ)`, and its varied units ([`units`]); `None` when it equals the nominal
+    /// model.
     pub fn physical(&self, nominal: &Model) -> Result<Option<Model>> {
-        if !self.varies_weights() {
+        if !self.varies() {
             return Ok(None);
         }
         let mut m = nominal.clone();
@@ -199,6 +219,7 @@ impl Circuit {
             )
             .with_context(|| format!("device draws of `{}`", nominal.param_name(*id)))?;
         }
+        units::apply_units(&self.units, &self.blocks, &mut m);
         Ok(Some(m))
     }
 
@@ -319,7 +340,8 @@ impl Circuit {
         }
     }
 
-    /// The device tensors as checkpoint tensors (`analog.xi.<name>`, `analog.dw.<name>`).
+    /// The device tensors as checkpoint tensors (`analog.xi.<name>`, `analog.dw.<name>`,
+    /// the pairs' conductances and steps, the unit draws [`UnitDraw::key`]).
     pub fn tensors(&self, model: &Model) -> Vec<(String, Stored)> {
         let named = |prefix: &str, v: &[(ParamId, Tensor)]| -> Vec<(String, Stored)> {
             v.iter()
@@ -340,6 +362,9 @@ impl Circuit {
                     Stored::F32(t.clone()),
                 ));
             }
+        }
+        for d in &self.units {
+            out.push((d.key(), Stored::F32(d.xi.clone())));
         }
         out
     }
@@ -367,6 +392,9 @@ impl Circuit {
                 slots.push((format!("{prefix}{name}"), t));
             }
         }
+        for d in &mut self.units {
+            slots.push((d.key(), &mut d.xi));
+        }
         let mut loaded = 0;
         for (key, t) in slots {
             if !require_all && !f.tensors.contains_key(&key) {
@@ -388,9 +416,10 @@ impl Circuit {
         Ok(loaded)
     }
 
-    /// Number of device tensors (variability draws, pulse steps, conductance pairs).
+    /// Number of device tensors (variability draws, pulse steps, conductance pairs, unit
+    /// draws).
     pub fn device_tensors(&self) -> usize {
-        self.devices.len() + self.steps.len() + 4 * self.pairs.len()
+        self.devices.len() + self.steps.len() + 4 * self.pairs.len() + self.units.len()
     }
 }
 

@@ -42,14 +42,16 @@ impl Default for AndersonParams {
 }
 
 /// The domain a layer's states must stay in (after mixing they are projected back into it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateBox {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StateBox<'a> {
     /// `[0, 1]` (hard-sigmoid layers).
     Unit,
     /// No constraint (identity and linear layers).
     Free,
     /// The diode cone: the first half of the units `≥ 0`, the second half `≤ 0`.
     Diode,
+    /// Diodes with a bound `t_i` per unit (`[F]`): the first half `≥ t_i`, the second `≤ t_i`.
+    DiodeBounds(&'a [f32]),
 }
 
 /// Projects `x` into `bx` shifted by `−base` (offset form: `base + x ∈ bx`); `base` has
@@ -59,6 +61,16 @@ pub fn project(x: &mut Tensor, bx: StateBox, base: Option<&Tensor>) -> Result<()
         x.expect_shape("anderson::project", "base", b.shape())?;
     }
     let per = x.row_len().max(1);
+    if let StateBox::DiodeBounds(t) = bx {
+        if t.len() != per {
+            return Err(ShapeError::new(
+                "anderson::project",
+                "diode bounds",
+                &[t.len()],
+                format!("[{per}]"),
+            ));
+        }
+    }
     let half = per / 2;
     let bd = base.map(|b| b.data());
     for (j, v) in x.data_mut().iter_mut().enumerate() {
@@ -68,6 +80,8 @@ pub fn project(x: &mut Tensor, bx: StateBox, base: Option<&Tensor>) -> Result<()
             StateBox::Free => *v,
             StateBox::Diode if j % per < half => v.max(-s),
             StateBox::Diode => v.min(-s),
+            StateBox::DiodeBounds(t) if j % per < half => v.max(t[j % per] - s),
+            StateBox::DiodeBounds(t) => v.min(t[j % per] - s),
         };
     }
     Ok(())

@@ -28,6 +28,7 @@ mod taps;
 pub mod tensor;
 #[doc(hidden)]
 pub mod testutil;
+pub mod units;
 pub mod winograd;
 
 pub use conv::{ConvAlgo, ConvGeom, PackedConv};

@@ -25,11 +25,36 @@ pub fn is_zero(t: &Tensor) -> bool {
 pub enum OffsetLayer {
     /// `Q = 1/α`, states in `[0, 1]`.
     HardSigmoid { alpha: f32 },
+    /// `Q_i = 1/α_i` per unit (`[F]` slopes), states in `[0, 1]`.
+    UnitSigmoid { alpha: Vec<f32> },
     /// `Q = 1`, unbounded.
     Identity,
     /// `Q` per unit (conductance sums); ideal diodes (first half `≥ 0`, second `≤ 0`) or
     /// linear.
     Quadratic { q: Vec<f32>, diode: bool },
+    /// `Q` per unit; diodes with a bound `t_i` per unit (first half `≥ t_i`, second `≤ t_i`).
+    DiodeBounds { q: Vec<f32>, bounds: Vec<f32> },
+}
+
+impl OffsetLayer {
+    /// Checks the per-unit parameters (if any) against the layer width `f`.
+    fn check_units(&self, f: usize) -> Result<(), ShapeError> {
+        let n = match self {
+            OffsetLayer::UnitSigmoid { alpha } => alpha.len(),
+            OffsetLayer::DiodeBounds { bounds, q } if q.len() != f => q.len().min(bounds.len()),
+            OffsetLayer::DiodeBounds { bounds, .. } => bounds.len(),
+            _ => return Ok(()),
+        };
+        if n == f {
+            return Ok(());
+        }
+        Err(ShapeError::new(
+            "offset layer",
+            "per-unit parameters",
+            &[n],
+            format!("[{f}]"),
+        ))
+    }
 }
 
 /// `F = Σ_t b*_t − Q ⊙ s*` (the force residual at the base state; ~0 at a fixed point).
@@ -38,6 +63,7 @@ pub fn force(lin: &[&Tensor], layer: &OffsetLayer, base: &Tensor) -> Result<Tens
         t.expect_shape("offset force", "linear coefficient", base.shape())?;
     }
     let f = base.row_len().max(1);
+    layer.check_units(f)?;
     let mut out = Tensor::zeros(base.shape());
     for (j, (o, &s)) in out.data_mut().iter_mut().zip(base.data()).enumerate() {
         let mut b = 0.0f32;
@@ -46,8 +72,9 @@ pub fn force(lin: &[&Tensor], layer: &OffsetLayer, base: &Tensor) -> Result<Tens
         }
         let q = match layer {
             OffsetLayer::HardSigmoid { alpha } => 1.0 / alpha,
+            OffsetLayer::UnitSigmoid { alpha } => 1.0 / alpha[j % f],
             OffsetLayer::Identity => 1.0,
-            OffsetLayer::Quadratic { q, .. } => q[j % f],
+            OffsetLayer::Quadratic { q, .. } | OffsetLayer::DiodeBounds { q, .. } => q[j % f],
         };
         *o = b - q * s;
     }
@@ -57,14 +84,15 @@ pub fn force(lin: &[&Tensor], layer: &OffsetLayer, base: &Tensor) -> Result<Tens
 /// Updates the offsets `d` of a layer (and its state `s = s* + d`):
 ///
 /// ```text
-/// g = F + Σ Δb + b_c,   d ← clamp(α·g, −s*, 1 − s*)                 (hard sigmoid)
+/// g = F + Σ Δb + b_c,   d ← clamp(α·g, −s*, 1 − s*)                 (hard sigmoid; α_i per unit)
 ///                       d ← g                                         (identity)
 ///                       d ← proj_{−s*}((g − q_c ⊙ s*) / (Q + q_c))    (quadratic)
 /// ```
 ///
 /// with `Δb` the interactions' changes of linear coefficient, `b_c`, `q_c` the cost term's
 /// coefficients (evaluated at the full state) and `proj_{−s*}` the diode projection shifted
-/// by `−s*`. Samples with `frozen[b]` keep their offsets. Returns the change statistics of
+/// by `−s*` (with per-unit bounds `t_i`: onto `t_i − s*`, and a clipped unit's state set to
+/// `t_i` exactly). Samples with `frozen[b]` keep their offsets. Returns the change statistics of
 /// the offsets (`Σ (d_new − d_old)²` and `Σ d_old²`: the convergence measure of a phase
 /// relaxed from `s*` is relative to the distance travelled from it).
 #[allow(clippy::too_many_arguments)]
@@ -86,9 +114,10 @@ pub fn offset_update(
     d.expect_shape("offset_update", "offsets", &shape)?;
     s.expect_shape("offset_update", "state", &shape)?;
     let f = base.row_len().max(1);
+    layer.check_units(f)?;
     // total quadratic coefficient per unit (quadratic layers), checked positive
     let qt: Option<Vec<f32>> = match layer {
-        OffsetLayer::Quadratic { q, .. } => {
+        OffsetLayer::Quadratic { q, .. } | OffsetLayer::DiodeBounds { q, .. } => {
             let mut qt = q.clone();
             if let Some(c) = cost_q {
                 c.expect_shape("offset_update", "cost quadratic coefficient", &[f])?;
@@ -128,7 +157,23 @@ pub fn offset_update(
             let sb = bd[j];
             let new_d = match layer {
                 OffsetLayer::HardSigmoid { alpha } => (alpha * g).clamp(-sb, 1.0 - sb),
+                OffsetLayer::UnitSigmoid { alpha } => (alpha[i] * g).clamp(-sb, 1.0 - sb),
                 OffsetLayer::Identity => g,
+                OffsetLayer::DiodeBounds { bounds, .. } => {
+                    let q = qt.as_ref().expect("quadratic")[i];
+                    let t = (g - qc.map_or(0.0, |c| c[i]) * sb) / q;
+                    let lim = bounds[i] - sb;
+                    let clipped = if i < half { t < lim } else { t > lim };
+                    if clipped {
+                        // on the bound: the state is the bound itself, exactly
+                        let diff = lim - drow[i];
+                        d2 += (diff as f64) * (diff as f64);
+                        drow[i] = lim;
+                        srow[i] = bounds[i];
+                        continue;
+                    }
+                    t
+                }
                 OffsetLayer::Quadratic { diode, .. } => {
                     let q = qt.as_ref().expect("quadratic")[i];
                     let t = (g - qc.map_or(0.0, |c| c[i]) * sb) / q;

@@ -8,19 +8,24 @@ use super::tensor::{ShapeError, Tensor};
 use rayon::prelude::*;
 
 /// The projection applied after the division.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Projection {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Projection<'a> {
     None,
     /// Units `i < F/2` clipped to `[0, ∞)`, the others to `(−∞, 0]`.
     Diode,
+    /// Diodes with a bound `t_i` per unit (`[F]`): units `i < F/2` clipped to `[t_i, ∞)`, the
+    /// others to `(−∞, t_i]`.
+    DiodeBounds(&'a [f32]),
 }
 
-impl Projection {
+impl Projection<'_> {
     fn apply(self, i: usize, half: usize, z: f32) -> f32 {
         match self {
             Projection::None => z,
             Projection::Diode if i < half => z.max(0.0),
             Projection::Diode => z.min(0.0),
+            Projection::DiodeBounds(t) if i < half => z.max(t[i]),
+            Projection::DiodeBounds(t) => z.min(t[i]),
         }
     }
 
@@ -30,6 +35,21 @@ impl Projection {
             Projection::None => true,
             Projection::Diode if i < half => z >= 0.0,
             Projection::Diode => z <= 0.0,
+            Projection::DiodeBounds(t) if i < half => z >= t[i],
+            Projection::DiodeBounds(t) => z <= t[i],
+        }
+    }
+
+    /// Checks a per-unit bound against the layer width `f`.
+    fn check(self, f: usize) -> Result<(), ShapeError> {
+        match self {
+            Projection::DiodeBounds(t) if t.len() != f => Err(ShapeError::new(
+                "quadratic_update",
+                "diode bounds",
+                &[t.len()],
+                format!("[{f}]"),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -78,6 +98,7 @@ pub fn quadratic_update(
         t.expect_shape("quadratic_update", "linear coefficient", s.shape())?;
     }
     let q = total_quadratic(quad, extra, f)?;
+    proj.check(f)?;
     if let Some(r) = record.as_deref_mut() {
         r.ensure_shape(s.shape());
     }
@@ -144,6 +165,7 @@ pub fn quadratic_update_backward(
     let f = z.row_len().max(1);
     g_s.expect_shape("quadratic_update_backward", "adjoint", z.shape())?;
     q.expect_shape("quadratic_update_backward", "quadratic coefficient", &[f])?;
+    proj.check(f)?;
     g_lin.ensure_shape(z.shape());
     if let Some(gq) = g_quad.as_deref_mut() {
         gq.ensure_shape(z.shape());

@@ -11,8 +11,15 @@
 //! | `Identity` (DHN unclamped last layer) | `½‖s‖²` | `s = b` |
 //! | `Diode` (DRN hidden layer) | `0` on the diode cone | `v = proj(b / q)`: first half of the units clipped to `[0, ∞)`, second half to `(−∞, 0]` |
 //! | `Linear` (DRN output layer) | `0` | `v = b / q` |
+//! | `VariedSigmoid { α_i }` (DHN, per-unit slopes) | `Σ_i s_i²/(2α_i)` on the box `[0,1]` | `s_i = clamp(α_i·b_i, 0, 1)` |
+//! | `VariedDiode { t_i }` (DRN, per-unit diode bounds) | `0` on `v_i ≥ t_i` (first half), `v_i ≤ t_i` (second half) | `v = proj_t(b / q)` |
+//!
+//! The varied kinds are the layers of a physical circuit ([`crate::analog`]); a unit's offset
+//! is not a layer property but a fixed bias interaction ([`super::terms::UnitOffset`]).
 
+use crate::core::anderson::StateBox;
 use crate::core::ops::{activate, activate_backward, UpdateStats};
+use crate::core::units::{unit_sigmoid, unit_sigmoid_backward};
 use crate::core::quadratic::{
     quadratic_update, quadratic_update_backward, Projection, QuadraticError,
 };
@@ -21,11 +28,21 @@ use anyhow::{bail, Result};
 
 /// The nonlinearity of a layer (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum LayerKind {
-    HardSigmoid { alpha: f32 },
+pub enum LayerKind<'a> {
+    HardSigmoid {
+        alpha: f32,
+    },
     Identity,
     Diode,
     Linear,
+    /// A hard sigmoid with one slope `α_i` per unit (`[F]`).
+    VariedSigmoid {
+        alpha: &'a Tensor,
+    },
+    /// Diodes with one bound `t_i` per unit (`[F]`, volts).
+    VariedDiode {
+        bounds: &'a Tensor,
+    },
 }
 
 /// Why an update could not be computed: the quadratic coefficient of a unit is not
@@ -38,18 +55,32 @@ pub struct NoMinimumError {
     pub value: f32,
 }
 
-impl LayerKind {
+impl<'a> LayerKind<'a> {
     /// Whether the layer's coefficient comes from its interactions (resistive layers) rather
     /// than from its self-energy.
     pub fn is_resistive(&self) -> bool {
-        matches!(self, LayerKind::Diode | LayerKind::Linear)
+        matches!(
+            self,
+            LayerKind::Diode | LayerKind::Linear | LayerKind::VariedDiode { .. }
+        )
     }
 
     /// The projection of a resistive layer's update.
-    fn projection(&self) -> Projection {
-        match self {
+    fn projection(&self) -> Projection<'a> {
+        match *self {
             LayerKind::Diode => Projection::Diode,
+            LayerKind::VariedDiode { bounds } => Projection::DiodeBounds(bounds.data()),
             _ => Projection::None,
+        }
+    }
+
+    /// The domain of the layer's states.
+    pub fn state_box(&self) -> StateBox<'a> {
+        match *self {
+            LayerKind::HardSigmoid { .. } | LayerKind::VariedSigmoid { .. } => StateBox::Unit,
+            LayerKind::Identity | LayerKind::Linear => StateBox::Free,
+            LayerKind::Diode => StateBox::Diode,
+            LayerKind::VariedDiode { bounds } => StateBox::DiodeBounds(bounds.data()),
         }
     }
 
@@ -72,10 +103,15 @@ impl LayerKind {
             LayerKind::Identity if quad.is_empty() => {
                 Ok(activate(lin, 1.0, false, s, record, frozen)?)
             }
-            LayerKind::HardSigmoid { .. } | LayerKind::Identity => bail!(
+            LayerKind::VariedSigmoid { alpha } if quad.is_empty() => {
+                Ok(unit_sigmoid(lin, alpha, s, record, frozen)?)
+            }
+            LayerKind::HardSigmoid { .. }
+            | LayerKind::Identity
+            | LayerKind::VariedSigmoid { .. } => bail!(
                 "layer {layer}: a Hopfield layer has no quadratic interaction terms (resistive couplings or a squared-error nudge cannot act on it)"
             ),
-            LayerKind::Diode | LayerKind::Linear => {
+            LayerKind::Diode | LayerKind::Linear | LayerKind::VariedDiode { .. } => {
                 quadratic_update(lin, quad, 0.0, self.projection(), s, record, frozen)
                     .map_err(|e| match e {
                         QuadraticError::NotPositive { unit, value } => {
@@ -104,7 +140,10 @@ impl LayerKind {
                 Ok(activate_backward(record, alpha, true, g_s, g_lin)?)
             }
             LayerKind::Identity => Ok(activate_backward(record, 1.0, false, g_s, g_lin)?),
-            LayerKind::Diode | LayerKind::Linear => {
+            LayerKind::VariedSigmoid { alpha } => {
+                Ok(unit_sigmoid_backward(record, alpha, g_s, g_lin)?)
+            }
+            LayerKind::Diode | LayerKind::Linear | LayerKind::VariedDiode { .. } => {
                 let q = quad_total
                     .ok_or_else(|| anyhow::anyhow!("resistive layer without conductances"))?;
                 quadratic_update_backward(record, q, self.projection(), g_s, g_lin, g_quad)?;
@@ -134,6 +173,18 @@ impl LayerKind {
                         }
                     }
                     LayerKind::Linear => {}
+                    LayerKind::VariedSigmoid { alpha } => {
+                        if !(0.0..=1.0).contains(&v) {
+                            e = f64::INFINITY;
+                        }
+                        e += v * v / (2.0 * alpha.data()[i] as f64);
+                    }
+                    LayerKind::VariedDiode { bounds } => {
+                        let t = bounds.data()[i] as f64;
+                        if (i < half && v < t) || (i >= half && v > t) {
+                            e = f64::INFINITY;
+                        }
+                    }
                 }
             }
             *o += e;

@@ -22,6 +22,7 @@ pub use nudge::Nudge;
 use crate::core::Tensor;
 use crate::model::{
     Block, BlockKind, CouplingKind, LayerShape, Model, PackedCoupling, PreparedBlock,
+    UnitDevices,
 };
 use anyhow::Result;
 
@@ -52,7 +53,7 @@ impl BlockState {
 pub struct EnergyBlock<'a> {
     /// Position of the block in the model.
     pub index: usize,
-    pub kinds: Vec<LayerKind>,
+    pub kinds: Vec<LayerKind<'a>>,
     pub shapes: Vec<LayerShape>,
     pub terms: Vec<Box<dyn Interaction + 'a>>,
     /// For each layer, the terms whose energy depends on it, in summation order (the term
@@ -64,7 +65,7 @@ impl<'a> EnergyBlock<'a> {
     /// Assembles a block from its layers and terms.
     pub fn new(
         index: usize,
-        kinds: Vec<LayerKind>,
+        kinds: Vec<LayerKind<'a>>,
         shapes: Vec<LayerShape>,
         terms: Vec<Box<dyn Interaction + 'a>>,
     ) -> Self {
@@ -105,8 +106,11 @@ impl<'a> EnergyBlock<'a> {
         let kinds = (0..n)
             .map(|l| {
                 if l + 1 < n || layout.clamp_last {
-                    LayerKind::HardSigmoid {
-                        alpha: layout.alpha,
+                    match unit(block, l).and_then(|u| u.slope.as_ref()) {
+                        Some(alpha) => LayerKind::VariedSigmoid { alpha },
+                        None => LayerKind::HardSigmoid {
+                            alpha: layout.alpha,
+                        },
                     }
                 } else {
                     LayerKind::Identity
@@ -152,6 +156,11 @@ impl<'a> EnergyBlock<'a> {
                 _ => unreachable!("kernels are packed from the layout"),
             });
         }
+        for (layer, u) in block.units.iter().enumerate() {
+            if let Some(theta) = &u.offset {
+                terms.push(Box::new(terms::UnitOffset { layer, theta }));
+            }
+        }
         EnergyBlock::new(k, kinds, layout.layers.clone(), terms)
     }
 
@@ -165,7 +174,10 @@ impl<'a> EnergyBlock<'a> {
         let kinds = (0..n)
             .map(|l| {
                 if l + 1 < n {
-                    LayerKind::Diode
+                    match unit(block, l).and_then(|u| u.bound.as_ref()) {
+                        Some(bounds) => LayerKind::VariedDiode { bounds },
+                        None => LayerKind::Diode,
+                    }
                 } else {
                     LayerKind::Linear
                 }
@@ -271,6 +283,11 @@ impl<'a> EnergyBlock<'a> {
     pub fn sweep_macs(&self) -> u64 {
         self.terms.iter().map(|t| 2 * t.macs()).sum()
     }
+}
+
+/// The per-unit devices of layer `l` of a physical circuit's block (`None`: nominal units).
+fn unit(block: &Block, l: usize) -> Option<&UnitDevices> {
+    block.units.get(l)
 }
 
 /// Runs `f` on a plain (not offset) view of `state`, for one-off evaluations with fresh

@@ -12,7 +12,7 @@ pub mod readout;
 pub use config::{
     BlockConfig, BlockKind, BlockLayout, CostKind, CouplingKind, LayerShape, ModelConfig, Norm,
 };
-pub use params::{BatchNorm, Block, BufferId, Grads, Model, ParamId, Synapse};
+pub use params::{BatchNorm, Block, BufferId, Grads, Model, ParamId, Synapse, UnitDevices};
 
 use crate::core::dense::PackedDense;
 use crate::core::{PackedConv, Tensor};

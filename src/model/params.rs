@@ -49,6 +49,21 @@ pub struct Block {
     pub bn: Option<BatchNorm>,
     /// `couplings[i-1]` is synapse `i`, coupling layers `i-1` and `i`.
     pub couplings: Vec<Synapse>,
+    /// The per-unit devices of each layer in a physical circuit (see [`crate::analog`]);
+    /// empty on a nominal model (every unit ideal).
+    pub units: Vec<UnitDevices>,
+}
+
+/// The per-unit nonlinearity of one layer of a physical circuit (each `[F]`-sized, in the
+/// layer's unbatched shape; `None`: nominal).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UnitDevices {
+    /// Slopes `α_i` of a hard-sigmoid layer.
+    pub slope: Option<Tensor>,
+    /// Offsets `θ_i` of a hard-sigmoid layer: `s_i = clamp(α_i·(b_i + θ_i), 0, 1)`.
+    pub offset: Option<Tensor>,
+    /// Bounds `t_i` (volts) of a diode layer: `v_i ≥ t_i` (first half), `v_i ≤ t_i` (second).
+    pub bound: Option<Tensor>,
 }
 
 /// An ff-EBM: blocks and the linear readout `logits = W_ro flat(s_K,n) + b_ro` (absent with
@@ -118,6 +133,7 @@ impl Model {
                 ff,
                 bn,
                 couplings,
+                units: Vec::new(),
             });
         }
         let readout = if config.has_readout() {

@@ -30,7 +30,7 @@ use crate::core::ops::UpdateStats;
 use crate::core::quadratic::QuadraticError;
 use crate::core::Tensor;
 use crate::energy::{
-    EnergyBlock, Interaction, LayerKind, NoMinimumError, Offsets, Probe, StateView, TermCache,
+    EnergyBlock, Interaction, NoMinimumError, Offsets, Probe, StateView, TermCache,
 };
 use anyhow::Result;
 
@@ -230,19 +230,18 @@ impl<'a> Relaxation<'a> {
     pub fn set_iterate(&mut self, mut x: Vec<Tensor>) -> Result<()> {
         anyhow::ensure!(x.len() == self.state.layers.len(), "one tensor per layer");
         for (l, xl) in x.iter_mut().enumerate() {
-            let bx = match self.block.kinds[l] {
-                LayerKind::HardSigmoid { .. } => StateBox::Unit,
-                LayerKind::Identity | LayerKind::Linear => StateBox::Free,
-                LayerKind::Diode => StateBox::Diode,
-            };
             let base = self.base.map(|b| &b.state.layers[l]);
-            project(xl, bx, base)?;
+            project(xl, self.block.kinds[l].state_box(), base)?;
         }
         match self.base {
             Some(b) => {
                 for (l, d) in x.into_iter().enumerate() {
                     let mut s = b.state.layers[l].clone();
                     crate::core::ops::axpy(&mut s, 1.0, &d)?;
+                    if let bx @ StateBox::DiodeBounds(_) = self.block.kinds[l].state_box() {
+                        // a unit on its bound sits exactly on it (s* + (t − s*) may round off)
+                        project(&mut s, bx, None)?;
+                    }
                     self.state.layers[l] = s;
                     self.offsets[l] = d;
                 }

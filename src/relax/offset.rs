@@ -61,6 +61,13 @@ impl OffsetBase {
                 (LayerKind::Identity, None) => OffsetLayer::Identity,
                 (LayerKind::Diode, Some(q)) => OffsetLayer::Quadratic { q, diode: true },
                 (LayerKind::Linear, Some(q)) => OffsetLayer::Quadratic { q, diode: false },
+                (LayerKind::VariedSigmoid { alpha }, None) => OffsetLayer::UnitSigmoid {
+                    alpha: alpha.data().to_vec(),
+                },
+                (LayerKind::VariedDiode { bounds }, Some(q)) => OffsetLayer::DiodeBounds {
+                    q,
+                    bounds: bounds.data().to_vec(),
+                },
                 (kind, _) => bail!(
                     "layer {l} ({kind:?}) of block {}: its interactions do not fit its kind",
                     block.index
