@@ -33,8 +33,9 @@ fn ideal_settings_are_the_ideal_code_path_bit_for_bit() {
     let kern = prepare(&model).unwrap();
     let (x, y) = batch(&model, 3, 5);
     // explicit zeros, an unused 1-repeat measurement: a runtime that is there but ideal
-    let cfg =
-        analog("weight_std = 0.0\nupdate_noise = 0.0\nmeasure_noise = 0.0\nmeasure_repeats = 1");
+    let cfg = analog(
+        "weight_std = 0.0\nupdate_noise = 0.0\nmeasure_noise = 0.0\nmeasure_repeats = 1\nslope_std = 0.0\noffset_std = 0.0\nthreshold_std = 0.0",
+    );
     assert!(!cfg.is_off());
     let circuit = Circuit::new(&cfg, &model, 0).unwrap();
     assert!(circuit.is_ideal() && circuit.physical(&model).unwrap().is_none());

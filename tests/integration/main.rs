@@ -6,6 +6,7 @@ mod digital;
 
 mod analog;
 mod analog_pair;
+mod analog_units;
 mod checkpoint_integrity;
 mod cli_analog;
 mod cli_analysis;
