@@ -15,7 +15,7 @@ pub struct RobustnessArgs {
     pub batch: super::analysis::BatchArgs,
     #[command(flatten)]
     pub phases: PhaseArgs,
-    /// The `[analog]` key to sweep (e.g. `weight_std`, `update_noise`, `measure_noise`,
+    /// The `[analog]` key to sweep (e.g. `weight_std`, `slope_std`, `threshold_std`, `update_noise`, `measure_noise`,
     /// `adc_bits`, `blocks.1.weight_std`).
     #[arg(long)]
     pub sweep: String,

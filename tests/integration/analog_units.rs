@@ -406,3 +406,38 @@ fn bad_unit_settings_are_refused_naming_the_key() {
     }
     assert!(resolve("mnist_mlp", "analog.slope_sd=0.1").contains("slope_std"));
 }
+
+/// Training on varied units: the checkpoint holds the draws the config makes, a run
+/// interrupted mid-epoch and resumed is the same run (the same circuit), and the varied
+/// circuit trains differently from the nominal one.
+#[test]
+fn training_on_varied_units_saves_the_draws_and_resumes_exactly() {
+    if common::shared_data().is_none() {
+        return;
+    }
+    let cfg = || small_mnist_config(&["analog.slope_std=0.2", "analog.offset_std=0.2"]);
+    let full_dir = temp_dir("analog_units", "full");
+    let _ = std::fs::remove_dir_all(&full_dir);
+    let full = train_quietly(cfg(), &full_dir, false, None);
+    assert!(full.completed);
+    assert!(full.epochs[1].test_top1 > 25.0, "{}", full.epochs[1].test_top1);
+    let ck = full_dir.join("checkpoint_last.safetensors");
+    let circuit = Circuit::new(&cfg().analog, &full.model, cfg().seed).unwrap();
+    let mut loaded = Circuit::new(&cfg().analog, &full.model, 99).unwrap();
+    assert_ne!(loaded.units, circuit.units);
+    let n = ffebm::train::checkpoint::load_circuit_devices(&ck, &full.model, &mut loaded, true)
+        .unwrap();
+    assert_eq!(n, circuit.units.len());
+    assert_eq!(loaded.units, circuit.units);
+    let dir = temp_dir("analog_units", "resumed");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!train_quietly(cfg(), &dir, false, Some(7)).completed);
+    let done = train_quietly(cfg(), &dir, true, None);
+    assert_eq!(done.model, full.model);
+    let top1 = |r: &ffebm::train::RunSummary| r.epochs.iter().map(|e| e.test_top1).collect::<Vec<_>>();
+    assert_eq!(top1(&done), top1(&full));
+    let nominal_dir = temp_dir("analog_units", "nominal");
+    let _ = std::fs::remove_dir_all(&nominal_dir);
+    let nominal = train_quietly(small_mnist_config(&[]), &nominal_dir, false, None);
+    assert_ne!(nominal.model, full.model, "the varied units change the training");
+}
