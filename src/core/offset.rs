@@ -441,4 +441,47 @@ mod tests {
         // the unit at 0 pushed further down stays exactly at 0 (offset exactly 0)
         assert_eq!(d.data()[0], 0.0);
     }
+
+    #[test]
+    fn per_unit_offset_updates_match_plain_updates_and_sit_exactly_on_the_bounds() {
+        // hard sigmoid with a slope per unit: clamp(α_i (b* + Δb), 0, 1)
+        let base = Tensor::from_vec(&[1, 4], vec![0.0, 1.0, 0.3, 0.7]).unwrap();
+        let alpha = vec![0.5, 0.25, 0.8, 0.4];
+        let layer = OffsetLayer::UnitSigmoid {
+            alpha: alpha.clone(),
+        };
+        let bstar = Tensor::from_vec(&[1, 4], vec![-0.4, 5.0, 0.375, 1.75]).unwrap();
+        let f = force(&[&bstar], &layer, &base).unwrap();
+        assert_eq!(f.data()[2], 0.0);
+        let delta = Tensor::from_vec(&[1, 4], vec![-0.5, -1.0, 0.2, 1.0]).unwrap();
+        let (mut d, mut s) = (Tensor::zeros(&[1, 4]), base.clone());
+        offset_update(&f, &[&delta], None, None, &layer, &base, &mut d, &mut s, None).unwrap();
+        for i in 0..4 {
+            let plain = (alpha[i] * (bstar.data()[i] + delta.data()[i])).clamp(0.0, 1.0);
+            assert!((s.data()[i] - plain).abs() < 1e-6, "{i}: {} vs {plain}", s.data()[i]);
+        }
+        assert_eq!(d.data()[0], 0.0);
+        // diodes with per-unit bounds: proj_t(b / q), a clipped unit exactly on its bound
+        let base = Tensor::from_vec(&[1, 4], vec![0.3, 0.9, -0.2, -0.6]).unwrap();
+        let (q, bounds) = (vec![2.0, 1.0, 4.0, 0.5], vec![0.1, 0.7, 0.05, -0.3]);
+        let layer = OffsetLayer::DiodeBounds {
+            q: q.clone(),
+            bounds: bounds.clone(),
+        };
+        let bstar = Tensor::from_vec(&[1, 4], vec![0.6, 0.9, -0.8, -0.3]).unwrap();
+        let f = force(&[&bstar], &layer, &base).unwrap();
+        let delta = Tensor::from_vec(&[1, 4], vec![-1.0, 0.4, 1.2, -0.1]).unwrap();
+        let (mut d, mut s) = (Tensor::zeros(&[1, 4]), base.clone());
+        offset_update(&f, &[&delta], None, None, &layer, &base, &mut d, &mut s, None).unwrap();
+        for i in 0..4 {
+            let z = (bstar.data()[i] + delta.data()[i]) / q[i];
+            let plain = if i < 2 { z.max(bounds[i]) } else { z.min(bounds[i]) };
+            assert!((s.data()[i] - plain).abs() < 1e-6, "{i}: {} vs {plain}", s.data()[i]);
+        }
+        // units 0 and 2 are pushed past their bounds: exactly on them
+        assert_eq!((s.data()[0], s.data()[2]), (0.1, 0.05));
+        // a layer width that does not match the per-unit parameters is an error
+        let short = OffsetLayer::UnitSigmoid { alpha: vec![0.5; 3] };
+        assert!(force(&[&bstar], &short, &base).is_err());
+    }
 }

@@ -229,4 +229,32 @@ mod tests {
         assert_eq!(gq.data()[0], -2.0);
         assert_eq!(gq.data()[3], 8.0);
     }
+
+    #[test]
+    fn per_unit_diode_bounds_project_and_gate_the_adjoint() {
+        let a = Tensor::from_vec(&[1, 4], vec![0.2, 3.0, -1.0, 1.0]).unwrap();
+        let q = Tensor::from_vec(&[4], vec![1.0, 2.0, 1.0, 1.0]).unwrap();
+        let t = [0.5f32, 1.0, -0.5, 0.25];
+        let proj = Projection::DiodeBounds(&t);
+        let (mut s, mut z) = (Tensor::zeros(&[1, 4]), Tensor::default());
+        quadratic_update(&[&a], &[&q], 0.0, proj, &mut s, Some(&mut z), None).unwrap();
+        assert_eq!(z.data(), &[0.2, 1.5, -1.0, 1.0]);
+        // excitatory: max(z, t); inhibitory: min(z, t)
+        assert_eq!(s.data(), &[0.5, 1.5, -1.0, 0.25]);
+        let g = Tensor::full(&[1, 4], 1.0);
+        let mut gl = Tensor::default();
+        quadratic_update_backward(&z, &q, proj, &g, &mut gl, None).unwrap();
+        assert_eq!(gl.data(), &[0.0, 0.5, 1.0, 0.0]);
+        let short = [0.0f32; 3];
+        assert!(quadratic_update(
+            &[&a],
+            &[&q],
+            0.0,
+            Projection::DiodeBounds(&short),
+            &mut s,
+            None,
+            None
+        )
+        .is_err());
+    }
 }
