@@ -86,10 +86,7 @@ impl UnitDraw {
             UnitProperty::Offset => "offset",
             UnitProperty::Threshold => "threshold",
         };
-        format!(
-            "analog.{p}_xi.blocks.{}.layers.{}",
-            self.block, self.layer
-        )
+        format!("analog.{p}_xi.blocks.{}.layers.{}", self.block, self.layer)
     }
 }
 
@@ -114,7 +111,11 @@ pub fn draw_units(
             any_set = true;
             let layers = p.layers(model, k);
             if layers.is_empty() && block_set(k, p) {
-                bail!("analog.blocks.{k}.{}: block {k} has no {}", p.key(), no_units(p));
+                bail!(
+                    "analog.blocks.{k}.{}: block {k} has no {}",
+                    p.key(),
+                    no_units(p)
+                );
             }
             used |= !layers.is_empty();
             for l in layers {

@@ -455,10 +455,25 @@ mod tests {
         assert_eq!(f.data()[2], 0.0);
         let delta = Tensor::from_vec(&[1, 4], vec![-0.5, -1.0, 0.2, 1.0]).unwrap();
         let (mut d, mut s) = (Tensor::zeros(&[1, 4]), base.clone());
-        offset_update(&f, &[&delta], None, None, &layer, &base, &mut d, &mut s, None).unwrap();
-        for i in 0..4 {
-            let plain = (alpha[i] * (bstar.data()[i] + delta.data()[i])).clamp(0.0, 1.0);
-            assert!((s.data()[i] - plain).abs() < 1e-6, "{i}: {} vs {plain}", s.data()[i]);
+        offset_update(
+            &f,
+            &[&delta],
+            None,
+            None,
+            &layer,
+            &base,
+            &mut d,
+            &mut s,
+            None,
+        )
+        .unwrap();
+        for (i, a) in alpha.iter().enumerate() {
+            let plain = (a * (bstar.data()[i] + delta.data()[i])).clamp(0.0, 1.0);
+            assert!(
+                (s.data()[i] - plain).abs() < 1e-6,
+                "{i}: {} vs {plain}",
+                s.data()[i]
+            );
         }
         assert_eq!(d.data()[0], 0.0);
         // diodes with per-unit bounds: proj_t(b / q), a clipped unit exactly on its bound
@@ -472,16 +487,37 @@ mod tests {
         let f = force(&[&bstar], &layer, &base).unwrap();
         let delta = Tensor::from_vec(&[1, 4], vec![-1.0, 0.4, 1.2, -0.1]).unwrap();
         let (mut d, mut s) = (Tensor::zeros(&[1, 4]), base.clone());
-        offset_update(&f, &[&delta], None, None, &layer, &base, &mut d, &mut s, None).unwrap();
+        offset_update(
+            &f,
+            &[&delta],
+            None,
+            None,
+            &layer,
+            &base,
+            &mut d,
+            &mut s,
+            None,
+        )
+        .unwrap();
         for i in 0..4 {
             let z = (bstar.data()[i] + delta.data()[i]) / q[i];
-            let plain = if i < 2 { z.max(bounds[i]) } else { z.min(bounds[i]) };
-            assert!((s.data()[i] - plain).abs() < 1e-6, "{i}: {} vs {plain}", s.data()[i]);
+            let plain = if i < 2 {
+                z.max(bounds[i])
+            } else {
+                z.min(bounds[i])
+            };
+            assert!(
+                (s.data()[i] - plain).abs() < 1e-6,
+                "{i}: {} vs {plain}",
+                s.data()[i]
+            );
         }
         // units 0 and 2 are pushed past their bounds: exactly on them
         assert_eq!((s.data()[0], s.data()[2]), (0.1, 0.05));
         // a layer width that does not match the per-unit parameters is an error
-        let short = OffsetLayer::UnitSigmoid { alpha: vec![0.5; 3] };
+        let short = OffsetLayer::UnitSigmoid {
+            alpha: vec![0.5; 3],
+        };
         assert!(force(&[&bstar], &short, &base).is_err());
     }
 }

@@ -22,7 +22,12 @@ fn per_unit(op: &'static str, t: &Tensor, f: usize) -> Result<(), ShapeError> {
     if t.len() == f {
         return Ok(());
     }
-    Err(ShapeError::new(op, "slopes", t.shape(), format!("{f} values")))
+    Err(ShapeError::new(
+        op,
+        "slopes",
+        t.shape(),
+        format!("{f} values"),
+    ))
 }
 
 /// `α_i = α·max(1 + σ·ξ_i, SLOPE_FLOOR)` for every unit.

@@ -19,10 +19,10 @@
 
 use crate::core::anderson::StateBox;
 use crate::core::ops::{activate, activate_backward, UpdateStats};
-use crate::core::units::{unit_sigmoid, unit_sigmoid_backward};
 use crate::core::quadratic::{
     quadratic_update, quadratic_update_backward, Projection, QuadraticError,
 };
+use crate::core::units::{unit_sigmoid, unit_sigmoid_backward};
 use crate::core::Tensor;
 use anyhow::{bail, Result};
 

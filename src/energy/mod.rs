@@ -21,8 +21,7 @@ pub use nudge::Nudge;
 
 use crate::core::Tensor;
 use crate::model::{
-    Block, BlockKind, CouplingKind, LayerShape, Model, PackedCoupling, PreparedBlock,
-    UnitDevices,
+    Block, BlockKind, CouplingKind, LayerShape, Model, PackedCoupling, PreparedBlock, UnitDevices,
 };
 use anyhow::Result;
 

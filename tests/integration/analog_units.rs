@@ -67,7 +67,10 @@ fn check_updates_minimise(m: &Model, grid: &dyn Fn(&LayerKind, usize, usize) -> 
     r.sweep(Order::Backward, None, None, None).unwrap();
     let start = r.into_state();
     let energy = |s: &BlockState| eb.energy(&u, s, None).unwrap()[0];
-    assert!(energy(&start).is_finite(), "the start is inside every domain");
+    assert!(
+        energy(&start).is_finite(),
+        "the start is inside every domain"
+    );
     let mut moved = 0;
     for l in 0..start.layers.len() {
         let mut r = Relaxation::new(&eb, &u, start.clone(), "test");
@@ -197,7 +200,10 @@ fn unit_draws_have_the_configured_spread_and_follow_the_seed() {
     let n = t.len() as f64;
     assert_eq!(n, 100.0, "one bound per hidden unit");
     assert!(mean.abs() < 4.0 * 0.2 / n.sqrt(), "mean {mean}");
-    assert!((std - 0.2).abs() < 4.0 * 0.2 / (2.0 * n).sqrt(), "std {std}");
+    assert!(
+        (std - 0.2).abs() < 4.0 * 0.2 / (2.0 * n).sqrt(),
+        "std {std}"
+    );
 }
 
 #[test]
@@ -247,8 +253,7 @@ fn the_saved_unit_draws_reload_into_the_same_circuit_bit_for_bit() {
     )
     .unwrap();
     let mut e = c.clone();
-    let err =
-        ffebm::train::checkpoint::load_circuit_devices(&plain, &m, &mut e, true).unwrap_err();
+    let err = ffebm::train::checkpoint::load_circuit_devices(&plain, &m, &mut e, true).unwrap_err();
     assert!(format!("{err:#}").contains("analog.slope_xi."), "{err:#}");
 }
 
@@ -289,8 +294,13 @@ fn ep_vs_id(m: &Model, cfg: &str, algo: &AlgoConfig, b: usize) -> (f64, f64) {
             let name = m.param_name(*pid);
             let c = cosine(g, id.grads.get(*pid));
             let t = cosine(g, twin.grads.get(*pid));
-            eprintln!("[{cfg}] {name}: cos(EP, ID physical) {c:.5}  cos(EP, ID nominal twin) {t:.5}");
-            assert!(c >= 0.99, "{name}: EP vs ID-exact on the varied circuit, cosine {c}");
+            eprintln!(
+                "[{cfg}] {name}: cos(EP, ID physical) {c:.5}  cos(EP, ID nominal twin) {t:.5}"
+            );
+            assert!(
+                c >= 0.99,
+                "{name}: EP vs ID-exact on the varied circuit, cosine {c}"
+            );
             worst_phys = worst_phys.min(c);
             worst_twin = worst_twin.min(t);
         }
@@ -311,7 +321,10 @@ fn ep_on_a_circuit_with_varied_units_agrees_with_id_on_the_same_circuit() {
         &AlgoConfig::ep(15, 20, 0.02),
         2,
     );
-    assert!(twin < phys, "the nominal twin should agree less ({twin} vs {phys})");
+    assert!(
+        twin < phys,
+        "the nominal twin should agree less ({twin} vs {phys})"
+    );
     let p = preset("drn_xs", None).unwrap();
     let m = Model::new(p.model.clone(), 0).unwrap();
     // (the preset's 4 sweeps and β 1 are a training setting; the comparison wants the
@@ -321,7 +334,10 @@ fn ep_on_a_circuit_with_varied_units_agrees_with_id_on_the_same_circuit() {
         ..AlgoConfig::ep(30, 30, 0.1)
     };
     let (phys, twin) = ep_vs_id(&m, "threshold_std = 0.5", &algo, 4);
-    assert!(twin < phys, "the nominal twin should agree less ({twin} vs {phys})");
+    assert!(
+        twin < phys,
+        "the nominal twin should agree less ({twin} vs {phys})"
+    );
 }
 
 #[test]
@@ -344,37 +360,73 @@ fn nudged_phases_as_offsets_equal_full_states_on_varied_units() {
             let full = compute_gradients(&phys, &kern, &x, &y, &a(NudgedForm::States)).unwrap();
             let e = total_rel_err(&off.grads, &full.grads);
             eprintln!("[{cfg}] {order:?}: offsets vs states {e:.2e}");
-            assert!(e <= 1e-6, "[{cfg}] {order:?}: offsets vs states differ by {e:.2e}");
-            assert!(off.grads.entries.iter().any(|(_, g)| g.data().iter().any(|v| *v != 0.0)));
+            assert!(
+                e <= 1e-6,
+                "[{cfg}] {order:?}: offsets vs states differ by {e:.2e}"
+            );
+            assert!(off
+                .grads
+                .entries
+                .iter()
+                .any(|(_, g)| g.data().iter().any(|v| *v != 0.0)));
         }
     }
 }
 
-/// A relaxation of a varied diode layer keeps every unit within its own bound, exactly
-/// (also through the solvers' projection in offset form).
+/// A relaxation of a varied diode layer keeps every unit within its own bound, exactly: plain
+/// sweeps, Anderson (its mixing projected back), and Anderson in offset form from a base.
 #[test]
 fn varied_diodes_stay_within_their_bounds() {
+    use ffebm::relax::{AndersonParams, OffsetBase, Solver};
     let m = model(DRN, 2);
     let (_, p) = physical(&m, "threshold_std = 0.5", 9);
     let kern = prepare(&p).unwrap();
     let eb = EnergyBlock::all(&p, &kern).remove(0);
-    let (x, _) = batch(&p, 2, 4);
-    let u = ff_forward(&p.blocks[0], kern[0].ff.as_ref(), &x, BnMode::Train, &mut FfCache::default())
-        .unwrap();
-    let mut r = Relaxation::new(&eb, &u, BlockState::zeros(&p.blocks[0].layout.layers, 2), "t");
-    relax(&mut r, Order::EvenFirst, None, Schedule::fixed(10), None).unwrap();
-    let s = r.into_state();
+    let (x, y) = batch(&p, 2, 4);
+    let u = ff_forward(
+        &p.blocks[0],
+        kern[0].ff.as_ref(),
+        &x,
+        BnMode::Train,
+        &mut FfCache::default(),
+    )
+    .unwrap();
     let LayerKind::VariedDiode { bounds } = eb.kinds[0] else {
         panic!("{:?}", eb.kinds[0])
     };
-    let f = bounds.len();
-    let mut on = 0;
-    for (j, v) in s.layers[0].data().iter().enumerate() {
-        let (i, t) = (j % f, bounds.data()[j % f]);
-        assert!(if i < f / 2 { *v >= t } else { *v <= t }, "unit {i}: {v} vs bound {t}");
-        on += (*v == t) as usize;
+    let check = |s: &BlockState, what: &str| {
+        let f = bounds.len();
+        let mut on = 0;
+        for (j, v) in s.layers[0].data().iter().enumerate() {
+            let (i, t) = (j % f, bounds.data()[j % f]);
+            assert!(
+                if i < f / 2 { *v >= t } else { *v <= t },
+                "{what} unit {i}: {v} vs bound {t}"
+            );
+            on += (*v == t) as usize;
+        }
+        assert!(on > 0, "{what}: some unit sits on its bound");
+    };
+    let zeros = BlockState::zeros(&p.blocks[0].layout.layers, 2);
+    let anderson = Schedule {
+        solver: Solver::Anderson(AndersonParams::default()),
+        ..Schedule::fixed(12)
+    };
+    let mut free = None;
+    for (what, sched) in [("plain", Schedule::fixed(12)), ("anderson", anderson)] {
+        let mut r = Relaxation::new(&eb, &u, zeros.clone(), "t");
+        relax(&mut r, Order::EvenFirst, None, sched, None).unwrap();
+        let s = r.into_state();
+        check(&s, what);
+        free = Some(s);
     }
-    assert!(on > 0, "some unit sits on its bound");
+    // nudged in offset form from the free state
+    let n = p.blocks[0].layout.layers.len();
+    let nudge = ffebm::energy::Nudge::squared_error(0.2, n - 1, &y, 3).unwrap();
+    let base = OffsetBase::new(&eb, &u, free.unwrap()).unwrap();
+    let mut r = Relaxation::from_base(&eb, &u, &base, "nudged");
+    relax(&mut r, Order::OddFirst, Some(&nudge), anderson, None).unwrap();
+    check(&r.into_state(), "anderson in offset form");
 }
 
 #[test]
@@ -393,13 +445,29 @@ fn bad_unit_settings_are_refused_naming_the_key() {
     };
     for (p, set, key) in [
         ("mnist_mlp", "analog.slope_std=-0.1", "analog.slope_std"),
-        ("mnist_mlp", "analog.blocks.0.offset_std=-1", "analog.blocks.0.offset_std"),
-        ("drn_xs", "analog.threshold_std=-0.2", "analog.threshold_std"),
+        (
+            "mnist_mlp",
+            "analog.blocks.0.offset_std=-1",
+            "analog.blocks.0.offset_std",
+        ),
+        (
+            "drn_xs",
+            "analog.threshold_std=-0.2",
+            "analog.threshold_std",
+        ),
         ("mnist_mlp", "analog.slope_sd=0.1", "analog.slope_sd"),
         // a spread with no such units in the model
-        ("mnist_mlp", "analog.threshold_std=0.1", "analog.threshold_std"),
+        (
+            "mnist_mlp",
+            "analog.threshold_std=0.1",
+            "analog.threshold_std",
+        ),
         ("drn_xs", "analog.slope_std=0.1", "analog.slope_std"),
-        ("drn_xs", "analog.blocks.0.offset_std=0.1", "analog.blocks.0.offset_std"),
+        (
+            "drn_xs",
+            "analog.blocks.0.offset_std=0.1",
+            "analog.blocks.0.offset_std",
+        ),
     ] {
         let e = resolve(p, set);
         assert!(e.contains(key), "{set}: {e}");
@@ -420,7 +488,11 @@ fn training_on_varied_units_saves_the_draws_and_resumes_exactly() {
     let _ = std::fs::remove_dir_all(&full_dir);
     let full = train_quietly(cfg(), &full_dir, false, None);
     assert!(full.completed);
-    assert!(full.epochs[1].test_top1 > 25.0, "{}", full.epochs[1].test_top1);
+    assert!(
+        full.epochs[1].test_top1 > 25.0,
+        "{}",
+        full.epochs[1].test_top1
+    );
     let ck = full_dir.join("checkpoint_last.safetensors");
     let circuit = Circuit::new(&cfg().analog, &full.model, cfg().seed).unwrap();
     let mut loaded = Circuit::new(&cfg().analog, &full.model, 99).unwrap();
@@ -434,10 +506,14 @@ fn training_on_varied_units_saves_the_draws_and_resumes_exactly() {
     assert!(!train_quietly(cfg(), &dir, false, Some(7)).completed);
     let done = train_quietly(cfg(), &dir, true, None);
     assert_eq!(done.model, full.model);
-    let top1 = |r: &ffebm::train::RunSummary| r.epochs.iter().map(|e| e.test_top1).collect::<Vec<_>>();
+    let top1 =
+        |r: &ffebm::train::RunSummary| r.epochs.iter().map(|e| e.test_top1).collect::<Vec<_>>();
     assert_eq!(top1(&done), top1(&full));
     let nominal_dir = temp_dir("analog_units", "nominal");
     let _ = std::fs::remove_dir_all(&nominal_dir);
     let nominal = train_quietly(small_mnist_config(&[]), &nominal_dir, false, None);
-    assert_ne!(nominal.model, full.model, "the varied units change the training");
+    assert_ne!(
+        nominal.model, full.model,
+        "the varied units change the training"
+    );
 }
