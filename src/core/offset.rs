@@ -198,15 +198,7 @@ pub fn offset_update(
         .enumerate()
         .map(|(n, (drow, srow))| row(n, drow, srow))
         .collect();
-    let mut stats = UpdateStats {
-        per_sample,
-        ..Default::default()
-    };
-    for &(d2, o2) in &stats.per_sample {
-        stats.diff_sq += d2;
-        stats.old_sq += o2;
-    }
-    Ok(stats)
+    Ok(UpdateStats::from_rows(per_sample))
 }
 
 /// Visits every 2x2 window of a pooled map: `(full-map offsets of the 4 positions in

@@ -125,6 +125,47 @@ pub struct UpdateStats {
     pub per_sample: Vec<(f64, f64)>,
 }
 
+impl UpdateStats {
+    /// The totals of per-sample `(Σ (new − old)², Σ old²)` (summed in sample order).
+    pub fn from_rows(per_sample: Vec<(f64, f64)>) -> Self {
+        let mut stats = UpdateStats {
+            per_sample,
+            ..Default::default()
+        };
+        for &(d2, o2) in &stats.per_sample {
+            stats.diff_sq += d2;
+            stats.old_sq += o2;
+        }
+        stats
+    }
+}
+
+/// Runs `row(n, s_n, record_n)` on every sample `n` of `s` (rows of `f` values) in parallel,
+/// with the matching row of `record` when given, and collects the rows' change statistics.
+pub(crate) fn update_rows(
+    s: &mut Tensor,
+    record: Option<&mut Tensor>,
+    f: usize,
+    row: impl Fn(usize, &mut [f32], Option<&mut [f32]>) -> (f64, f64) + Sync,
+) -> UpdateStats {
+    let rows: Vec<(f64, f64)> = match record {
+        Some(r) => s
+            .data_mut()
+            .par_chunks_mut(f)
+            .zip(r.data_mut().par_chunks_mut(f))
+            .enumerate()
+            .map(|(n, (srow, rrow))| row(n, srow, Some(rrow)))
+            .collect(),
+        None => s
+            .data_mut()
+            .par_chunks_mut(f)
+            .enumerate()
+            .map(|(n, srow)| row(n, srow, None))
+            .collect(),
+    };
+    UpdateStats::from_rows(rows)
+}
+
 /// The layer activation of SPEC §1.2, applied to `pre = terms[0] + terms[1] + …` (summed in
 /// that order, e.g. bottom-up then top-down): `s ← clamp(α·pre, 0, 1)` when `clamped`, else
 /// `s ← pre`. Also stores `α·pre` (or `pre`) in `v` when given (for backpropagation) and
@@ -166,30 +207,8 @@ pub fn activate(
             frozen.is_some_and(|f| f[n]),
         )
     };
-    let rows: Vec<(f64, f64)> = match v {
-        Some(v) => s
-            .data_mut()
-            .par_chunks_mut(per)
-            .zip(v.data_mut().par_chunks_mut(per))
-            .enumerate()
-            .map(|(n, (srow, vrow))| row(n, srow, Some(vrow)))
-            .collect(),
-        None => s
-            .data_mut()
-            .par_chunks_mut(per)
-            .enumerate()
-            .map(|(n, srow)| row(n, srow, None))
-            .collect(),
-    };
-    let mut stats = UpdateStats {
-        per_sample: rows,
-        ..Default::default()
-    };
+    let stats = update_rows(s, v, per, row);
     debug_assert_eq!(stats.per_sample.len(), b);
-    for &(d2, o2) in &stats.per_sample {
-        stats.diff_sq += d2;
-        stats.old_sq += o2;
-    }
     Ok(stats)
 }
 

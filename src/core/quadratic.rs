@@ -3,9 +3,8 @@
 //! or the ideal-diode projection (first half of the units onto `[0, ∞)`, second half onto
 //! `(−∞, 0]`).
 
-use super::ops::UpdateStats;
+use super::ops::{update_rows, UpdateStats};
 use super::tensor::{ShapeError, Tensor};
-use rayon::prelude::*;
 
 /// The projection applied after the division.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -126,30 +125,7 @@ pub fn quadratic_update(
         }
         (d2, o2)
     };
-    let per_sample: Vec<(f64, f64)> = match record {
-        Some(r) => s
-            .data_mut()
-            .par_chunks_mut(f)
-            .zip(r.data_mut().par_chunks_mut(f))
-            .enumerate()
-            .map(|(n, (srow, rrow))| row(n, srow, Some(rrow)))
-            .collect(),
-        None => s
-            .data_mut()
-            .par_chunks_mut(f)
-            .enumerate()
-            .map(|(n, srow)| row(n, srow, None))
-            .collect(),
-    };
-    let mut stats = UpdateStats {
-        per_sample,
-        ..Default::default()
-    };
-    for &(d2, o2) in &stats.per_sample {
-        stats.diff_sq += d2;
-        stats.old_sq += o2;
-    }
-    Ok(stats)
+    Ok(update_rows(s, record, f, row))
 }
 
 /// Backward of [`quadratic_update`] at the stored `z`, for the total coefficient `q`:

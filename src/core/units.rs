@@ -9,9 +9,8 @@
 //! The diode bound per unit lives with the other projections
 //! ([`super::quadratic::Projection::DiodeBounds`]).
 
-use super::ops::UpdateStats;
+use super::ops::{update_rows, UpdateStats};
 use super::tensor::{ShapeError, Tensor};
-use rayon::prelude::*;
 
 /// Smallest relative slope of a varied unit: `α_i = α·max(1 + σ·ξ_i, SLOPE_FLOOR)`, so every
 /// unit keeps a positive slope (and a finite self-energy `s²/(2α_i)`).
@@ -107,30 +106,7 @@ pub fn unit_sigmoid(
         }
         (d2, o2)
     };
-    let per_sample: Vec<(f64, f64)> = match record {
-        Some(r) => s
-            .data_mut()
-            .par_chunks_mut(f)
-            .zip(r.data_mut().par_chunks_mut(f))
-            .enumerate()
-            .map(|(n, (srow, rrow))| row(n, srow, Some(rrow)))
-            .collect(),
-        None => s
-            .data_mut()
-            .par_chunks_mut(f)
-            .enumerate()
-            .map(|(n, srow)| row(n, srow, None))
-            .collect(),
-    };
-    let mut stats = UpdateStats {
-        per_sample,
-        ..Default::default()
-    };
-    for &(d2, o2) in &stats.per_sample {
-        stats.diff_sq += d2;
-        stats.old_sq += o2;
-    }
-    Ok(stats)
+    Ok(update_rows(s, record, f, row))
 }
 
 /// Backward of [`unit_sigmoid`] at the stored `z = α ⊙ b`: `ḡ_b = ḡ_s·α_i·1[0 ≤ z ≤ 1]`
