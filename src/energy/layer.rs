@@ -15,7 +15,7 @@
 //! | `VariedDiode { t_i }` (DRN, per-unit diode bounds) | `0` on `v_i ≥ t_i` (first half), `v_i ≤ t_i` (second half) | `v = proj_t(b / q)` |
 //!
 //! The varied kinds are the layers of a physical circuit ([`crate::analog`]); a unit's offset
-//! is not a layer property but a fixed bias interaction ([`super::terms::UnitOffset`]).
+//! is not a layer property but a fixed bias interaction ([`super::terms::LayerBias`] without a parameter).
 
 use crate::core::anderson::StateBox;
 use crate::core::ops::{activate, activate_backward, UpdateStats};

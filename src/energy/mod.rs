@@ -157,7 +157,12 @@ impl<'a> EnergyBlock<'a> {
         }
         for (layer, u) in block.units.iter().enumerate() {
             if let Some(theta) = &u.offset {
-                terms.push(Box::new(terms::UnitOffset { layer, theta }));
+                // a fixed bias: the units' input offsets
+                terms.push(Box::new(terms::LayerBias {
+                    layer,
+                    bias: theta,
+                    param: None,
+                }));
             }
         }
         EnergyBlock::new(k, kinds, layout.layers.clone(), terms)
@@ -210,10 +215,13 @@ impl<'a> EnergyBlock<'a> {
                 duplicate: layout.duplicate,
             }));
             biases.push(Box::new(terms::LayerBias {
-                block: k,
-                index: l + 1,
                 layer: l,
                 bias: syn.bias.as_ref().expect("resistive layers have a bias"),
+                param: Some(crate::model::ParamId::Synapse {
+                    block: k,
+                    index: l + 1,
+                    bias: true,
+                }),
             }));
         }
         couplings.extend(biases);

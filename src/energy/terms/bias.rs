@@ -1,8 +1,14 @@
 //! A bias (current source) on a layer: `E = −Σ_j b_j v_j`. Linear coefficient `b`;
 //! `∂E/∂b = −Σ_batch v`.
+//!
+//! A *fixed* bias (no parameter) is a device property of a physical circuit: the per-unit
+//! input offsets `θ` of an analog layer (see [`crate::analog`]). With a hard sigmoid of slope
+//! `α_i` the update becomes `s_i = clamp(α_i·(b_i + θ_i), 0, 1)`: each unit's transfer curve
+//! shifted by `−θ_i` along its input. It has no gradient and reads no state.
 
 use crate::core::conv::channel_sum;
 use crate::core::ops::sample_dots;
+use crate::core::units::tile_rows;
 use crate::core::Tensor;
 use crate::energy::interaction::{
     Adjoints, Interaction, Probe, Recorded, Span, StateView, TermCache,
@@ -10,35 +16,20 @@ use crate::energy::interaction::{
 use crate::model::{Grads, ParamId};
 use anyhow::Result;
 
-/// The bias of layer `layer`, stored as the bias of synapse `index` of block `block`.
+/// The bias `b` (one value per unit) of layer `layer`: a trainable parameter (`param`, e.g.
+/// the bias of a resistive block's synapse) or fixed (`None`: a unit offset).
 pub struct LayerBias<'a> {
-    pub block: usize,
-    pub index: usize,
     pub layer: usize,
     pub bias: &'a Tensor,
-}
-
-impl LayerBias<'_> {
-    fn id(&self) -> ParamId {
-        ParamId::Synapse {
-            block: self.block,
-            index: self.index,
-            bias: true,
-        }
-    }
-
-    fn broadcast(&self, like: &Tensor, out: &mut Tensor) {
-        out.ensure_shape(like.shape());
-        let f = self.bias.len().max(1);
-        for row in out.data_mut().chunks_mut(f) {
-            row.copy_from_slice(self.bias.data());
-        }
-    }
+    pub param: Option<ParamId>,
 }
 
 impl Interaction for LayerBias<'_> {
     fn name(&self) -> String {
-        format!("bias of layer {}", self.layer)
+        match self.param {
+            Some(_) => format!("bias of layer {}", self.layer),
+            None => format!("unit offsets of layer {}", self.layer),
+        }
     }
 
     fn span(&self) -> Span {
@@ -52,7 +43,7 @@ impl Interaction for LayerBias<'_> {
         cache: &'c mut TermCache,
     ) -> Result<&'c Tensor> {
         if cache.forward_of.is_none() {
-            self.broadcast(&view.layers[l], &mut cache.forward);
+            tile_rows(self.bias, &view.layers[l], &mut cache.forward)?;
             cache.forward_of = Some(0);
         }
         Ok(&cache.forward)
@@ -75,7 +66,7 @@ impl Interaction for LayerBias<'_> {
         out: &mut [f64],
     ) -> Result<()> {
         let s = &view.layers[self.layer];
-        self.broadcast(s, &mut cache.backward);
+        tile_rows(self.bias, s, &mut cache.backward)?;
         sample_dots(&cache.backward, s, -1.0, out)?;
         Ok(())
     }
@@ -87,8 +78,10 @@ impl Interaction for LayerBias<'_> {
         scale: f32,
         grads: &mut Grads,
     ) -> Result<()> {
-        let d = b.view.diff(&a.view, self.layer)?;
-        channel_sum(&d, scale, true, grads.get_mut(self.id()));
+        if let Some(id) = self.param {
+            let d = b.view.diff(&a.view, self.layer)?;
+            channel_sum(&d, scale, true, grads.get_mut(id));
+        }
         Ok(())
     }
 
@@ -100,7 +93,9 @@ impl Interaction for LayerBias<'_> {
         _g_quad: Option<&Tensor>,
         adj: &mut Adjoints<'_>,
     ) -> Result<()> {
-        channel_sum(g, 1.0, true, adj.grads.get_mut(self.id()));
+        if let Some(id) = self.param {
+            channel_sum(g, 1.0, true, adj.grads.get_mut(id));
+        }
         Ok(())
     }
 

@@ -5,11 +5,9 @@ mod conv_coupling;
 mod dense_coupling;
 mod drive;
 mod resistive;
-mod unit_offset;
 
 pub use bias::LayerBias;
 pub use conv_coupling::ConvCoupling;
 pub use dense_coupling::DenseCoupling;
 pub use drive::HopfieldDrive;
 pub use resistive::ResistiveCoupling;
-pub use unit_offset::UnitOffset;
