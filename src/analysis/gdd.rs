@@ -5,7 +5,10 @@
 
 use crate::core::Tensor;
 use crate::grad::ep::Ep;
-use crate::grad::{free_phase_with, AlgoConfig, Chain, FreePhase, GradientEstimator, Id};
+use crate::grad::{
+    free_phase_kernels, free_phase_with, AlgoConfig, Algorithm, Chain, FreePhase,
+    GradientEstimator, Id,
+};
 use crate::model::feedforward::BnMode;
 use crate::model::{Grads, Model, ParamId, PreparedBlock};
 use anyhow::Result;
@@ -111,10 +114,18 @@ fn owner(id: ParamId, kk: usize) -> (usize, Option<usize>, bool) {
     }
 }
 
-/// The free phase of `algo` in training mode (as in a training step).
-fn free(chain: &Chain<'_>, x: &Tensor, algo: &AlgoConfig) -> Result<FreePhase> {
+/// The free phase of `algo` in training mode (as in a training step), on the convolutions
+/// EP at `beta` would relax it with (direct at small β, see [`free_phase_kernels`]): the
+/// free state EP and ID share here.
+fn free(chain: &Chain<'_>, x: &Tensor, algo: &AlgoConfig, beta: f32) -> Result<FreePhase> {
+    let ep = AlgoConfig {
+        beta,
+        ..algo.with(Algorithm::Ep)
+    };
+    let exact = free_phase_kernels(chain.model, &ep)?;
+    let exact_chain = exact.as_deref().map(|k| chain.on_kernels(k));
     free_phase_with(
-        chain,
+        exact_chain.as_ref().unwrap_or(chain),
         x,
         BnMode::Train,
         algo.free_schedule(),
@@ -145,7 +156,7 @@ pub fn analyse(
 ) -> Result<GddReport> {
     let algo = &cfg.algo;
     let chain = Chain::new(model, kernels);
-    let free = free(&chain, x, algo)?;
+    let free = free(&chain, x, algo, algo.beta)?;
     let kk = model.blocks.len();
     let ep_est = Ep::from_config(algo);
     let (id_exact, id_ref) = (id(algo, true), id(algo, false));
@@ -238,7 +249,8 @@ pub fn beta_sweep(
     betas: &[f32],
 ) -> Result<Vec<BetaRow>> {
     let chain = Chain::new(model, kernels);
-    let free = free(&chain, x, algo)?;
+    let smallest = betas.iter().fold(f32::INFINITY, |m, b| m.min(b.abs()));
+    let free = free(&chain, x, algo, smallest)?;
     let id = id(algo, true).gradients(&chain, &free, labels)?.grads;
     let mut out = Vec::new();
     for &beta in betas {
@@ -272,7 +284,7 @@ pub fn t2_sweep(
     t2s: &[usize],
 ) -> Result<Vec<(usize, f64, f64)>> {
     let chain = Chain::new(model, kernels);
-    let free = free(&chain, x, algo)?;
+    let free = free(&chain, x, algo, algo.beta)?;
     let mut out = Vec::new();
     for &t2 in t2s {
         let a = AlgoConfig { t2, ..algo.clone() };

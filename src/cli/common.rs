@@ -109,6 +109,11 @@ pub struct PhaseArgs {
     /// `states` (the reference's way) (default: the preset's).
     #[arg(long)]
     pub nudged_form: Option<String>,
+    /// Convolutions of the free phase: `auto` (direct for EP at |β| < 0.1, whose gradient
+    /// amplifies the free state's round-off by ~1/β; else the model's), `model` (the model's
+    /// `conv_algo`) or `direct` (default: the preset's, i.e. `auto`).
+    #[arg(long)]
+    pub free_convs: Option<String>,
 }
 
 /// Stopping rules and fixed-point solver of the relaxations (over the preset's `[algorithm]`).
@@ -201,6 +206,9 @@ impl PhaseArgs {
         }
         if let Some(v) = &self.nudged_form {
             cfg.nudged_form = parse_choice("nudged-form", v, "offsets, states")?;
+        }
+        if let Some(v) = &self.free_convs {
+            cfg.free_convs = parse_choice("free-convs", v, "auto, model, direct")?;
         }
         Ok(cfg)
     }

@@ -2,9 +2,10 @@
 //! energy-based blocks of a model, assembled once per step), the free phase (SPEC §2.1),
 //! backpropagation through a feedforward transform, and the readout at the end of the chain.
 
+use super::AlgoConfig;
 use crate::core::batchnorm::{BatchSums, WholeBatch};
 use crate::core::loss::{softmax_cross_entropy, squared_error, Losses};
-use crate::core::Tensor;
+use crate::core::{ConvAlgo, Tensor};
 use crate::energy::{BlockState, EnergyBlock, Nudge};
 use crate::model::feedforward::{
     ff_forward_shared, ff_vjp_shared, BnMode, FfCache, FfGrads, TransformEvals,
@@ -70,6 +71,19 @@ impl<'a> Chain<'a> {
         Chain {
             part: Some(part),
             ..Chain::new(model, kernels)
+        }
+    }
+
+    /// The same chain on other packed kernels of the same parameters (e.g. direct
+    /// convolutions for the free phase, see [`free_phase_kernels`]).
+    pub fn on_kernels<'b>(&self, kernels: &'b [PreparedBlock]) -> Chain<'b>
+    where
+        'a: 'b,
+    {
+        Chain {
+            kernels,
+            blocks: EnergyBlock::all(self.model, kernels),
+            ..*self
         }
     }
 
@@ -375,6 +389,16 @@ pub fn free_phase_with(
     // the output as the readout reads it (through the last block's ADC)
     out.logits = model_logits(model, &input)?;
     Ok(out)
+}
+
+/// Direct-convolution kernels for the free phase when `cfg` asks for them
+/// ([`AlgoConfig::exact_free_phase`]) and the model's are not direct already; `None`: the
+/// free phase runs on the model's kernels.
+pub fn free_phase_kernels(model: &Model, cfg: &AlgoConfig) -> Result<Option<Vec<PreparedBlock>>> {
+    if !cfg.exact_free_phase() || model.config.conv_algo == ConvAlgo::Direct {
+        return Ok(None);
+    }
+    crate::model::prepare_with(model, ConvAlgo::Direct).map(Some)
 }
 
 /// [`free_phase_with`] from zero states in the SPEC's order (even layers first).

@@ -12,9 +12,9 @@ pub mod power;
 pub mod report;
 pub mod settings;
 
-pub use chain::{free_phase, free_phase_with, BatchPart, Chain, FreePhase};
+pub use chain::{free_phase, free_phase_kernels, free_phase_with, BatchPart, Chain, FreePhase};
 pub use report::{sweep_table, PhaseRecord};
-pub use settings::{AlgoConfig, EpVariant, NudgedForm, SolverKind};
+pub use settings::{AlgoConfig, EpVariant, FreeConvs, NudgedForm, SolverKind};
 
 use crate::core::Tensor;
 use crate::model::feedforward::{running_stat_updates, BnMode, BnUpdate, TransformEvals};
@@ -348,8 +348,10 @@ pub fn compute_gradients_with(
     };
     chain.analog = analog;
     chain.digital = digital;
+    let exact = free_phase_kernels(model, cfg)?;
+    let exact_chain = exact.as_deref().map(|k| chain.on_kernels(k));
     let free = free_phase_with(
-        &chain,
+        exact_chain.as_ref().unwrap_or(&chain),
         x,
         BnMode::Train,
         cfg.free_schedule(),

@@ -47,6 +47,32 @@ pub enum NudgedForm {
     States,
 }
 
+/// The convolutions of the free phase (`algorithm.free_convs`).
+///
+/// EP reads its gradient off the nudged phases' response around the free state `s*`, and
+/// that response is not smooth in `s*`: `[σ(x* + βa) − σ(x* − βa)]/2β` has slope up to
+/// `α/2β` where `x*` lies within `βa` of a kink of the hard sigmoid (and likewise at near-ties
+/// of a max-pool). The free state's round-off is so amplified by ~`1/β`: measured against
+/// float64 on the 6-block static-gradient-analysis setting (β 0.02), Winograd convolutions in
+/// the free phase give EP errors of 1e-3–3e-3, exact (direct) ones 1e-4–5.5e-4, whatever the
+/// nudged phases use (their round-off scales with the offsets; README, "EP accuracy").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FreeConvs {
+    /// Direct (exact up to rounding) convolutions in the free phase of EP when
+    /// `|β| < EXACT_FREE_PHASE_BELOW_BETA`; otherwise the model's `conv_algo`.
+    #[default]
+    Auto,
+    /// Always the model's `conv_algo` (Winograd where it applies, by default).
+    Model,
+    /// Always direct convolutions in the free phase.
+    Direct,
+}
+
+/// With [`FreeConvs::Auto`], EP's free phase uses direct convolutions below this `|β|`
+/// (measured: at β 0.2 Winograd free phases give EP errors ≤ 5e-5, at β 0.02 up to 3e-3).
+pub const EXACT_FREE_PHASE_BELOW_BETA: f32 = 0.1;
+
 /// The fixed-point solver of every relaxation (`algorithm.solver`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -147,6 +173,10 @@ pub struct AlgoConfig {
     /// `states`.
     #[serde(default)]
     pub nudged_form: NudgedForm,
+    /// Convolutions of the free phase: `auto` (default: direct for EP at small β), `model`
+    /// (the model's `conv_algo`) or `direct` (see [`FreeConvs`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub free_convs: FreeConvs,
     /// `once-per-batch` (default) or `reference-compat` (update at every sweep).
     #[serde(default)]
     pub bn_updates: BnUpdates,
@@ -180,6 +210,7 @@ impl AlgoConfig {
             free_order: Order::EvenFirst,
             nudged_order: Order::OddFirst,
             nudged_form: NudgedForm::Offsets,
+            free_convs: FreeConvs::Auto,
             bn_updates: BnUpdates::OncePerBatch,
             warm_start: false,
         }
@@ -190,6 +221,17 @@ impl AlgoConfig {
         AlgoConfig {
             name,
             ..self.clone()
+        }
+    }
+
+    /// Whether the free phase runs on direct convolutions (see [`FreeConvs`]).
+    pub fn exact_free_phase(&self) -> bool {
+        match self.free_convs {
+            FreeConvs::Auto => {
+                self.name == Algorithm::Ep && self.beta.abs() < EXACT_FREE_PHASE_BELOW_BETA
+            }
+            FreeConvs::Model => false,
+            FreeConvs::Direct => true,
         }
     }
 
@@ -330,5 +372,25 @@ mod tests {
             !text.contains("anderson") && !text.contains("solver"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn free_phase_convolutions_are_exact_for_ep_at_small_beta_unless_asked_otherwise() {
+        let ep = |beta| AlgoConfig::ep(10, 5, beta);
+        assert!(ep(0.02).exact_free_phase() && ep(-0.05).exact_free_phase());
+        assert!(!ep(0.1).exact_free_phase() && !ep(0.2).exact_free_phase());
+        // ID's gradient does not amplify the free state's round-off
+        assert!(!ep(0.02).with(Algorithm::IdExact).exact_free_phase());
+        let with = |free_convs, beta| AlgoConfig {
+            free_convs,
+            ..ep(beta)
+        };
+        assert!(!with(FreeConvs::Model, 0.02).exact_free_phase());
+        assert!(with(FreeConvs::Direct, 0.5).exact_free_phase());
+        let c = resolve(&["algorithm.free_convs=\"model\""]).unwrap();
+        assert_eq!(c.algorithm.free_convs, FreeConvs::Model);
+        let e = resolve(&["algorithm.free_convs=\"winograd\""]).unwrap_err();
+        assert!(format!("{e:#}").contains("free_convs"), "{e:#}");
+        assert!(!toml::to_string(&ep(0.02)).unwrap().contains("free_convs"));
     }
 }

@@ -100,10 +100,15 @@ impl PreparedBlock {
 
 /// Packed conv weights of every block of a model.
 pub fn prepare(model: &Model) -> Result<Vec<PreparedBlock>> {
+    prepare_with(model, model.config.conv_algo)
+}
+
+/// Packed conv weights of every block of a model for convolution algorithm `algo`.
+pub fn prepare_with(model: &Model, algo: crate::core::ConvAlgo) -> Result<Vec<PreparedBlock>> {
     model
         .blocks
         .iter()
-        .map(|b| PreparedBlock::new(b, model.config.conv_algo))
+        .map(|b| PreparedBlock::new(b, algo))
         .collect()
 }
 

@@ -5,11 +5,12 @@
 //! * `splitting_small_2block`, batch 8, T1 60, T2 20, β 0.2: EP within relative L2 error
 //!   5e-4 on every tensor (measured 3.5e-5; the reference's own float32 EP: 3.6e-2, ffebm
 //!   with full-state nudged phases 3.4e-3);
-//! * `static_gradient_analysis` (6 blocks), batch 2, T1 15, T2 20, β 0.02: EP within
-//!   1.25e-3. Issue 9 asks for 1e-3, which ffebm misses narrowly: measured 1.01e-3 on
-//!   `blocks.1.synapses.1.bias`, every tensor 5e-4–1e-3 with the default Winograd
-//!   convolutions, ≤ 4.6e-4 with `conv_algo = "direct"` (the reference's own float32 EP:
-//!   0.17; full-state nudged phases 6.9e-3);
+//! * `static_gradient_analysis` (6 blocks), batch 2, T1 15, T2 20, β 0.02: EP within 1e-3
+//!   (measured 4.8e-4 on the fixture batch, 0.9e-4–4.7e-4 on 8 copies perturbed by ±1e-7
+//!   relative). At this β the free phase runs on direct convolutions
+//!   (`free_convs = "auto"`): EP amplifies the free state's round-off by ~1/β, and with
+//!   Winograd free phases the same copies give 1.0e-3–3.0e-3, a test checks that (the
+//!   reference's own float32 EP: 0.17; full-state nudged phases 6.9e-3);
 //!
 //! and ID (both variants) within 1e-4 on both (measured 1.0e-5 and 5.4e-5). The nudged phases relaxed as full states
 //! (the reference's way) miss these bounds (the offsets are what make EP accurate); a test
@@ -18,7 +19,7 @@
 
 use ffebm::core::tensor::nchw_to_nhwc;
 use ffebm::core::Tensor;
-use ffebm::grad::{compute_gradients, AlgoConfig, Algorithm, NudgedForm};
+use ffebm::grad::{compute_gradients, AlgoConfig, Algorithm, FreeConvs, NudgedForm};
 use ffebm::io::tensors::{read_tensor_file, Stored, TensorFile};
 use ffebm::io::weights::{grad_tensors, model_tensors, KeyStyle};
 use ffebm::model::presets::preset;
@@ -96,8 +97,13 @@ fn load(case: &str) -> Fixture {
 /// Worst relative L2 error over the tensors (at the fixture's sampled indices) of ffebm's
 /// gradients for `algo` against the fixture's `tag` gradients; also returns the tensor.
 fn worst_error(f: &Fixture, algo: &AlgoConfig, tag: &str) -> (f64, String) {
+    worst_error_at(f, &f.x, algo, tag)
+}
+
+/// [`worst_error`] on input `x` (the fixture's batch, or a copy perturbed by round-off).
+fn worst_error_at(f: &Fixture, x: &Tensor, algo: &AlgoConfig, tag: &str) -> (f64, String) {
     let kern = prepare(&f.model).unwrap();
-    let out = compute_gradients(&f.model, &kern, &f.x, &f.y, algo).unwrap();
+    let out = compute_gradients(&f.model, &kern, x, &f.y, algo).unwrap();
     let mut worst = (0.0f64, String::new());
     let mut n = 0;
     for (name, g) in grad_tensors(&f.model, &out.grads, &KeyStyle::default()) {
@@ -165,5 +171,57 @@ fn splitting_small_2block_gradients_match_float64_reference() {
 
 #[test]
 fn static_gradient_analysis_gradients_match_float64_reference() {
-    check("static_gradient_analysis", 1.25e-3);
+    check("static_gradient_analysis", 1e-3);
+}
+
+/// `x` with every entry scaled by `1 + eps·u`, `u` uniform in [−1, 1) (seeded): a change of
+/// the input at the size of float32 round-off, which moves the exact gradients by ~eps.
+fn perturbed(x: &Tensor, eps: f32, seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = x.clone();
+    for v in out.data_mut() {
+        *v *= 1.0 + eps * rng.gen_range(-1.0f32..1.0);
+    }
+    out
+}
+
+/// The 1e-3 bound is not luck of the fixture's batch: it holds on copies of the input
+/// perturbed at the level of round-off (±1e-7 relative, ~1 ULP; larger perturbations move
+/// the exact gradient itself noticeably at this β: ±3e-7 gave 1.9e-3 on one copy), and only with the free phase on direct convolutions (the
+/// default at β 0.02). With the model's Winograd convolutions in the free phase
+/// (`free_convs = "model"`) the same copies are above the bound. Measured on 8 seeds: direct
+/// free phase 0.9e-4–4.7e-4, Winograd 0.8e-3–3.4e-3 (7 of 8 above 1e-3); this test runs
+/// seeds 7 and 8 (4.1e-4 and 3.8e-4 vs 1.7e-3 and 1.0e-3), and fails if the free phase's
+/// convolutions stop mattering or stop being chosen.
+#[test]
+fn static_gradient_analysis_ep_accuracy_is_robust_to_round_off() {
+    let f = load("static_gradient_analysis");
+    let ep = f.algo.with(Algorithm::Ep);
+    assert!(
+        ep.exact_free_phase(),
+        "β 0.02 should select an exact free phase"
+    );
+    let winograd = AlgoConfig {
+        free_convs: FreeConvs::Model,
+        ..ep.clone()
+    };
+    let (mut worst_exact, mut worst_winograd) = (0.0f64, 0.0f64);
+    for seed in [7, 8] {
+        let eps = 1e-7;
+        let x = perturbed(&f.x, eps, seed);
+        let (e, name) = worst_error_at(&f, &x, &ep, "ep64");
+        let (w, wname) = worst_error_at(&f, &x, &winograd, "ep64");
+        eprintln!("perturbation {eps:e}: EP error {e:.2e} ({name}); Winograd free phase {w:.2e} ({wname})");
+        assert!(
+            e <= 1e-3,
+            "perturbed input ({eps:e}): EP gradient {name} off by {e:.2e}"
+        );
+        worst_exact = worst_exact.max(e);
+        worst_winograd = worst_winograd.max(w);
+    }
+    assert!(
+        worst_winograd > 1.5 * worst_exact,
+        "a Winograd free phase ({worst_winograd:.2e}) should be clearly worse than a direct one ({worst_exact:.2e})"
+    );
 }
