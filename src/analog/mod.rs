@@ -340,6 +340,17 @@ impl Circuit {
         }
     }
 
+    /// The circuit's converters without its noise (update and measurement): the
+    /// deterministic circuit whose exact gradient ID computes on the physical circuit.
+    pub fn converters_only(&self, seed: u64) -> Runtime {
+        let mut r = self.runtime(seed);
+        for b in &mut r.blocks {
+            b.update_noise = 0.0;
+            b.measure_noise = 0.0;
+        }
+        r
+    }
+
     /// The device tensors as checkpoint tensors (`analog.xi.<name>`, `analog.dw.<name>`,
     /// the pairs' conductances and steps, the unit draws [`UnitDraw::key`]).
     pub fn tensors(&self, model: &Model) -> Vec<(String, Stored)> {
@@ -442,6 +453,16 @@ fn convert(q: Option<Quantizer>, x: &mut Tensor) {
     }
 }
 
+/// Straight-through adjoint of [`convert`] at `pre` (the value before conversion): the
+/// identity except where a bounded converter clipped (a per-sample `abs_max` range never
+/// clips).
+fn convert_adjoint(q: Option<Quantizer>, pre: &Tensor, g: &mut Tensor) -> Result<()> {
+    if let Some(Quantizer { bound: Some(b), .. }) = q {
+        kern::quantize_adjoint(pre, b, g)?;
+    }
+    Ok(())
+}
+
 impl Runtime {
     /// The next noise stream: a fast generator (xoshiro256++) seeded from stream `i` of the
     /// step's ChaCha8 seed, so streams are independent and reproducible.
@@ -458,6 +479,16 @@ impl Runtime {
     /// The ADC on block `k`'s output.
     pub fn adc(&self, k: usize, s: &mut Tensor) {
         convert(self.blocks[k].adc, s);
+    }
+
+    /// The straight-through adjoint of the DAC on block `k`'s drive `u` (before conversion).
+    pub fn dac_adjoint(&self, k: usize, u: &Tensor, g: &mut Tensor) -> Result<()> {
+        convert_adjoint(self.blocks[k].dac, u, g)
+    }
+
+    /// The straight-through adjoint of the ADC on block `k`'s output `s` (before conversion).
+    pub fn adc_adjoint(&self, k: usize, s: &Tensor, g: &mut Tensor) -> Result<()> {
+        convert_adjoint(self.blocks[k].adc, s, g)
     }
 
     /// The DAC on the error current nudging block `k`.

@@ -2,9 +2,10 @@
 //! non-ideality (an `[analog]` key) and compare, per parameter tensor, the EP gradient
 //! measured on the physical circuit with
 //!
-//! * **ID-exact on the same physical circuit** — the exact gradient of the varied circuit
-//!   (its varied weights and storage levels; no converters and no noise: the gradient of the
-//!   circuit that is physically there), and
+//! * **ID-exact on the same physical circuit** — the exact gradient of the circuit that is
+//!   physically there, without its noise: its varied weights, units and storage levels, and
+//!   its DAC/ADC (straight through: the rounding counts as the identity, clipping as zero),
+//!   and
 //! * **ID-exact on the nominal "digital twin"** — the ideal model a designer would have
 //!   simulated,
 //!
@@ -97,6 +98,7 @@ pub fn robustness(
         let pm = physical.as_ref().unwrap_or(model);
         let kernels = prepare(pm)?;
         let runtime = (!circuit.is_ideal()).then(|| circuit.runtime(cfg.seed));
+        let converters = (!circuit.is_ideal()).then(|| circuit.converters_only(cfg.seed));
         let at = || format!("{} = {v}", cfg.key);
         let ep = compute_gradients_on(
             pm,
@@ -115,7 +117,7 @@ pub fn robustness(
             y,
             &algo.with(Algorithm::IdExact),
             None,
-            None,
+            converters.as_ref(),
         )
         .with_context(|| format!("ID-exact on the physical circuit at {}", at()))?;
         for (pid, g) in &ep.grads.entries {

@@ -30,6 +30,19 @@ pub fn quantize(x: &mut Tensor, bits: u32, bound: f32) {
         .for_each(|v| *v = quantize_one(*v, step, bound));
 }
 
+/// Straight-through adjoint of [`quantize`] (the rounding is taken as the identity, the
+/// clipping is not): `g_i ← g_i` where `|v_i| ≤ bound`, `0` where `v` (before conversion) was
+/// clipped.
+pub fn quantize_adjoint(v: &Tensor, bound: f32, g: &mut Tensor) -> Result<(), ShapeError> {
+    g.expect_shape("quantize_adjoint", "adjoint", v.shape())?;
+    g.data_mut()
+        .iter_mut()
+        .zip(v.data())
+        .filter(|(_, v)| v.abs() > bound)
+        .for_each(|(g, _)| *g = 0.0);
+    Ok(())
+}
+
 /// Quantizes each sample (row of `x`, first dimension) with `bits` bits over its own range
 /// `[−m_b, m_b]`, `m_b = max_i |x_{b,i}|` (aihwkit's `abs_max` noise management: the converter
 /// sees the sample scaled to its full range, the digital side scales it back). A sample of

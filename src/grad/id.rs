@@ -78,21 +78,21 @@ pub fn id_from_block(
     let mut drives: Vec<Tensor> = Vec::with_capacity(kk);
     let mut caches: Vec<FfCache> = Vec::with_capacity(kk);
     let mut bn_stats = vec![None; kk];
+    // on a physical circuit, the drives before the DAC (for the straight-through adjoints)
+    let mut unconverted: Vec<Tensor> = Vec::new();
     for k in first..kk {
         // the drive is re-evaluated from the block input: x_first (a leaf) or the updated
-        // last layer of the block below
+        // last layer of the block below (through its ADC, as in the free phase)
         let input = match tapes.last() {
             None => free.ff[k].input.clone(),
-            Some(prev) => prev
-                .values
-                .last()
-                .expect("layers")
-                .last()
-                .expect("value")
-                .clone(),
+            Some(prev) => converted_output(chain, k - 1, prev),
         };
         let mut cache = FfCache::default();
-        let drive = chain.feedforward(k, &input, BnMode::Train, &mut cache)?;
+        let mut drive = chain.feedforward(k, &input, BnMode::Train, &mut cache)?;
+        if let Some(a) = chain.analog {
+            unconverted.push(drive.clone());
+            a.dac(k, &mut drive);
+        }
         bn_stats[k] = cache.bn_stats.clone();
         let mut tape = Tape::new(&free.states[k]);
         {
@@ -117,15 +117,21 @@ pub fn id_from_block(
     }
     // loss and its adjoint
     let mut grads = model.zero_grads();
-    let last = tapes.last().expect("blocks").final_state();
-    let (ce, mut g_out) = chain.loss_and_output_grad(last.last(), labels, 1.0 / b as f32)?;
-    chain.accumulate_readout(last.last(), labels, 1.0 / b as f32, &mut grads)?;
-    // reverse pass, block by block
+    let out = converted_output(chain, kk - 1, tapes.last().expect("blocks"));
+    let (ce, mut g_out) = chain.loss_and_output_grad(&out, labels, 1.0 / b as f32)?;
+    chain.accumulate_readout(&out, labels, 1.0 / b as f32, &mut grads)?;
+    // reverse pass, block by block (straight through the converters, zero where they clip)
     let mut state_grads = Vec::new();
     for k in (first..kk).rev() {
         let i = k - first;
-        let (g_u, g_start) =
+        if let (Some(a), false) = (chain.analog, g_out.is_empty()) {
+            a.adc_adjoint(k, tapes[i].final_output(), &mut g_out)?;
+        }
+        let (mut g_u, g_start) =
             block_backward(chain, k, &tapes[i], &drives[i], g_out, &mut grads, exact)?;
+        if let Some(a) = chain.analog {
+            a.dac_adjoint(k, &unconverted[i], &mut g_u)?;
+        }
         let dx = chain.feedforward_backward(k, &caches[i], &g_u, &mut grads)?;
         if k == first {
             state_grads = g_start;
@@ -141,6 +147,16 @@ pub fn id_from_block(
         bn_stats,
         state_grads,
     })
+}
+
+/// The last layer of block `k` after its unrolled sweeps, as the next block (or the readout)
+/// reads it: through the block's ADC on a physical circuit.
+fn converted_output(chain: &Chain<'_>, k: usize, tape: &Tape) -> Tensor {
+    let mut s = tape.final_output().clone();
+    if let Some(a) = chain.analog {
+        a.adc(k, &mut s);
+    }
+    s
 }
 
 /// Reverse pass through the recorded updates of block `k`, given the adjoint of its final

@@ -53,6 +53,14 @@ impl Tape {
         });
     }
 
+    /// The final value of the block's last layer (its output).
+    pub fn final_output(&self) -> &Tensor {
+        self.values
+            .last()
+            .and_then(|v| v.last())
+            .expect("a layer with its initial value")
+    }
+
     /// The latest value of every layer.
     pub fn final_state(&self) -> BlockState {
         BlockState {

@@ -261,6 +261,62 @@ fn converters_put_drives_and_outputs_on_their_levels() {
     assert_ne!(ideal.free.logits, out.free.logits);
 }
 
+/// ID on a physical circuit runs its unrolled sweeps through the converters and
+/// differentiates them straight through: fine, unclipped converters give (nearly) the ideal
+/// gradient; an ADC that clips all of block 0's output leaves nothing of block 0 for the loss
+/// to differentiate (its gradients are exactly zero, block 1's are not); a DAC that clips
+/// block 1's drive does the same to block 0 and block 1's feedforward transform.
+#[test]
+fn id_on_a_physical_circuit_differentiates_its_converters_straight_through() {
+    let model = tiny();
+    let kern = prepare(&model).unwrap();
+    let (x, y) = batch(&model, 3, 5);
+    let a = AlgoConfig::ep(8, 5, 0.1).with(Algorithm::IdExact);
+    let ideal = compute_gradients(&model, &kern, &x, &y, &a).unwrap();
+    let on = |text: &str| {
+        let circuit = Circuit::new(&analog(text), &model, 0).unwrap();
+        let rt = circuit.converters_only(1);
+        compute_gradients_on(&model, &kern, &x, &y, &a, None, Some(&rt)).unwrap()
+    };
+    let fine = on("dac_bits = 24\nadc_bits = 24");
+    let e = total_rel_err(&fine.grads, &ideal.grads);
+    assert!(e < 1e-4, "24-bit converters move ID by {e:.2e}");
+    let block_of = |id: &ParamId| match *id {
+        ParamId::Synapse { block, .. } | ParamId::Bn { block, .. } => Some(block),
+        ParamId::Readout { .. } => None,
+    };
+    let is_zero = |g: &Tensor| g.data().iter().all(|v| *v == 0.0);
+    let adc = on("[blocks.0]\nadc_bits = 8\nadc_bound = 1e-6");
+    let dac = on("[blocks.1]\ndac_bits = 8\ndac_bound = 1e-6");
+    for (id, g) in &ideal.grads.entries {
+        let name = model.param_name(*id);
+        assert!(
+            !is_zero(g),
+            "{name}: the ideal gradient is zero, the test shows nothing"
+        );
+        let (g_adc, g_dac) = (adc.grads.get(*id), dac.grads.get(*id));
+        let ff1 = matches!(
+            *id,
+            ParamId::Synapse {
+                block: 1,
+                index: 0,
+                ..
+            } | ParamId::Bn { block: 1, .. }
+        );
+        match block_of(id) {
+            Some(0) => assert!(
+                is_zero(g_adc) && is_zero(g_dac),
+                "{name}: clipped away, yet a gradient"
+            ),
+            _ if ff1 => assert!(is_zero(g_dac) && !is_zero(g_adc), "{name}"),
+            _ => assert!(
+                !is_zero(g_adc) && !is_zero(g_dac),
+                "{name}: no gradient past the converters"
+            ),
+        }
+    }
+}
+
 #[test]
 fn storage_levels_hold_every_stored_weight() {
     let model = tiny();
