@@ -42,10 +42,13 @@ pub struct GddArgs {
     pub out: PathBuf,
 }
 
+/// The first `n` training images of `kind` through the data pipeline `pipeline` (its
+/// normalisation and image size: a preset's, see [`BatchArgs::load`]).
 pub(super) fn default_batch(
     kind: DatasetKind,
     dir: Option<&Path>,
     n: usize,
+    pipeline: Pipeline,
 ) -> Result<(Tensor, Vec<u32>)> {
     let root = crate::data::data_dir(dir)?;
     let ds = Dataset::load(
@@ -59,6 +62,8 @@ pub(super) fn default_batch(
         sub,
         LoaderOptions {
             layout: Layout::Nhwc,
+            normalization: pipeline.normalization,
+            native_size: pipeline.native_size,
             ..LoaderOptions::eval(n)
         },
     )?;
@@ -207,6 +212,37 @@ fn transient_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
     })
 }
 
+/// How the default batch's images are fed: normalisation (`None`: the dataset's) and
+/// whether at their stored size (28x28 for the MNIST family) instead of padded to 32x32.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Pipeline {
+    pub normalization: Option<crate::data::Normalization>,
+    pub native_size: bool,
+}
+
+impl Pipeline {
+    /// A preset's pipeline (as its training runs feed the data), else the model's input size
+    /// decides (28x28 models take MNIST-family images unpadded).
+    fn of(
+        model: &crate::model::Model,
+        preset: Option<&crate::model::presets::Preset>,
+    ) -> Result<Self> {
+        Ok(match preset {
+            Some(p) => {
+                let data = crate::train::config::RunConfig::from_preset(p, 0)?.data;
+                Pipeline {
+                    normalization: data.normalization(),
+                    native_size: !data.pad_to_32,
+                }
+            }
+            None => Pipeline {
+                normalization: None,
+                native_size: model.config.input[1..] == [28, 28],
+            },
+        })
+    }
+}
+
 /// The batch of a one-batch analysis (`gdd`, `robustness`, `solvers`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct BatchArgs {
@@ -245,7 +281,8 @@ impl BatchArgs {
                     (None, None) => DatasetKind::Cifar10,
                 };
                 let n = self.batch_size.unwrap_or(default_size);
-                default_batch(kind, self.data_dir.as_deref(), n)
+                let pipeline = Pipeline::of(model, preset)?;
+                default_batch(kind, self.data_dir.as_deref(), n, pipeline)
                     .context("loading the default batch (or pass --input BATCH.safetensors)")?
             }
         };

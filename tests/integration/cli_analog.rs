@@ -154,3 +154,23 @@ fn grad_on_a_physical_circuit_differs_and_bad_settings_name_the_key() {
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("analog.device"));
 }
+
+/// The default batch of an analysis follows the preset's data pipeline: `drn_xs` takes raw
+/// 28x28 MNIST pixels (it used to get them padded to 32x32 and normalised, and failed).
+#[test]
+fn robustness_on_a_drn_preset_takes_its_default_batch_as_the_preset_feeds_it() {
+    let Some(root) = shared_data() else { return };
+    let d = temp_dir("cli-analog", "drn-default-batch");
+    let out = d.join("out");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ffebm"))
+        .args(["robustness", "--preset", "drn_xs", "--sweep", "weight_std"])
+        .args(["--values", "0.1", "-q", "--out", p(&out)])
+        .env("FFEBM_DATA", root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: RobustnessReport =
+        serde_json::from_str(&std::fs::read_to_string(out.join("robustness.json")).unwrap())
+            .unwrap();
+    assert!(!rep.rows.is_empty() && rep.rows.iter().all(|r| r.cos_physical.is_finite()));
+}
