@@ -98,8 +98,11 @@ pub struct BlockCounts {
     pub optimiser_dram_words: f64,
     /// Parameters updated by the optimiser (feedforward, couplings, biases, readout).
     pub params: f64,
-    /// Weights stored as crossbar cells (coupling matrices; biases stay digital).
+    /// Crossbar cells of the coupling matrices (biases stay digital): one per weight, two
+    /// for differential pairs (see [`BlockCounts::as_differential_pairs`]).
     pub cells: f64,
+    /// Devices per stored weight: 1, or 2 for differential pairs.
+    pub devices_per_weight: f64,
     /// Matrix shape `[rows, cols, positions]` of each coupling in a crossbar (tiled by the
     /// pricing), with the positions (pixels) it is evaluated at per pass.
     pub matrices: Vec<[usize; 3]>,
@@ -110,6 +113,27 @@ pub struct BlockCounts {
     pub state_units: f64,
     /// Per sample: the longest chain of digital work (for latency).
     pub digital_per_sample: Ops,
+}
+
+impl BlockCounts {
+    /// The same block with every weight a differential pair `G⁺ − G⁻` (two columns per
+    /// weight column, read together and subtracted in the analog domain before any
+    /// conversion): twice the cells and cell reads, twice the crossbar columns; conversions,
+    /// settles and the optimiser's parameters are unchanged.
+    pub fn as_differential_pairs(mut self) -> Self {
+        self.cells *= 2.0;
+        self.cell_reads *= 2.0;
+        self.devices_per_weight = 2.0;
+        for m in &mut self.matrices {
+            m[1] *= 2;
+        }
+        self
+    }
+
+    /// Weights stored in the crossbars (`cells / devices_per_weight`).
+    pub fn weights(&self) -> f64 {
+        self.cells / self.devices_per_weight
+    }
 }
 
 /// Matrix shape (rows × cols) a coupling occupies in a crossbar and the positions (pixels)
@@ -297,6 +321,7 @@ pub fn step_counts(
         optimiser_dram_words: 7.0 * params,
         params,
         cells,
+        devices_per_weight: 1.0,
         matrices,
         bidirectional: l.kind == BlockKind::Hopfield,
         state_units: states,

@@ -90,13 +90,13 @@ pub struct Report {
 }
 
 /// Pulses per step of each block: recorded per epoch, spread evenly over its steps, or
-/// estimated as `cells · lr / Δw_min`.
+/// estimated as `weights · lr / Δw_min` (a pair's update pulses one of its devices).
 fn step_pulses(tech: &Tech, plan: &EpochPlan, counts: &[BlockCounts], steps: f64) -> Vec<f64> {
     match &plan.pulses {
         Some(p) => p.iter().map(|x| x / steps).collect(),
         None => counts
             .iter()
-            .map(|c| c.cells * plan.lr / price::weight_step(tech))
+            .map(|c| c.weights() * plan.lr / price::weight_step(tech))
             .collect(),
     }
 }
@@ -146,7 +146,9 @@ fn totals(
 
 fn counts_of(w: &Workload, plan: &EpochPlan, batch: usize) -> Result<Vec<BlockCounts>> {
     (0..plan.sweeps.len())
-        .map(|k| step_counts(&w.model, k, &plan.sweeps[k], batch as f64))
+        .map(|k| {
+            step_counts(&w.model, k, &plan.sweeps[k], batch as f64).map(|c| w.on_devices(k, c))
+        })
         .collect()
 }
 
@@ -205,7 +207,7 @@ pub fn estimate(w: &Workload, tech: &Tech) -> Result<Report> {
         }
     }
     let inference_counts: Vec<BlockCounts> = (0..nb)
-        .map(|k| inference_counts(&w.model, k, w.algo.t1 as f64))
+        .map(|k| inference_counts(&w.model, k, w.algo.t1 as f64).map(|c| w.on_devices(k, c)))
         .collect::<Result<_>>()?;
     let (inference, _) = totals(tech, w, &inference_counts, &vec![0.0; nb], 1.0);
     // sample after sample: the latency is an upper bound (no pipelining over the test set)

@@ -44,6 +44,9 @@ pub struct Workload {
     /// phases; `None` where nothing was recorded (no run directory, no DRN block, or a run
     /// that predates the readout).
     pub drn_power: Vec<Option<f64>>,
+    /// Per block: its coupling weights are differential pairs of devices (`G⁺ − G⁻`, the
+    /// `[analog]` `device_pair` setting), two crossbar cells per weight.
+    pub pairs: Vec<bool>,
     /// Statements about fallbacks, for the report.
     pub notes: Vec<String>,
 }
@@ -70,6 +73,18 @@ pub fn train_images(kind: DatasetKind) -> usize {
 }
 
 impl Workload {
+    /// Block `k`'s counts on its devices (two cells per weight for differential pairs).
+    pub fn on_devices(
+        &self,
+        k: usize,
+        c: super::counts::BlockCounts,
+    ) -> super::counts::BlockCounts {
+        match self.pairs.get(k) {
+            Some(true) => c.as_differential_pairs(),
+            _ => c,
+        }
+    }
+
     /// The run a configuration describes, with its configured T1/T2.
     pub fn from_config(cfg: &RunConfig, name: &str) -> Result<Workload> {
         check_algorithm(&cfg.algorithm)?;
@@ -114,6 +129,12 @@ impl Workload {
                 cfg.algorithm.t1, cfg.algorithm.t2
             ),
             drn_power: vec![None; blocks],
+            pairs: cfg
+                .analog
+                .resolve(blocks)?
+                .iter()
+                .map(|b| b.pulse.is_some_and(|p| p.pair.is_some()))
+                .collect(),
             notes,
         })
     }

@@ -40,6 +40,7 @@ fn workload(model: ModelConfig, batch: usize, train: usize) -> Workload {
         }],
         sweeps_source: "configured".into(),
         drn_power: vec![None],
+        pairs: vec![false],
         notes: vec![],
     }
 }
@@ -107,6 +108,37 @@ fn energies_of_the_tiny_block_match_the_hand_computation() {
     assert!((r.blocks[0].step_pulses - pulses).abs() < 1e-12);
     assert!((e.writes - pulses * 1.67616).abs() < 1e-9, "{}", e.writes);
     assert_eq!(r.blocks[0].tiles, 1.0);
+}
+
+/// Differential pairs (`G⁺ − G⁻`): the tiny block's 24 weights take 48 cells in twice the
+/// columns, every crossbar read reads both devices (twice the read energy), while the
+/// conversions, the optimiser and the estimated pulses (a pair's update pulses one device)
+/// are those of single devices. A run configuration with `device_pair` sets it.
+#[test]
+fn differential_pairs_take_two_cells_per_weight() {
+    let tech = Tech::preset("rram_64x64").unwrap();
+    let single = estimate(&workload(tiny(), 4, 4), &tech).unwrap();
+    let mut w = workload(tiny(), 4, 4);
+    w.pairs = vec![true];
+    let pair = estimate(&w, &tech).unwrap();
+    let (s, p) = (&single.blocks[0], &pair.blocks[0]);
+    assert_eq!((s.step_counts.cells, p.step_counts.cells), (24.0, 48.0));
+    assert_eq!(
+        s.step_counts.matrices[0][1] * 2,
+        p.step_counts.matrices[0][1]
+    );
+    assert!((p.step.eb_compute - 2.0 * s.step.eb_compute).abs() < 1e-9);
+    assert_eq!(p.step.conversions, s.step.conversions);
+    assert_eq!(p.step.digital_overhead, s.step.digital_overhead);
+    assert_eq!(p.step_pulses, s.step_pulses);
+    assert_eq!(p.step_counts.params, s.step_counts.params);
+    // from a run configuration
+    let mut cfg =
+        ffebm::train::RunConfig::resolve(Some("mnist_mlp"), None, None, &[], None).unwrap();
+    let plain = Workload::from_config(&cfg, "plain").unwrap();
+    cfg.analog = toml::from_str("preset = \"rram-constantstep-pair\"").unwrap();
+    let paired = Workload::from_config(&cfg, "pairs").unwrap();
+    assert!(plain.pairs.iter().all(|p| !p) && paired.pairs.iter().all(|p| *p));
 }
 
 fn tech_with(tech: &Tech, key: &str, factor: f64) -> Tech {
