@@ -14,7 +14,10 @@
 use super::gdd::agreement;
 use crate::analog::{AnalogConfig, Circuit};
 use crate::core::Tensor;
-use crate::grad::{compute_gradients_on, AlgoConfig, Algorithm};
+use crate::digital::{Digital, DigitalConfig};
+use crate::grad::{
+    compute_gradients_on, compute_gradients_with, AlgoConfig, Algorithm, StepOptions,
+};
 use crate::model::{prepare, Model};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -24,7 +27,12 @@ use serde::{Deserialize, Serialize};
 pub struct RobustnessConfig {
     /// `[analog]` settings common to every point (`key=value`, as `--analog`).
     pub base: Vec<String>,
-    /// The swept key (e.g. `weight_std`, `update_noise`, `adc_bits`).
+    /// `[digital]` settings common to every point (`key=value`, as `--digital`).
+    #[serde(default)]
+    pub digital: Vec<String>,
+    /// The swept key: an `[analog]` key (e.g. `weight_std`, `update_noise`, `adc_bits`) or a
+    /// `[digital]` one prefixed `digital.` (`digital.weight_bits`, `digital.activation_bits`,
+    /// `digital.gradient_bits`).
     pub key: String,
     pub values: Vec<f64>,
     /// Seed of the devices and the noise.
@@ -56,14 +64,22 @@ pub struct RobustnessReport {
 /// `key=value` as an `--analog` setting (integers for the integer keys).
 fn setting(key: &str, v: f64) -> String {
     let leaf = key.rsplit('.').next().unwrap_or(key);
-    if matches!(
-        leaf,
-        "dac_bits" | "adc_bits" | "error_bits" | "weight_levels" | "measure_repeats" | "seed"
-    ) {
+    if leaf.ends_with("_bits") || matches!(leaf, "weight_levels" | "measure_repeats" | "seed") {
         format!("{key}={}", v.round() as i64)
     } else {
         format!("{key}={v}")
     }
+}
+
+/// The `[analog]` and `[digital]` settings of the point `key = v` on top of `cfg`'s bases.
+pub fn point_settings(cfg: &RobustnessConfig, v: f64) -> (Vec<String>, Vec<String>) {
+    let (mut analog, mut digital) = (cfg.base.clone(), cfg.digital.clone());
+    let set = setting(&cfg.key, v);
+    match set.strip_prefix("digital.") {
+        Some(d) => digital.push(d.to_string()),
+        None => analog.push(set),
+    }
+    (analog, digital)
 }
 
 /// Runs the study on `model` (nominal weights) for the batch `(x, y)`; `progress(i, n)` after
@@ -90,36 +106,28 @@ pub fn robustness(
     .context("ID-exact on the nominal twin")?;
     let mut rows = Vec::new();
     for (i, &v) in cfg.values.iter().enumerate() {
-        let mut sets = cfg.base.clone();
-        sets.push(setting(&cfg.key, v));
+        let (sets, digital_sets) = point_settings(cfg, v);
         let analog = AnalogConfig::from_sets(&sets)?;
+        let digital = DigitalConfig::from_sets(&digital_sets)?.resolve()?;
         let circuit = Circuit::new(&analog, model, cfg.seed)?;
-        let physical = circuit.physical(model)?;
+        let physical = Digital::on_top(digital.as_ref(), circuit.physical(model)?, model);
         let pm = physical.as_ref().unwrap_or(model);
         let kernels = prepare(pm)?;
         let runtime = (!circuit.is_ideal()).then(|| circuit.runtime(cfg.seed));
         let converters = (!circuit.is_ideal()).then(|| circuit.converters_only(cfg.seed));
         let at = || format!("{} = {v}", cfg.key);
-        let ep = compute_gradients_on(
-            pm,
-            &kernels,
-            x,
-            y,
-            &algo.with(Algorithm::Ep),
-            None,
-            runtime.as_ref(),
-        )
-        .with_context(|| format!("EP on the physical circuit at {}", at()))?;
-        let id = compute_gradients_on(
-            pm,
-            &kernels,
-            x,
-            y,
-            &algo.with(Algorithm::IdExact),
-            None,
-            converters.as_ref(),
-        )
-        .with_context(|| format!("ID-exact on the physical circuit at {}", at()))?;
+        let on = |name, analog| {
+            let opts = StepOptions {
+                analog,
+                digital,
+                ..Default::default()
+            };
+            compute_gradients_with(pm, &kernels, x, y, &algo.with(name), opts)
+        };
+        let ep = on(Algorithm::Ep, runtime.as_ref())
+            .with_context(|| format!("EP on the physical circuit at {}", at()))?;
+        let id = on(Algorithm::IdExact, converters.as_ref())
+            .with_context(|| format!("ID-exact on the physical circuit at {}", at()))?;
         for (pid, g) in &ep.grads.entries {
             let (p, t) = (
                 agreement(g, id.grads.get(*pid)),

@@ -3,7 +3,7 @@
 
 use super::common::{errln, outln, Global, ModelArgs, PhaseArgs};
 use crate::analysis::plot::{SweepFigure, SweepSeries};
-use crate::analysis::robustness::{robustness, RobustnessConfig};
+use crate::analysis::robustness::{point_settings, robustness, RobustnessConfig};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -15,8 +15,9 @@ pub struct RobustnessArgs {
     pub batch: super::analysis::BatchArgs,
     #[command(flatten)]
     pub phases: PhaseArgs,
-    /// The `[analog]` key to sweep (e.g. `weight_std`, `slope_std`, `threshold_std`, `update_noise`, `measure_noise`,
-    /// `adc_bits`, `blocks.1.weight_std`).
+    /// The key to sweep: an `[analog]` key (e.g. `weight_std`, `slope_std`, `threshold_std`,
+    /// `update_noise`, `measure_noise`, `adc_bits`, `blocks.1.weight_std`) or a `[digital]`
+    /// one (`digital.weight_bits`, `digital.activation_bits`, `digital.gradient_bits`).
     #[arg(long)]
     pub sweep: String,
     /// Its values.
@@ -25,6 +26,10 @@ pub struct RobustnessArgs {
     /// Settings shared by every point (`key=value`, repeatable, as in `ffebm grad --analog`).
     #[arg(long = "analog", value_name = "KEY=VALUE")]
     pub analog: Vec<String>,
+    /// Quantized feedforward blocks shared by every point (`key=value`, repeatable, as in
+    /// `ffebm grad --digital`).
+    #[arg(long = "digital", value_name = "KEY=VALUE")]
+    pub digital: Vec<String>,
     /// Output directory: robustness.json, robustness.csv, robustness_physical.png and
     /// robustness_twin.png.
     #[arg(long)]
@@ -38,16 +43,17 @@ pub fn run(g: &Global, a: RobustnessArgs) -> Result<()> {
     algo.validate()?;
     let cfg = RobustnessConfig {
         base: a.analog.clone(),
+        digital: a.digital.clone(),
         key: a.sweep.clone(),
         values: a.values.clone(),
         seed: g.seed,
     };
     // every point's settings are checked before any work
     for v in &cfg.values {
-        let mut sets = cfg.base.clone();
-        sets.push(format!("{}={v}", cfg.key));
-        crate::analog::AnalogConfig::from_sets(&sets)
+        let (analog, digital) = point_settings(&cfg, *v);
+        crate::analog::AnalogConfig::from_sets(&analog)
             .and_then(|c| c.resolve(model.blocks.len()))
+            .and_then(|_| crate::digital::DigitalConfig::from_sets(&digital))
             .with_context(|| format!("--sweep {} at {v}", cfg.key))?;
     }
     std::fs::create_dir_all(&a.out)

@@ -174,3 +174,70 @@ fn robustness_on_a_drn_preset_takes_its_default_batch_as_the_preset_feeds_it() {
             .unwrap();
     assert!(!rep.rows.is_empty() && rep.rows.iter().all(|r| r.cos_physical.is_finite()));
 }
+
+/// `--sweep digital.weight_bits`: the quantized feedforward blocks' widths are a swept
+/// non-ideality too (EP and ID-exact on the quantized chain, against the float twin); an
+/// impossible width is refused naming the key before any work.
+#[test]
+fn robustness_sweeps_the_digital_widths() {
+    let d = temp_dir("cli-analog", "digital-sweep");
+    let model_path = d.join("model.toml");
+    std::fs::write(&model_path, TINY_MODEL_TOML).unwrap();
+    let model = Model::new(
+        ffebm::model::ModelConfig::from_toml(TINY_MODEL_TOML).unwrap(),
+        0,
+    )
+    .unwrap();
+    let (x, y) = batch(&model, 2, 4);
+    let bpath = d.join("batch.safetensors");
+    write_batch(&bpath, &x, &y);
+    let out = d.join("out");
+    let run = |values: &str| {
+        ffebm(&[
+            "robustness",
+            "--model",
+            p(&model_path),
+            "--input",
+            p(&bpath),
+            "--t1",
+            "20",
+            "--t2",
+            "20",
+            "--beta",
+            "0.05",
+            "--sweep",
+            "digital.weight_bits",
+            "--values",
+            values,
+            "--digital",
+            "activation_bits=16",
+            "--out",
+            p(&out),
+            "-q",
+        ])
+    };
+    let o = run("24,2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: RobustnessReport =
+        serde_json::from_str(&std::fs::read_to_string(out.join("robustness.json")).unwrap())
+            .unwrap();
+    assert_eq!(rep.rows.len(), 2 * model.param_ids().len());
+    assert_eq!(rep.config.digital, vec!["activation_bits=16".to_string()]);
+    // 24 bits is float to round-off: EP agrees with the float twin as with its own chain
+    let at = |v: f64| rep.rows.iter().filter(move |r| r.value == v);
+    for r in at(24.0) {
+        assert!((r.cos_twin - r.cos_physical).abs() < 1e-3, "{r:?}");
+    }
+    // 2-bit feedforward weights move the gradient away from the float twin's
+    let ff_twin = |v: f64| {
+        at(v)
+            .filter(|r| r.tensor.contains("feedforward") || r.tensor.contains("synapses.0"))
+            .map(|r| r.cos_twin)
+            .fold(f64::INFINITY, f64::min)
+    };
+    assert!(ff_twin(2.0) < ff_twin(24.0) - 1e-3, "{rep:?}");
+    let o = run("8,1");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("digital.weight_bits"), "{err}");
+}
