@@ -5,9 +5,8 @@ use crate::common::{ffebm, path_str as p};
 use ffebm::analysis::robustness::RobustnessReport;
 use ffebm::model::Model;
 
-#[test]
-fn robustness_writes_tables_and_figures_and_zero_strength_is_the_twin() {
-    let d = temp_dir("cli-analog", "robust");
+/// The tiny model (seed 0), its description and a 2-sample batch written into `d`.
+fn tiny_model_and_batch(d: &std::path::Path) -> (Model, std::path::PathBuf, std::path::PathBuf) {
     let model_path = d.join("model.toml");
     std::fs::write(&model_path, TINY_MODEL_TOML).unwrap();
     let model = Model::new(
@@ -18,6 +17,13 @@ fn robustness_writes_tables_and_figures_and_zero_strength_is_the_twin() {
     let (x, y) = batch(&model, 2, 4);
     let bpath = d.join("batch.safetensors");
     write_batch(&bpath, &x, &y);
+    (model, model_path, bpath)
+}
+
+#[test]
+fn robustness_writes_tables_and_figures_and_zero_strength_is_the_twin() {
+    let d = temp_dir("cli-analog", "robust");
+    let (model, model_path, bpath) = tiny_model_and_batch(&d);
     let out = d.join("out");
     let o = ffebm(&[
         "robustness",
@@ -98,16 +104,7 @@ fn robustness_writes_tables_and_figures_and_zero_strength_is_the_twin() {
 #[test]
 fn grad_on_a_physical_circuit_differs_and_bad_settings_name_the_key() {
     let d = temp_dir("cli-analog", "grad");
-    let model_path = d.join("model.toml");
-    std::fs::write(&model_path, TINY_MODEL_TOML).unwrap();
-    let model = Model::new(
-        ffebm::model::ModelConfig::from_toml(TINY_MODEL_TOML).unwrap(),
-        0,
-    )
-    .unwrap();
-    let (x, y) = batch(&model, 2, 4);
-    let bpath = d.join("batch.safetensors");
-    write_batch(&bpath, &x, &y);
+    let (_model, model_path, bpath) = tiny_model_and_batch(&d);
     let run = |extra: &[&str], out: &str| {
         let o = d.join(out);
         let mut args = vec![
@@ -181,16 +178,7 @@ fn robustness_on_a_drn_preset_takes_its_default_batch_as_the_preset_feeds_it() {
 #[test]
 fn robustness_sweeps_the_digital_widths() {
     let d = temp_dir("cli-analog", "digital-sweep");
-    let model_path = d.join("model.toml");
-    std::fs::write(&model_path, TINY_MODEL_TOML).unwrap();
-    let model = Model::new(
-        ffebm::model::ModelConfig::from_toml(TINY_MODEL_TOML).unwrap(),
-        0,
-    )
-    .unwrap();
-    let (x, y) = batch(&model, 2, 4);
-    let bpath = d.join("batch.safetensors");
-    write_batch(&bpath, &x, &y);
+    let (model, model_path, bpath) = tiny_model_and_batch(&d);
     let out = d.join("out");
     let run = |values: &str| {
         ffebm(&[
