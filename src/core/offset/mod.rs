@@ -6,14 +6,22 @@
 //!   coefficient: `1/α`, `1`, or the conductance sums).
 //! * [`offset_update`]: the new offset `d = proj(z* + Δz) − s*` computed as a projection of
 //!   small quantities onto the shifted domain `[lo − s*, hi − s*]`.
-//! * [`pool_offset`], [`unpool_offset`], [`unpool_diff`]: a max-pooled coupling evaluated
-//!   in offsets, exact where the argmax moves.
+//! * [`pool_offset`], [`unpool_offset`], [`unpool_diff`] and the fused
+//!   [`conv2d_pool_offset`], [`conv2d_transposed_unpool_offset`]: a max-pooled coupling
+//!   evaluated in offsets, exact where the argmax moves (see `pooled`).
+
+mod pooled;
+#[cfg(test)]
+mod pooled_tests;
 
 use super::ops::UpdateStats;
-use super::pool::PoolIndex;
 use super::quadratic::QuadraticError;
 use super::tensor::{ShapeError, Tensor};
 use rayon::prelude::*;
+
+pub use pooled::{
+    conv2d_pool_offset, conv2d_transposed_unpool_offset, pool_offset, unpool_diff, unpool_offset,
+};
 
 /// Whether every element is zero (an offset not yet moved from its base).
 pub fn is_zero(t: &Tensor) -> bool {
@@ -201,195 +209,9 @@ pub fn offset_update(
     Ok(UpdateStats::from_rows(per_sample))
 }
 
-/// Visits every 2x2 window of a pooled map: `(full-map offsets of the 4 positions in
-/// row-major window order, pooled offset)` per channel.
-fn windows(shape: &[usize], mut f: impl FnMut([usize; 4], usize)) {
-    let [b, h, w, c] = [shape[0], shape[1], shape[2], shape[3]];
-    let (ph, pw) = (h / 2, w / 2);
-    for n in 0..b {
-        for i in 0..ph {
-            for j in 0..pw {
-                let at = |a: usize, e: usize| ((n * h + 2 * i + a) * w + 2 * j + e) * c;
-                let o = ((n * ph + i) * pw + j) * c;
-                for ch in 0..c {
-                    f(
-                        [at(0, 0) + ch, at(0, 1) + ch, at(1, 0) + ch, at(1, 1) + ch],
-                        o + ch,
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn pool_codes(idx: &PoolIndex) -> &[u8] {
-    idx.codes()
-}
-
-/// The change of a max-pooled coupling's value between `Y* = W⋆s* + b` and `Y* + W⋆d`
-/// (`wd = W⋆d`, both full-resolution): `idx_new` = argmax of `Y* + W⋆d` (first maximum), and
-/// `delta = (W⋆d)[idx*]` where the argmax did not move, `(Y*[new] − Y*[old]) + (W⋆d)[new]`
-/// where it did.
-pub fn pool_offset(
-    wd: &Tensor,
-    y_star: &Tensor,
-    idx_star: &PoolIndex,
-    delta: &mut Tensor,
-    idx_new: &mut PoolIndex,
-) -> Result<(), ShapeError> {
-    let shape = idx_star.input_shape().to_vec();
-    wd.expect_shape("pool_offset", "W⋆d", &shape)?;
-    y_star.expect_shape("pool_offset", "Y*", &shape)?;
-    let pooled = idx_star.pooled_shape();
-    delta.ensure_shape(&pooled);
-    let codes = idx_new.prepare([shape[0], shape[1], shape[2], shape[3]]);
-    let (w, y, old) = (wd.data(), y_star.data(), pool_codes(idx_star));
-    let out = delta.data_mut();
-    windows(&shape, |pos, o| {
-        let mut k = 0usize;
-        let mut m = y[pos[0]] + w[pos[0]];
-        for (code, &p) in pos.iter().enumerate().skip(1) {
-            let v = y[p] + w[p];
-            if v > m || v.is_nan() && !m.is_nan() {
-                m = v;
-                k = code;
-            }
-        }
-        let ko = old[o] as usize;
-        codes[o] = k as u8;
-        out[o] = if k == ko {
-            w[pos[k]]
-        } else {
-            (y[pos[k]] - y[pos[ko]]) + w[pos[k]]
-        };
-    });
-    Ok(())
-}
-
-/// `M = unpool(s* + d, idx_new) − unpool(s*, idx*)` (full resolution) from the pooled
-/// offsets `d` and base `s*`: `d` at the argmax where it did not move, `s* + d` at the new
-/// and `−s*` at the old position where it did.
-pub fn unpool_offset(
-    d: &Tensor,
-    s_star: &Tensor,
-    idx_new: &PoolIndex,
-    idx_star: &PoolIndex,
-    out: &mut Tensor,
-) -> Result<(), ShapeError> {
-    let pooled = idx_star.pooled_shape();
-    d.expect_shape("unpool_offset", "offsets", &pooled)?;
-    s_star.expect_shape("unpool_offset", "base", &pooled)?;
-    let shape = idx_star.input_shape().to_vec();
-    out.ensure_shape(&shape);
-    out.fill(0.0);
-    let (dd, sd, new, old) = (
-        d.data(),
-        s_star.data(),
-        pool_codes(idx_new),
-        pool_codes(idx_star),
-    );
-    let o_data = out.data_mut();
-    windows(&shape, |pos, o| {
-        let (kn, ko) = (new[o] as usize, old[o] as usize);
-        if kn == ko {
-            o_data[pos[kn]] = dd[o];
-        } else {
-            o_data[pos[kn]] = sd[o] + dd[o];
-            o_data[pos[ko]] = -sd[o];
-        }
-    });
-    Ok(())
-}
-
-/// `unpool(s_b, idx_b) − unpool(s_a, idx_a)` for two states on a common base (`s = s* + d`):
-/// `d_b − d_a` where the argmaxes agree, `s_b` and `−s_a` at their own positions where not.
-pub fn unpool_diff(
-    (s_a, d_a, idx_a): (&Tensor, &Tensor, &PoolIndex),
-    (s_b, d_b, idx_b): (&Tensor, &Tensor, &PoolIndex),
-    out: &mut Tensor,
-) -> Result<(), ShapeError> {
-    let pooled = idx_a.pooled_shape();
-    for t in [s_a, d_a, s_b, d_b] {
-        t.expect_shape("unpool_diff", "pooled map", &pooled)?;
-    }
-    let shape = idx_a.input_shape().to_vec();
-    out.ensure_shape(&shape);
-    out.fill(0.0);
-    let (ca, cb) = (pool_codes(idx_a), pool_codes(idx_b));
-    let o_data = out.data_mut();
-    windows(&shape, |pos, o| {
-        let (ka, kb) = (ca[o] as usize, cb[o] as usize);
-        if ka == kb {
-            o_data[pos[ka]] = d_b.data()[o] - d_a.data()[o];
-        } else {
-            o_data[pos[kb]] = s_b.data()[o];
-            o_data[pos[ka]] = -s_a.data()[o];
-        }
-    });
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::pool::{maxpool2x2, unpool2x2};
-    use crate::core::testutil::random_tensor;
-
-    #[test]
-    fn pooled_offsets_equal_differences_of_plain_evaluations() {
-        let y = random_tensor(&[2, 4, 6, 3], 1);
-        let mut wd = random_tensor(&[2, 4, 6, 3], 2);
-        // small offsets leave most argmaxes in place; make a few large to move some
-        for (i, v) in wd.data_mut().iter_mut().enumerate() {
-            *v *= if i % 7 == 0 { 1.0 } else { 1e-3 };
-        }
-        let (mut p0, mut i0) = (Tensor::default(), PoolIndex::default());
-        maxpool2x2(&y, &mut p0, &mut i0).unwrap();
-        let mut full = y.clone();
-        full.data_mut()
-            .iter_mut()
-            .zip(wd.data())
-            .for_each(|(a, b)| *a += b);
-        let (mut p1, mut i1) = (Tensor::default(), PoolIndex::default());
-        maxpool2x2(&full, &mut p1, &mut i1).unwrap();
-        let (mut delta, mut inew) = (Tensor::default(), PoolIndex::default());
-        pool_offset(&wd, &y, &i0, &mut delta, &mut inew).unwrap();
-        assert_eq!(inew, i1);
-        assert!(i0 != i1, "some argmax should move");
-        for ((dv, a), b) in delta.data().iter().zip(p1.data()).zip(p0.data()) {
-            assert!((dv - (a - b)).abs() < 1e-6, "{dv} vs {}", a - b);
-        }
-        // unpool_offset = unpool(s* + d, new) − unpool(s*, old)
-        let s = random_tensor(p0.shape(), 3);
-        let d = random_tensor(p0.shape(), 4);
-        let mut m = Tensor::default();
-        unpool_offset(&d, &s, &i1, &i0, &mut m).unwrap();
-        let mut sd = s.clone();
-        sd.data_mut()
-            .iter_mut()
-            .zip(d.data())
-            .for_each(|(a, b)| *a += b);
-        let (mut u1, mut u0) = (Tensor::default(), Tensor::default());
-        unpool2x2(&sd, &i1, &mut u1).unwrap();
-        unpool2x2(&s, &i0, &mut u0).unwrap();
-        for ((mv, a), b) in m.data().iter().zip(u1.data()).zip(u0.data()) {
-            assert!((mv - (a - b)).abs() < 1e-6);
-        }
-        // unpool_diff between two offset states
-        let d2 = random_tensor(p0.shape(), 5);
-        let mut sd2 = s.clone();
-        sd2.data_mut()
-            .iter_mut()
-            .zip(d2.data())
-            .for_each(|(a, b)| *a += b);
-        let mut diff = Tensor::default();
-        unpool_diff((&sd, &d, &i1), (&sd2, &d2, &i0), &mut diff).unwrap();
-        let mut u2 = Tensor::default();
-        unpool2x2(&sd2, &i0, &mut u2).unwrap();
-        for ((v, a), b) in diff.data().iter().zip(u2.data()).zip(u1.data()) {
-            assert!((v - (a - b)).abs() < 1e-6);
-        }
-    }
 
     #[test]
     fn offset_updates_match_plain_updates_and_the_box_exactly() {
