@@ -141,72 +141,253 @@ pub fn offset_update(
         }
         _ => None,
     };
-    let half = f / 2;
-    let dl: Vec<&[f32]> = deltas.iter().map(|t| t.data()).collect();
-    let (fd, bd, cd) = (force.data(), base.data(), cost.map(|c| c.data()));
-    let qc = cost_q.map(|c| c.data());
-    let row = |n: usize, drow: &mut [f32], srow: &mut [f32]| -> (f64, f64) {
-        let keep = frozen.is_some_and(|fr| fr[n]);
-        let (mut d2, mut o2) = (0.0f64, 0.0f64);
-        for i in 0..f {
-            let j = n * f + i;
-            let old = drow[i];
-            o2 += (old as f64) * (old as f64);
-            if keep {
-                continue;
-            }
-            let mut g = fd[j];
-            for t in &dl {
-                g += t[j];
-            }
-            if let Some(c) = cd {
-                g += c[j];
-            }
-            let sb = bd[j];
-            let new_d = match layer {
-                OffsetLayer::HardSigmoid { alpha } => (alpha * g).clamp(-sb, 1.0 - sb),
-                OffsetLayer::UnitSigmoid { alpha } => (alpha[i] * g).clamp(-sb, 1.0 - sb),
-                OffsetLayer::Identity => g,
-                OffsetLayer::DiodeBounds { bounds, .. } => {
-                    let q = qt.as_ref().expect("quadratic")[i];
-                    let t = (g - qc.map_or(0.0, |c| c[i]) * sb) / q;
-                    let lim = bounds[i] - sb;
-                    let clipped = if i < half { t < lim } else { t > lim };
-                    if clipped {
-                        // on the bound: the state is the bound itself, exactly
-                        let diff = lim - drow[i];
-                        d2 += (diff as f64) * (diff as f64);
-                        drow[i] = lim;
-                        srow[i] = bounds[i];
-                        continue;
-                    }
-                    t
-                }
-                OffsetLayer::Quadratic { diode, .. } => {
-                    let q = qt.as_ref().expect("quadratic")[i];
-                    let t = (g - qc.map_or(0.0, |c| c[i]) * sb) / q;
-                    match (diode, i < half) {
-                        (false, _) => t,
-                        (true, true) => t.max(-sb),
-                        (true, false) => t.min(-sb),
-                    }
-                }
-            };
-            let diff = new_d - drow[i];
-            d2 += (diff as f64) * (diff as f64);
-            drow[i] = new_d;
-            srow[i] = sb + new_d;
+    let zeros;
+    let qc = match cost_q {
+        Some(c) => c.data(),
+        None => {
+            zeros = vec![0.0f32; if qt.is_some() { f } else { 0 }];
+            &zeros
         }
-        (d2, o2)
     };
-    let per_sample: Vec<(f64, f64)> = d
-        .data_mut()
-        .par_chunks_mut(f)
-        .zip(s.data_mut().par_chunks_mut(f))
-        .enumerate()
-        .map(|(n, (drow, srow))| row(n, drow, srow))
-        .collect();
+    let half = f / 2;
+    let inputs = RowInputs {
+        force: force.data(),
+        deltas: &deltas.iter().map(|t| t.data()).collect::<Vec<_>>(),
+        cost: cost.map(|c| c.data()),
+        base: base.data(),
+    };
+    let (d, s) = (d.data_mut(), s.data_mut());
+    let per_sample = match layer {
+        OffsetLayer::HardSigmoid { alpha } => rows(&inputs, &Sigmoid::One(*alpha), f, d, s, frozen),
+        OffsetLayer::UnitSigmoid { alpha } => {
+            rows(&inputs, &Sigmoid::PerUnit(alpha), f, d, s, frozen)
+        }
+        OffsetLayer::Identity => rows(&inputs, &Linear, f, d, s, frozen),
+        OffsetLayer::Quadratic { diode, .. } => {
+            let (q, diode) = (qt.as_deref().expect("quadratic"), *diode);
+            let rule = Diode { q, qc, half, diode };
+            rows(&inputs, &rule, f, d, s, frozen)
+        }
+        OffsetLayer::DiodeBounds { bounds, .. } => {
+            let q = qt.as_deref().expect("quadratic");
+            let rule = BoundedDiode {
+                q,
+                qc,
+                half,
+                bounds,
+            };
+            rows(&inputs, &rule, f, d, s, frozen)
+        }
+    };
     Ok(UpdateStats::from_rows(per_sample))
+}
+
+/// The operands of [`offset_update`] (whole maps, rows of `f` units).
+struct RowInputs<'a> {
+    force: &'a [f32],
+    deltas: &'a [&'a [f32]],
+    cost: Option<&'a [f32]>,
+    base: &'a [f32],
+}
+
+/// Lanes per block of [`row`]: the new offsets are computed a block at a time (vectorised),
+/// then the statistics are summed in unit order.
+const LANES: usize = 16;
+
+type Lanes = [f32; LANES];
+
+/// `params[i0..i0+m]` as lanes, zero past `m`.
+#[inline(always)]
+fn lanes(params: &[f32], i0: usize, m: usize) -> Lanes {
+    if m == LANES {
+        // a fixed-size copy (a variable-length one is a call to memcpy)
+        return params[i0..i0 + LANES].try_into().expect("16 lanes");
+    }
+    let mut v = [0.0f32; LANES];
+    for (a, b) in v.iter_mut().zip(&params[i0..i0 + m]) {
+        *a = *b;
+    }
+    v
+}
+
+/// `dst[..m] = v[..m]`.
+#[inline(always)]
+fn store(dst: &mut [f32], v: &Lanes, m: usize) {
+    if m == LANES {
+        dst[..LANES].copy_from_slice(v);
+    } else {
+        dst[..m].iter_mut().zip(v).for_each(|(a, b)| *a = *b);
+    }
+}
+
+/// A layer's offset update of units `i0..i0+m` (lanes; those past `m` are ignored):
+/// `(d, s)` from `g` and the base state `s*`.
+trait UnitRule: Sync {
+    fn apply(&self, i0: usize, m: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes);
+}
+
+/// `d = clamp(α_i·g, −s*, 1 − s*)` with one slope or one per unit.
+enum Sigmoid<'a> {
+    One(f32),
+    PerUnit(&'a [f32]),
+}
+
+impl UnitRule for Sigmoid<'_> {
+    #[inline(always)]
+    fn apply(&self, i0: usize, m: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes) {
+        let alpha = match self {
+            Sigmoid::One(a) => [*a; LANES],
+            Sigmoid::PerUnit(a) => lanes(a, i0, m),
+        };
+        let (mut d, mut s) = ([0.0f32; LANES], [0.0f32; LANES]);
+        for l in 0..LANES {
+            // `f32::clamp` as selects (it keeps NaN)
+            let (lo, hi) = (-sb[l], 1.0 - sb[l]);
+            let mut x = alpha[l] * g[l];
+            x = if x < lo { lo } else { x };
+            x = if x > hi { hi } else { x };
+            d[l] = x;
+            s[l] = sb[l] + x;
+        }
+        (d, s)
+    }
+}
+
+/// `d = g`.
+struct Linear;
+
+impl UnitRule for Linear {
+    #[inline(always)]
+    fn apply(&self, _: usize, _: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes) {
+        let mut s = [0.0f32; LANES];
+        for l in 0..LANES {
+            s[l] = sb[l] + g[l];
+        }
+        (*g, s)
+    }
+}
+
+/// `d = proj_{−s*}((g − q_c s*) / q)` (ideal diodes: first half `≥ −s*`, second `≤ −s*`), or
+/// without the projection (linear).
+struct Diode<'a> {
+    q: &'a [f32],
+    qc: &'a [f32],
+    half: usize,
+    diode: bool,
+}
+
+impl UnitRule for Diode<'_> {
+    #[inline(always)]
+    fn apply(&self, i0: usize, m: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes) {
+        let (q, qc) = (lanes(self.q, i0, m), lanes(self.qc, i0, m));
+        let (mut d, mut s) = ([0.0f32; LANES], [0.0f32; LANES]);
+        for l in 0..LANES {
+            let t = (g[l] - qc[l] * sb[l]) / q[l];
+            d[l] = match (self.diode, i0 + l < self.half) {
+                (false, _) => t,
+                (true, true) => t.max(-sb[l]),
+                (true, false) => t.min(-sb[l]),
+            };
+            s[l] = sb[l] + d[l];
+        }
+        (d, s)
+    }
+}
+
+/// As [`Diode`] with a bound `t_i` per unit: a clipped unit's offset is `t_i − s*` and its
+/// state `t_i` exactly.
+struct BoundedDiode<'a> {
+    q: &'a [f32],
+    qc: &'a [f32],
+    half: usize,
+    bounds: &'a [f32],
+}
+
+impl UnitRule for BoundedDiode<'_> {
+    #[inline(always)]
+    fn apply(&self, i0: usize, m: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes) {
+        let (q, qc) = (lanes(self.q, i0, m), lanes(self.qc, i0, m));
+        let bounds = lanes(self.bounds, i0, m);
+        let (mut d, mut s) = ([0.0f32; LANES], [0.0f32; LANES]);
+        for l in 0..LANES {
+            let t = (g[l] - qc[l] * sb[l]) / q[l];
+            let lim = bounds[l] - sb[l];
+            let clipped = if i0 + l < self.half { t < lim } else { t > lim };
+            (d[l], s[l]) = if clipped {
+                (lim, bounds[l])
+            } else {
+                (t, sb[l] + t)
+            };
+        }
+        (d, s)
+    }
+}
+
+/// One sample's update (row `n`): `g = F + Σ Δb + b_c` then `rule`; returns
+/// `(Σ (d_new − d_old)², Σ d_old²)` summed in unit order. A `keep` row is not updated.
+#[inline(always)]
+fn row<R: UnitRule>(
+    inp: &RowInputs<'_>,
+    rule: &R,
+    n: usize,
+    keep: bool,
+    drow: &mut [f32],
+    srow: &mut [f32],
+) -> (f64, f64) {
+    let f = drow.len();
+    let (mut d2, mut o2) = (0.0f64, 0.0f64);
+    if keep {
+        for &old in drow.iter() {
+            o2 += (old as f64) * (old as f64);
+        }
+        return (d2, o2);
+    }
+    for i0 in (0..f).step_by(LANES) {
+        let m = LANES.min(f - i0);
+        let j0 = n * f + i0;
+        let mut g = lanes(inp.force, j0, m);
+        for t in inp.deltas {
+            for (a, b) in g.iter_mut().zip(&t[j0..j0 + m]) {
+                *a += b;
+            }
+        }
+        if let Some(c) = inp.cost {
+            for (a, b) in g.iter_mut().zip(&c[j0..j0 + m]) {
+                *a += b;
+            }
+        }
+        let sb = lanes(inp.base, j0, m);
+        let (nd, ns) = rule.apply(i0, m, &g, &sb);
+        let (dr, sr) = (&mut drow[i0..i0 + m], &mut srow[i0..i0 + m]);
+        for l in 0..m {
+            let old = dr[l];
+            o2 += (old as f64) * (old as f64);
+            let diff = nd[l] - old;
+            d2 += (diff as f64) * (diff as f64);
+        }
+        store(dr, &nd, m);
+        store(sr, &ns, m);
+    }
+    (d2, o2)
+}
+
+/// [`row`] over every sample (rows of `f` units), in parallel.
+fn rows<R: UnitRule>(
+    inp: &RowInputs<'_>,
+    rule: &R,
+    f: usize,
+    d: &mut [f32],
+    s: &mut [f32],
+    frozen: Option<&[bool]>,
+) -> Vec<(f64, f64)> {
+    d.par_chunks_mut(f)
+        .zip(s.par_chunks_mut(f))
+        .enumerate()
+        .map(|(n, (drow, srow))| {
+            let keep = frozen.is_some_and(|fr| fr[n]);
+            row(inp, rule, n, keep, drow, srow)
+        })
+        .collect()
 }
 
 #[cfg(test)]

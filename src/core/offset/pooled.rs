@@ -13,11 +13,11 @@
 
 use crate::core::conv::{conv_out_shape, forward, forward_is_winograd, transposed, PackedConv};
 use crate::core::im2col::Out;
-use crate::core::pixels::{get16, simd_fn, DenseMap, PixelLoad, V16};
+use crate::core::pixels::{get16, put16, simd_fn, DenseMap, PixelLoad, V16};
 use crate::core::pool::{samples_per_task, PoolIndex};
 use crate::core::scratch::with_scratch;
 use crate::core::tensor::{dims4, ShapeError, Tensor};
-use crate::core::winograd::{self, offset_argmax4};
+use crate::core::winograd::{self, codes16, offset_argmax4};
 use rayon::prelude::*;
 
 /// Pooled rows (of `row_in` full-resolution floats each) per parallel task.
@@ -219,14 +219,6 @@ impl Operands for DiffOperands<'_> {
     }
 }
 
-/// `codes[o..o+n]` as 16 lanes, zero past `n`.
-#[inline(always)]
-fn codes16(codes: &[u8], o: usize, n: usize) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..n].copy_from_slice(&codes[o..o + n]);
-    k
-}
-
 /// Channels `o..o+n` of window position `q` (`2a + e`) of an offset unpooling whose argmax
 /// moved from `ko` to `kn`: `same` at `kn = ko = q`, `new` at `kn = q ≠ ko`, `old` at
 /// `ko = q ≠ kn`, zero elsewhere (and past `n`).
@@ -298,7 +290,7 @@ impl<P: Operands> PixelLoad for UnpoolOffsetMap<'_, P> {
                 Some((o, q)) => {
                     for (c0, d) in (0..c).step_by(16).zip(px.chunks_mut(16)) {
                         let v = value16(&self.ops, self.kn, self.ko, o + c0, d.len(), q);
-                        d.copy_from_slice(&v[..d.len()]);
+                        put16(d, &v, d.len());
                     }
                 }
                 None => px.fill(0.0),
@@ -324,7 +316,7 @@ fn unpool_bands_impl<P: Operands>(map: &UnpoolOffsetMap<'_, P>, out: &mut [f32],
                     let row = if q < 2 { &mut *top } else { &mut *bot };
                     let at = (2 * j + (q % 2) as usize) * c + c0;
                     let v = value16(&map.ops, map.kn, map.ko, o + c0, m, q);
-                    row[at..at + m].copy_from_slice(&v[..m]);
+                    put16(&mut row[at..], &v, m);
                 }
             }
         }

@@ -25,7 +25,7 @@
 mod transform;
 mod wgrad;
 
-pub(crate) use transform::{argmax4, offset_argmax4};
+pub(crate) use transform::{argmax4, codes16, offset_argmax4};
 pub use wgrad::weight_grad3x3;
 pub(crate) use wgrad::weight_grad3x3_from;
 

@@ -412,7 +412,7 @@ impl TileSink for PoolSink<'_> {
                 }
                 // SAFETY: the pooled pixel's window lies in this tile only.
                 put16(self.y.slice(o, n), &m, n);
-                self.codes.slice(o, n).copy_from_slice(&k[..n]);
+                put_codes16(self.codes.slice(o, n), &k, n);
             }
         }
     }
@@ -446,6 +446,30 @@ impl TileSink for GatherSink<'_> {
                 put16(self.y.slice(o, n), &v, n);
             }
         }
+    }
+}
+
+/// `codes[o..o+n]` (`n <= 16`) as 16 lanes, zero past `n`.
+#[inline(always)]
+pub(crate) fn codes16(codes: &[u8], o: usize, n: usize) -> [u8; 16] {
+    if n == 16 {
+        // a fixed-size copy (a variable-length one is a call to memcpy)
+        return codes[o..o + 16].try_into().expect("16 lanes");
+    }
+    let mut k = [0u8; 16];
+    for (a, b) in k.iter_mut().zip(&codes[o..o + n]) {
+        *a = *b;
+    }
+    k
+}
+
+/// `dst[..n] = k[..n]` (`n <= 16`).
+#[inline(always)]
+fn put_codes16(dst: &mut [u8], k: &[u8; 16], n: usize) {
+    if n == 16 {
+        dst[..16].copy_from_slice(k);
+    } else {
+        dst[..n].iter_mut().zip(k).for_each(|(a, b)| *a = *b);
     }
 }
 
@@ -514,8 +538,7 @@ impl TileSink for OffsetPoolSink<'_> {
                     get16(&self.y_star[bot..], n),
                     get16(&self.y_star[bot + c..], n),
                 ];
-                let mut ko = [0u8; 16];
-                ko[..n].copy_from_slice(&self.old[o..o + n]);
+                let ko = codes16(self.old, o, n);
                 let (mut d, mut k) = ([0.0f32; 16], [0u8; 16]);
                 for l in 0..16 {
                     (d[l], k[l]) = offset_argmax4(
@@ -526,7 +549,7 @@ impl TileSink for OffsetPoolSink<'_> {
                 }
                 // SAFETY: the pooled pixel's window lies in this tile only.
                 put16(self.delta.slice(o, n), &d, n);
-                self.codes.slice(o, n).copy_from_slice(&k[..n]);
+                put_codes16(self.codes.slice(o, n), &k, n);
             }
         }
     }
