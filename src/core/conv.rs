@@ -95,7 +95,11 @@ fn use_winograd(h: usize, w: usize) -> bool {
     h >= 4 && w >= 4
 }
 
-fn conv_out_shape(op: &'static str, x: &Tensor, g: ConvGeom) -> Result<[usize; 4], ShapeError> {
+pub(crate) fn conv_out_shape(
+    op: &'static str,
+    x: &Tensor,
+    g: ConvGeom,
+) -> Result<[usize; 4], ShapeError> {
     let [b, h, w, c] = dims4(op, "input", x)?;
     if c != g.cin {
         return Err(ShapeError::new(
@@ -129,13 +133,18 @@ fn check_bias(op: &'static str, bias: Option<&[f32]>, cout: usize) -> Result<(),
     }
 }
 
+/// Whether the forward conv of an `h × w` map runs on the Winograd path.
+pub(crate) fn forward_is_winograd(w: &PackedConv, h: usize, wd: usize) -> bool {
+    !w.tiny(h, wd) && w.winograd() && use_winograd(h, wd)
+}
+
 /// Forward conv of `src` into `out` by the algorithm of the shape.
-fn forward<L: PixelLoad>(src: L, w: &PackedConv, bias: Option<&[f32]>, out: Out<'_>) {
+pub(crate) fn forward<L: PixelLoad>(src: L, w: &PackedConv, bias: Option<&[f32]>, out: Out<'_>) {
     let [_, h, wd, _] = src.dims();
     if w.tiny(h, wd) {
         return smallmap::forward(src, w.geom(), w.fwd(), bias, out);
     }
-    if !(w.winograd() && use_winograd(h, wd)) {
+    if !forward_is_winograd(w, h, wd) {
         return im2col::conv(src, w.geom(), w.fwd(), bias, out);
     }
     let u = w.wino_fwd();
@@ -150,7 +159,7 @@ fn forward<L: PixelLoad>(src: L, w: &PackedConv, bias: Option<&[f32]>, out: Out<
 }
 
 /// Transposed conv of `src` (a map of the forward conv's output shape) into `dx`.
-fn transposed<L: PixelLoad>(src: L, w: &PackedConv, dx: &mut Tensor) {
+pub(crate) fn transposed<L: PixelLoad>(src: L, w: &PackedConv, dx: &mut Tensor) {
     let [_, h, wd, _] = dx.shape().try_into().expect("rank 4");
     let tg = w.geom().transposed();
     if w.tiny(h, wd) {

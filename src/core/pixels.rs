@@ -137,10 +137,7 @@ impl PixelLoad for UnpooledMap<'_> {
         let k = (2 * (iy % 2) + ix % 2) as u8;
         let o = ((b * ph + iy / 2) * pw + ix / 2) * c + c0;
         let v = get16(&self.s[o..], n);
-        let mut codes = [0u8; 16];
-        for (d, s) in codes.iter_mut().zip(&self.codes[o..o + n]) {
-            *d = *s;
-        }
+        let codes = crate::core::winograd::codes16(self.codes, o, n);
         let mut r = [0.0; 16];
         for l in 0..16 {
             r[l] = if codes[l] == k { v[l] } else { 0.0 };

@@ -88,7 +88,7 @@ pub struct TermCache {
     pub forward_of: Option<u64>,
     pub backward: Tensor,
     /// A full-resolution map: the pre-pool `Y* = W ⋆ s* + b` of a pooled coupling at the base
-    /// state, or `W ⋆ d` in an offset relaxation.
+    /// state (an offset relaxation reads it, never stores `W ⋆ d`).
     pub full: Tensor,
     /// Forward evaluations so far (for cost accounting).
     pub evals: usize,

@@ -25,7 +25,7 @@
 mod transform;
 mod wgrad;
 
-pub(crate) use transform::argmax4;
+pub(crate) use transform::{argmax4, codes16, offset_argmax4};
 pub use wgrad::weight_grad3x3;
 pub(crate) use wgrad::weight_grad3x3_from;
 
@@ -34,7 +34,7 @@ use super::pixels::{put16, simd_fn, DenseMap, PixelLoad, SendPtr};
 use super::scratch::with_scratch;
 use super::tensor::Tensor;
 use rayon::prelude::*;
-use transform::{GatherSink, MapSink, PoolSink, TileGrid, TileSink};
+use transform::{GatherSink, MapSink, OffsetPoolSink, PoolSink, TileGrid, TileSink};
 
 /// Points of the 6x6 Winograd domain.
 const XI: usize = 36;
@@ -391,6 +391,42 @@ pub(crate) fn conv_gather<L: PixelLoad>(src: L, u: &WinogradWeights, y: &mut [f3
         y: SendPtr(y.as_mut_ptr()),
         codes,
         dims: [b, h, w, u.cout],
+    };
+    run(src, u, &sink);
+}
+
+/// `(Δ, codes) = pool_offset(W ⋆ src, y_star, old)` (no bias) with the offset-form pooling
+/// done in the output transform: `y_star` is the `[B, H, W, C_out]` base map `Y*`, `old`
+/// its argmax codes, `delta` and `codes` are `[B, H/2, W/2, C_out]`. Same values and codes
+/// as [`conv_map`] followed by [`crate::core::offset::pool_offset`].
+pub(crate) fn conv_pool_offset<L: PixelLoad>(
+    src: L,
+    u: &WinogradWeights,
+    y_star: &[f32],
+    old: &[u8],
+    delta: &mut [f32],
+    codes: &mut [u8],
+) {
+    let [b, h, w, _] = src.dims();
+    let dims = [b, h, w, u.cout];
+    assert_eq!(
+        y_star.len(),
+        dims.iter().product::<usize>(),
+        "winograd: base map size"
+    );
+    assert_eq!(
+        delta.len(),
+        b * (h / 2) * (w / 2) * u.cout,
+        "winograd: pooled output size"
+    );
+    assert_eq!(codes.len(), delta.len(), "winograd: codes");
+    assert_eq!(old.len(), delta.len(), "winograd: base codes");
+    let sink = OffsetPoolSink {
+        delta: SendPtr(delta.as_mut_ptr()),
+        codes: SendPtr(codes.as_mut_ptr()),
+        y_star,
+        old,
+        dims,
     };
     run(src, u, &sink);
 }

@@ -412,7 +412,7 @@ impl TileSink for PoolSink<'_> {
                 }
                 // SAFETY: the pooled pixel's window lies in this tile only.
                 put16(self.y.slice(o, n), &m, n);
-                self.codes.slice(o, n).copy_from_slice(&k[..n]);
+                put_codes16(self.codes.slice(o, n), &k, n);
             }
         }
     }
@@ -444,6 +444,112 @@ impl TileSink for GatherSink<'_> {
                 }
                 // SAFETY: the pooled pixel's window lies in this tile only.
                 put16(self.y.slice(o, n), &v, n);
+            }
+        }
+    }
+}
+
+/// `codes[o..o+n]` (`n <= 16`) as 16 lanes, zero past `n`.
+#[inline(always)]
+pub(crate) fn codes16(codes: &[u8], o: usize, n: usize) -> [u8; 16] {
+    if n == 16 {
+        // a fixed-size copy (a variable-length one is a call to memcpy)
+        return codes[o..o + 16].try_into().expect("16 lanes");
+    }
+    let mut k = [0u8; 16];
+    for (a, b) in k.iter_mut().zip(&codes[o..o + n]) {
+        *a = *b;
+    }
+    k
+}
+
+/// `dst[..n] = k[..n]` (`n <= 16`).
+#[inline(always)]
+fn put_codes16(dst: &mut [u8], k: &[u8; 16], n: usize) {
+    if n == 16 {
+        dst[..16].copy_from_slice(k);
+    } else {
+        dst[..n].iter_mut().zip(k).for_each(|(a, b)| *a = *b);
+    }
+}
+
+/// One lane of an offset-form max-pool window (see [`crate::core::offset::pool_offset`]):
+/// from `Y*` (`y`) and `W⋆d` (`w`) at the window's four positions (row-major) and the base
+/// argmax code `ko`, the argmax `k` of `y + w` as [`argmax4`] picks it and
+///
+/// ```text
+/// Δ = w[k]                       (k = ko)
+/// Δ = (y[k] − y[ko]) + w[k]      (k ≠ ko)
+/// ```
+///
+/// Written with selects only, so that loops over lanes vectorise.
+#[inline(always)]
+pub(crate) fn offset_argmax4(y: [f32; 4], w: [f32; 4], ko: u8) -> (f32, u8) {
+    let mut m = y[0] + w[0];
+    let (mut k, mut yk, mut wk) = (0u8, y[0], w[0]);
+    for code in 1..4 {
+        let v = y[code] + w[code];
+        if v > m || v.is_nan() && !m.is_nan() {
+            m = v;
+            k = code as u8;
+            yk = y[code];
+            wk = w[code];
+        }
+    }
+    let yo = match ko {
+        0 => y[0],
+        1 => y[1],
+        2 => y[2],
+        _ => y[3],
+    };
+    (if k == ko { wk } else { (yk - yo) + wk }, k)
+}
+
+/// Max-pools tiles of `W⋆d` in offset form into a `[B,H/2,W/2,C]` map of changes `Δ` plus
+/// the new argmax codes, exactly as [`crate::core::offset::pool_offset`] of the stored conv
+/// output (see [`offset_argmax4`]): `Y*` is read at full resolution, `W⋆d` never stored.
+pub(crate) struct OffsetPoolSink<'a> {
+    pub delta: SendPtr<f32>,
+    pub codes: SendPtr<u8>,
+    /// `Y*`, the full-resolution base map (`dims`).
+    pub y_star: &'a [f32],
+    /// Argmax codes of `Y*` (pooled size).
+    pub old: &'a [u8],
+    /// Dims of the full-resolution map.
+    pub dims: [usize; 4],
+}
+
+impl TileSink for OffsetPoolSink<'_> {
+    #[inline(always)]
+    unsafe fn store(&self, b: usize, oy: usize, ox: usize, g0: usize, n: usize, res: &[V16; 16]) {
+        let [_, h, w, c] = self.dims;
+        let (ph, pw) = (h / 2, w / 2);
+        let (py0, px0) = (oy / 2, ox / 2);
+        for wa in 0..2.min(ph.saturating_sub(py0)) {
+            for wb in 0..2.min(pw.saturating_sub(px0)) {
+                let o = ((b * ph + py0 + wa) * pw + px0 + wb) * c + g0;
+                let (r0, r1) = (8 * wa + 2 * wb, 8 * wa + 4 + 2 * wb);
+                let win = [res[r0], res[r0 + 1], res[r1], res[r1 + 1]];
+                let top = ((b * h + oy + 2 * wa) * w + ox + 2 * wb) * c + g0;
+                let bot = top + w * c;
+                let ys = [
+                    get16(&self.y_star[top..], n),
+                    get16(&self.y_star[top + c..], n),
+                    get16(&self.y_star[bot..], n),
+                    get16(&self.y_star[bot + c..], n),
+                ];
+                let ko = codes16(self.old, o, n);
+                let (mut d, mut k) = ([0.0f32; 16], [0u8; 16]);
+                for l in 0..16 {
+                    (d[l], k[l]) = offset_argmax4(
+                        [ys[0][l], ys[1][l], ys[2][l], ys[3][l]],
+                        [win[0][l], win[1][l], win[2][l], win[3][l]],
+                        ko[l],
+                    );
+                }
+                // SAFETY: the pooled pixel's window lies in this tile only.
+                put16(self.delta.slice(o, n), &d, n);
+                put_codes16(self.codes.slice(o, n), &k, n);
             }
         }
     }

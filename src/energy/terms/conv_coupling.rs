@@ -15,7 +15,9 @@ use crate::core::conv::{
     channel_sum, conv2d, conv2d_gather, conv2d_pool, conv2d_transposed, conv2d_transposed_unpool,
     conv2d_weight_grad, conv2d_weight_grad_unpool,
 };
-use crate::core::offset::{is_zero, pool_offset, unpool_diff, unpool_offset};
+use crate::core::offset::{
+    conv2d_pool_offset, conv2d_transposed_unpool_offset, is_zero, unpool_diff,
+};
 use crate::core::ops::{axpy, lin_comb, sample_dots};
 use crate::core::pool::{maxpool2x2, unpool2x2};
 use crate::core::{ConvGeom, PackedConv, PoolIndex, Tensor};
@@ -107,9 +109,9 @@ impl ConvCoupling<'_> {
             cache.forward.fill(0.0);
             cache.pool.clone_from(&base.pool);
         } else if self.pool {
-            conv2d(d, self.packed, None, &mut cache.full)?;
-            pool_offset(
-                &cache.full,
+            conv2d_pool_offset(
+                d,
+                self.packed,
                 &base.full,
                 &base.pool,
                 &mut cache.forward,
@@ -219,8 +221,9 @@ impl Interaction for ConvCoupling<'_> {
         self.linear(l, view, cache)
     }
 
-    /// Bottom-up `Δb_i = P(Y* + W ⋆ d_{i−1}) − P(Y*)` (see [`pool_offset`]); top-down
-    /// `Δb_{i−1} = Wᵀ ⋆ [unpool(s_i, idx) − unpool(s*_i, idx*)]` (see [`unpool_offset`]).
+    /// Bottom-up `Δb_i = P(Y* + W ⋆ d_{i−1}) − P(Y*)` (see [`conv2d_pool_offset`]); top-down
+    /// `Δb_{i−1} = Wᵀ ⋆ [unpool(s_i, idx) − unpool(s*_i, idx*)]` (see
+    /// [`conv2d_transposed_unpool_offset`]).
     fn linear_offset<'c>(
         &'c self,
         l: usize,
@@ -241,10 +244,14 @@ impl Interaction for ConvCoupling<'_> {
                 cache.backward.ensure_shape(view.layers[l].shape());
                 cache.backward.fill(0.0);
             } else {
-                let mut m = std::mem::take(&mut cache.full);
-                unpool_offset(d, &offsets.base[post], &cache.pool, &base.pool, &mut m)?;
-                conv2d_transposed(&m, self.packed, &mut cache.backward)?;
-                cache.full = m;
+                conv2d_transposed_unpool_offset(
+                    d,
+                    &offsets.base[post],
+                    &cache.pool,
+                    &base.pool,
+                    self.packed,
+                    &mut cache.backward,
+                )?;
             }
         } else if is_zero(d) {
             cache.backward.ensure_shape(view.layers[l].shape());

@@ -6,14 +6,22 @@
 //!   coefficient: `1/α`, `1`, or the conductance sums).
 //! * [`offset_update`]: the new offset `d = proj(z* + Δz) − s*` computed as a projection of
 //!   small quantities onto the shifted domain `[lo − s*, hi − s*]`.
-//! * [`pool_offset`], [`unpool_offset`], [`unpool_diff`]: a max-pooled coupling evaluated
-//!   in offsets, exact where the argmax moves.
+//! * [`pool_offset`], [`unpool_offset`], [`unpool_diff`] and the fused
+//!   [`conv2d_pool_offset`], [`conv2d_transposed_unpool_offset`]: a max-pooled coupling
+//!   evaluated in offsets, exact where the argmax moves (see `pooled`).
+
+mod pooled;
+#[cfg(test)]
+mod pooled_tests;
 
 use super::ops::UpdateStats;
-use super::pool::PoolIndex;
 use super::quadratic::QuadraticError;
 use super::tensor::{ShapeError, Tensor};
 use rayon::prelude::*;
+
+pub use pooled::{
+    conv2d_pool_offset, conv2d_transposed_unpool_offset, pool_offset, unpool_diff, unpool_offset,
+};
 
 /// Whether every element is zero (an offset not yet moved from its base).
 pub fn is_zero(t: &Tensor) -> bool {
@@ -133,263 +141,258 @@ pub fn offset_update(
         }
         _ => None,
     };
-    let half = f / 2;
-    let dl: Vec<&[f32]> = deltas.iter().map(|t| t.data()).collect();
-    let (fd, bd, cd) = (force.data(), base.data(), cost.map(|c| c.data()));
-    let qc = cost_q.map(|c| c.data());
-    let row = |n: usize, drow: &mut [f32], srow: &mut [f32]| -> (f64, f64) {
-        let keep = frozen.is_some_and(|fr| fr[n]);
-        let (mut d2, mut o2) = (0.0f64, 0.0f64);
-        for i in 0..f {
-            let j = n * f + i;
-            let old = drow[i];
-            o2 += (old as f64) * (old as f64);
-            if keep {
-                continue;
-            }
-            let mut g = fd[j];
-            for t in &dl {
-                g += t[j];
-            }
-            if let Some(c) = cd {
-                g += c[j];
-            }
-            let sb = bd[j];
-            let new_d = match layer {
-                OffsetLayer::HardSigmoid { alpha } => (alpha * g).clamp(-sb, 1.0 - sb),
-                OffsetLayer::UnitSigmoid { alpha } => (alpha[i] * g).clamp(-sb, 1.0 - sb),
-                OffsetLayer::Identity => g,
-                OffsetLayer::DiodeBounds { bounds, .. } => {
-                    let q = qt.as_ref().expect("quadratic")[i];
-                    let t = (g - qc.map_or(0.0, |c| c[i]) * sb) / q;
-                    let lim = bounds[i] - sb;
-                    let clipped = if i < half { t < lim } else { t > lim };
-                    if clipped {
-                        // on the bound: the state is the bound itself, exactly
-                        let diff = lim - drow[i];
-                        d2 += (diff as f64) * (diff as f64);
-                        drow[i] = lim;
-                        srow[i] = bounds[i];
-                        continue;
-                    }
-                    t
-                }
-                OffsetLayer::Quadratic { diode, .. } => {
-                    let q = qt.as_ref().expect("quadratic")[i];
-                    let t = (g - qc.map_or(0.0, |c| c[i]) * sb) / q;
-                    match (diode, i < half) {
-                        (false, _) => t,
-                        (true, true) => t.max(-sb),
-                        (true, false) => t.min(-sb),
-                    }
-                }
-            };
-            let diff = new_d - drow[i];
-            d2 += (diff as f64) * (diff as f64);
-            drow[i] = new_d;
-            srow[i] = sb + new_d;
+    let zeros;
+    let qc = match cost_q {
+        Some(c) => c.data(),
+        None => {
+            zeros = vec![0.0f32; if qt.is_some() { f } else { 0 }];
+            &zeros
         }
-        (d2, o2)
     };
-    let per_sample: Vec<(f64, f64)> = d
-        .data_mut()
-        .par_chunks_mut(f)
-        .zip(s.data_mut().par_chunks_mut(f))
-        .enumerate()
-        .map(|(n, (drow, srow))| row(n, drow, srow))
-        .collect();
+    let half = f / 2;
+    let inputs = RowInputs {
+        force: force.data(),
+        deltas: &deltas.iter().map(|t| t.data()).collect::<Vec<_>>(),
+        cost: cost.map(|c| c.data()),
+        base: base.data(),
+    };
+    let (d, s) = (d.data_mut(), s.data_mut());
+    let per_sample = match layer {
+        OffsetLayer::HardSigmoid { alpha } => rows(&inputs, &Sigmoid::One(*alpha), f, d, s, frozen),
+        OffsetLayer::UnitSigmoid { alpha } => {
+            rows(&inputs, &Sigmoid::PerUnit(alpha), f, d, s, frozen)
+        }
+        OffsetLayer::Identity => rows(&inputs, &Linear, f, d, s, frozen),
+        OffsetLayer::Quadratic { diode, .. } => {
+            let (q, diode) = (qt.as_deref().expect("quadratic"), *diode);
+            let rule = Diode { q, qc, half, diode };
+            rows(&inputs, &rule, f, d, s, frozen)
+        }
+        OffsetLayer::DiodeBounds { bounds, .. } => {
+            let q = qt.as_deref().expect("quadratic");
+            let rule = BoundedDiode {
+                q,
+                qc,
+                half,
+                bounds,
+            };
+            rows(&inputs, &rule, f, d, s, frozen)
+        }
+    };
     Ok(UpdateStats::from_rows(per_sample))
 }
 
-/// Visits every 2x2 window of a pooled map: `(full-map offsets of the 4 positions in
-/// row-major window order, pooled offset)` per channel.
-fn windows(shape: &[usize], mut f: impl FnMut([usize; 4], usize)) {
-    let [b, h, w, c] = [shape[0], shape[1], shape[2], shape[3]];
-    let (ph, pw) = (h / 2, w / 2);
-    for n in 0..b {
-        for i in 0..ph {
-            for j in 0..pw {
-                let at = |a: usize, e: usize| ((n * h + 2 * i + a) * w + 2 * j + e) * c;
-                let o = ((n * ph + i) * pw + j) * c;
-                for ch in 0..c {
-                    f(
-                        [at(0, 0) + ch, at(0, 1) + ch, at(1, 0) + ch, at(1, 1) + ch],
-                        o + ch,
-                    );
-                }
-            }
-        }
+/// The operands of [`offset_update`] (whole maps, rows of `f` units).
+struct RowInputs<'a> {
+    force: &'a [f32],
+    deltas: &'a [&'a [f32]],
+    cost: Option<&'a [f32]>,
+    base: &'a [f32],
+}
+
+/// Lanes per block of [`row`]: the new offsets are computed a block at a time (vectorised),
+/// then the statistics are summed in unit order.
+const LANES: usize = 16;
+
+type Lanes = [f32; LANES];
+
+/// `params[i0..i0+m]` as lanes, zero past `m`.
+#[inline(always)]
+fn lanes(params: &[f32], i0: usize, m: usize) -> Lanes {
+    if m == LANES {
+        // a fixed-size copy (a variable-length one is a call to memcpy)
+        return params[i0..i0 + LANES].try_into().expect("16 lanes");
+    }
+    let mut v = [0.0f32; LANES];
+    for (a, b) in v.iter_mut().zip(&params[i0..i0 + m]) {
+        *a = *b;
+    }
+    v
+}
+
+/// `dst[..m] = v[..m]`.
+#[inline(always)]
+fn store(dst: &mut [f32], v: &Lanes, m: usize) {
+    if m == LANES {
+        dst[..LANES].copy_from_slice(v);
+    } else {
+        dst[..m].iter_mut().zip(v).for_each(|(a, b)| *a = *b);
     }
 }
 
-fn pool_codes(idx: &PoolIndex) -> &[u8] {
-    idx.codes()
+/// A layer's offset update of units `i0..i0+m` (lanes; those past `m` are ignored):
+/// `(d, s)` from `g` and the base state `s*`.
+trait UnitRule: Sync {
+    fn apply(&self, i0: usize, m: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes);
 }
 
-/// The change of a max-pooled coupling's value between `Y* = W⋆s* + b` and `Y* + W⋆d`
-/// (`wd = W⋆d`, both full-resolution): `idx_new` = argmax of `Y* + W⋆d` (first maximum), and
-/// `delta = (W⋆d)[idx*]` where the argmax did not move, `(Y*[new] − Y*[old]) + (W⋆d)[new]`
-/// where it did.
-pub fn pool_offset(
-    wd: &Tensor,
-    y_star: &Tensor,
-    idx_star: &PoolIndex,
-    delta: &mut Tensor,
-    idx_new: &mut PoolIndex,
-) -> Result<(), ShapeError> {
-    let shape = idx_star.input_shape().to_vec();
-    wd.expect_shape("pool_offset", "W⋆d", &shape)?;
-    y_star.expect_shape("pool_offset", "Y*", &shape)?;
-    let pooled = idx_star.pooled_shape();
-    delta.ensure_shape(&pooled);
-    let codes = idx_new.prepare([shape[0], shape[1], shape[2], shape[3]]);
-    let (w, y, old) = (wd.data(), y_star.data(), pool_codes(idx_star));
-    let out = delta.data_mut();
-    windows(&shape, |pos, o| {
-        let mut k = 0usize;
-        let mut m = y[pos[0]] + w[pos[0]];
-        for (code, &p) in pos.iter().enumerate().skip(1) {
-            let v = y[p] + w[p];
-            if v > m || v.is_nan() && !m.is_nan() {
-                m = v;
-                k = code;
-            }
-        }
-        let ko = old[o] as usize;
-        codes[o] = k as u8;
-        out[o] = if k == ko {
-            w[pos[k]]
-        } else {
-            (y[pos[k]] - y[pos[ko]]) + w[pos[k]]
+/// `d = clamp(α_i·g, −s*, 1 − s*)` with one slope or one per unit.
+enum Sigmoid<'a> {
+    One(f32),
+    PerUnit(&'a [f32]),
+}
+
+impl UnitRule for Sigmoid<'_> {
+    #[inline(always)]
+    fn apply(&self, i0: usize, m: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes) {
+        let alpha = match self {
+            Sigmoid::One(a) => [*a; LANES],
+            Sigmoid::PerUnit(a) => lanes(a, i0, m),
         };
-    });
-    Ok(())
-}
-
-/// `M = unpool(s* + d, idx_new) − unpool(s*, idx*)` (full resolution) from the pooled
-/// offsets `d` and base `s*`: `d` at the argmax where it did not move, `s* + d` at the new
-/// and `−s*` at the old position where it did.
-pub fn unpool_offset(
-    d: &Tensor,
-    s_star: &Tensor,
-    idx_new: &PoolIndex,
-    idx_star: &PoolIndex,
-    out: &mut Tensor,
-) -> Result<(), ShapeError> {
-    let pooled = idx_star.pooled_shape();
-    d.expect_shape("unpool_offset", "offsets", &pooled)?;
-    s_star.expect_shape("unpool_offset", "base", &pooled)?;
-    let shape = idx_star.input_shape().to_vec();
-    out.ensure_shape(&shape);
-    out.fill(0.0);
-    let (dd, sd, new, old) = (
-        d.data(),
-        s_star.data(),
-        pool_codes(idx_new),
-        pool_codes(idx_star),
-    );
-    let o_data = out.data_mut();
-    windows(&shape, |pos, o| {
-        let (kn, ko) = (new[o] as usize, old[o] as usize);
-        if kn == ko {
-            o_data[pos[kn]] = dd[o];
-        } else {
-            o_data[pos[kn]] = sd[o] + dd[o];
-            o_data[pos[ko]] = -sd[o];
+        let (mut d, mut s) = ([0.0f32; LANES], [0.0f32; LANES]);
+        for l in 0..LANES {
+            // `f32::clamp` as selects (it keeps NaN)
+            let (lo, hi) = (-sb[l], 1.0 - sb[l]);
+            let mut x = alpha[l] * g[l];
+            x = if x < lo { lo } else { x };
+            x = if x > hi { hi } else { x };
+            d[l] = x;
+            s[l] = sb[l] + x;
         }
-    });
-    Ok(())
-}
-
-/// `unpool(s_b, idx_b) − unpool(s_a, idx_a)` for two states on a common base (`s = s* + d`):
-/// `d_b − d_a` where the argmaxes agree, `s_b` and `−s_a` at their own positions where not.
-pub fn unpool_diff(
-    (s_a, d_a, idx_a): (&Tensor, &Tensor, &PoolIndex),
-    (s_b, d_b, idx_b): (&Tensor, &Tensor, &PoolIndex),
-    out: &mut Tensor,
-) -> Result<(), ShapeError> {
-    let pooled = idx_a.pooled_shape();
-    for t in [s_a, d_a, s_b, d_b] {
-        t.expect_shape("unpool_diff", "pooled map", &pooled)?;
+        (d, s)
     }
-    let shape = idx_a.input_shape().to_vec();
-    out.ensure_shape(&shape);
-    out.fill(0.0);
-    let (ca, cb) = (pool_codes(idx_a), pool_codes(idx_b));
-    let o_data = out.data_mut();
-    windows(&shape, |pos, o| {
-        let (ka, kb) = (ca[o] as usize, cb[o] as usize);
-        if ka == kb {
-            o_data[pos[ka]] = d_b.data()[o] - d_a.data()[o];
-        } else {
-            o_data[pos[kb]] = s_b.data()[o];
-            o_data[pos[ka]] = -s_a.data()[o];
+}
+
+/// `d = g`.
+struct Linear;
+
+impl UnitRule for Linear {
+    #[inline(always)]
+    fn apply(&self, _: usize, _: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes) {
+        let mut s = [0.0f32; LANES];
+        for l in 0..LANES {
+            s[l] = sb[l] + g[l];
         }
-    });
-    Ok(())
+        (*g, s)
+    }
+}
+
+/// `d = proj_{−s*}((g − q_c s*) / q)` (ideal diodes: first half `≥ −s*`, second `≤ −s*`), or
+/// without the projection (linear).
+struct Diode<'a> {
+    q: &'a [f32],
+    qc: &'a [f32],
+    half: usize,
+    diode: bool,
+}
+
+impl UnitRule for Diode<'_> {
+    #[inline(always)]
+    fn apply(&self, i0: usize, m: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes) {
+        let (q, qc) = (lanes(self.q, i0, m), lanes(self.qc, i0, m));
+        let (mut d, mut s) = ([0.0f32; LANES], [0.0f32; LANES]);
+        for l in 0..LANES {
+            let t = (g[l] - qc[l] * sb[l]) / q[l];
+            d[l] = match (self.diode, i0 + l < self.half) {
+                (false, _) => t,
+                (true, true) => t.max(-sb[l]),
+                (true, false) => t.min(-sb[l]),
+            };
+            s[l] = sb[l] + d[l];
+        }
+        (d, s)
+    }
+}
+
+/// As [`Diode`] with a bound `t_i` per unit: a clipped unit's offset is `t_i − s*` and its
+/// state `t_i` exactly.
+struct BoundedDiode<'a> {
+    q: &'a [f32],
+    qc: &'a [f32],
+    half: usize,
+    bounds: &'a [f32],
+}
+
+impl UnitRule for BoundedDiode<'_> {
+    #[inline(always)]
+    fn apply(&self, i0: usize, m: usize, g: &Lanes, sb: &Lanes) -> (Lanes, Lanes) {
+        let (q, qc) = (lanes(self.q, i0, m), lanes(self.qc, i0, m));
+        let bounds = lanes(self.bounds, i0, m);
+        let (mut d, mut s) = ([0.0f32; LANES], [0.0f32; LANES]);
+        for l in 0..LANES {
+            let t = (g[l] - qc[l] * sb[l]) / q[l];
+            let lim = bounds[l] - sb[l];
+            let clipped = if i0 + l < self.half { t < lim } else { t > lim };
+            (d[l], s[l]) = if clipped {
+                (lim, bounds[l])
+            } else {
+                (t, sb[l] + t)
+            };
+        }
+        (d, s)
+    }
+}
+
+/// One sample's update (row `n`): `g = F + Σ Δb + b_c` then `rule`; returns
+/// `(Σ (d_new − d_old)², Σ d_old²)` summed in unit order. A `keep` row is not updated.
+#[inline(always)]
+fn row<R: UnitRule>(
+    inp: &RowInputs<'_>,
+    rule: &R,
+    n: usize,
+    keep: bool,
+    drow: &mut [f32],
+    srow: &mut [f32],
+) -> (f64, f64) {
+    let f = drow.len();
+    let (mut d2, mut o2) = (0.0f64, 0.0f64);
+    if keep {
+        for &old in drow.iter() {
+            o2 += (old as f64) * (old as f64);
+        }
+        return (d2, o2);
+    }
+    for i0 in (0..f).step_by(LANES) {
+        let m = LANES.min(f - i0);
+        let j0 = n * f + i0;
+        let mut g = lanes(inp.force, j0, m);
+        for t in inp.deltas {
+            for (a, b) in g.iter_mut().zip(&t[j0..j0 + m]) {
+                *a += b;
+            }
+        }
+        if let Some(c) = inp.cost {
+            for (a, b) in g.iter_mut().zip(&c[j0..j0 + m]) {
+                *a += b;
+            }
+        }
+        let sb = lanes(inp.base, j0, m);
+        let (nd, ns) = rule.apply(i0, m, &g, &sb);
+        let (dr, sr) = (&mut drow[i0..i0 + m], &mut srow[i0..i0 + m]);
+        for l in 0..m {
+            let old = dr[l];
+            o2 += (old as f64) * (old as f64);
+            let diff = nd[l] - old;
+            d2 += (diff as f64) * (diff as f64);
+        }
+        store(dr, &nd, m);
+        store(sr, &ns, m);
+    }
+    (d2, o2)
+}
+
+/// [`row`] over every sample (rows of `f` units), in parallel.
+fn rows<R: UnitRule>(
+    inp: &RowInputs<'_>,
+    rule: &R,
+    f: usize,
+    d: &mut [f32],
+    s: &mut [f32],
+    frozen: Option<&[bool]>,
+) -> Vec<(f64, f64)> {
+    d.par_chunks_mut(f)
+        .zip(s.par_chunks_mut(f))
+        .enumerate()
+        .map(|(n, (drow, srow))| {
+            let keep = frozen.is_some_and(|fr| fr[n]);
+            row(inp, rule, n, keep, drow, srow)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::pool::{maxpool2x2, unpool2x2};
-    use crate::core::testutil::random_tensor;
-
-    #[test]
-    fn pooled_offsets_equal_differences_of_plain_evaluations() {
-        let y = random_tensor(&[2, 4, 6, 3], 1);
-        let mut wd = random_tensor(&[2, 4, 6, 3], 2);
-        // small offsets leave most argmaxes in place; make a few large to move some
-        for (i, v) in wd.data_mut().iter_mut().enumerate() {
-            *v *= if i % 7 == 0 { 1.0 } else { 1e-3 };
-        }
-        let (mut p0, mut i0) = (Tensor::default(), PoolIndex::default());
-        maxpool2x2(&y, &mut p0, &mut i0).unwrap();
-        let mut full = y.clone();
-        full.data_mut()
-            .iter_mut()
-            .zip(wd.data())
-            .for_each(|(a, b)| *a += b);
-        let (mut p1, mut i1) = (Tensor::default(), PoolIndex::default());
-        maxpool2x2(&full, &mut p1, &mut i1).unwrap();
-        let (mut delta, mut inew) = (Tensor::default(), PoolIndex::default());
-        pool_offset(&wd, &y, &i0, &mut delta, &mut inew).unwrap();
-        assert_eq!(inew, i1);
-        assert!(i0 != i1, "some argmax should move");
-        for ((dv, a), b) in delta.data().iter().zip(p1.data()).zip(p0.data()) {
-            assert!((dv - (a - b)).abs() < 1e-6, "{dv} vs {}", a - b);
-        }
-        // unpool_offset = unpool(s* + d, new) − unpool(s*, old)
-        let s = random_tensor(p0.shape(), 3);
-        let d = random_tensor(p0.shape(), 4);
-        let mut m = Tensor::default();
-        unpool_offset(&d, &s, &i1, &i0, &mut m).unwrap();
-        let mut sd = s.clone();
-        sd.data_mut()
-            .iter_mut()
-            .zip(d.data())
-            .for_each(|(a, b)| *a += b);
-        let (mut u1, mut u0) = (Tensor::default(), Tensor::default());
-        unpool2x2(&sd, &i1, &mut u1).unwrap();
-        unpool2x2(&s, &i0, &mut u0).unwrap();
-        for ((mv, a), b) in m.data().iter().zip(u1.data()).zip(u0.data()) {
-            assert!((mv - (a - b)).abs() < 1e-6);
-        }
-        // unpool_diff between two offset states
-        let d2 = random_tensor(p0.shape(), 5);
-        let mut sd2 = s.clone();
-        sd2.data_mut()
-            .iter_mut()
-            .zip(d2.data())
-            .for_each(|(a, b)| *a += b);
-        let mut diff = Tensor::default();
-        unpool_diff((&sd, &d, &i1), (&sd2, &d2, &i0), &mut diff).unwrap();
-        let mut u2 = Tensor::default();
-        unpool2x2(&sd2, &i0, &mut u2).unwrap();
-        for ((v, a), b) in diff.data().iter().zip(u2.data()).zip(u1.data()) {
-            assert!((v - (a - b)).abs() < 1e-6);
-        }
-    }
 
     #[test]
     fn offset_updates_match_plain_updates_and_the_box_exactly() {
