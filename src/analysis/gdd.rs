@@ -115,14 +115,9 @@ fn owner(id: ParamId, kk: usize) -> (usize, Option<usize>, bool) {
 }
 
 /// The free phase of `algo` in training mode (as in a training step), on the convolutions
-/// EP at `beta` would relax it with (direct at small β, see [`free_phase_kernels`]): the
-/// free state EP and ID share here.
-fn free(chain: &Chain<'_>, x: &Tensor, algo: &AlgoConfig, beta: f32) -> Result<FreePhase> {
-    let ep = AlgoConfig {
-        beta,
-        ..algo.with(Algorithm::Ep)
-    };
-    let exact = free_phase_kernels(chain.model, &ep)?;
+/// `algo` relaxes it with (direct for EP at small β, see [`free_phase_kernels`]).
+fn free_of(chain: &Chain<'_>, x: &Tensor, algo: &AlgoConfig) -> Result<FreePhase> {
+    let exact = free_phase_kernels(chain.model, algo)?;
     let exact_chain = exact.as_deref().map(|k| chain.on_kernels(k));
     free_phase_with(
         exact_chain.as_ref().unwrap_or(chain),
@@ -132,6 +127,31 @@ fn free(chain: &Chain<'_>, x: &Tensor, algo: &AlgoConfig, beta: f32) -> Result<F
         algo.free_order,
         None,
     )
+}
+
+/// The free states EP at `beta` and ID start from, each as a training step with `algo`
+/// computes it (`grad --algo …` gives the same): one state when both use the same
+/// convolutions, else EP's on direct ones (see [`crate::grad::FreeConvs`]).
+struct Frees {
+    ep: FreePhase,
+    id: FreePhase,
+}
+
+impl Frees {
+    fn new(chain: &Chain<'_>, x: &Tensor, algo: &AlgoConfig, beta: f32) -> Result<Self> {
+        let ep_cfg = AlgoConfig {
+            beta,
+            ..algo.with(Algorithm::Ep)
+        };
+        let id_cfg = algo.with(Algorithm::IdExact);
+        let ep = free_of(chain, x, &ep_cfg)?;
+        let id = if ep_cfg.exact_free_phase() == id_cfg.exact_free_phase() {
+            ep.clone()
+        } else {
+            free_of(chain, x, &id_cfg)?
+        };
+        Ok(Frees { ep, id })
+    }
 }
 
 /// ID with `algo`'s T2 and order.
@@ -156,13 +176,13 @@ pub fn analyse(
 ) -> Result<GddReport> {
     let algo = &cfg.algo;
     let chain = Chain::new(model, kernels);
-    let free = free(&chain, x, algo, algo.beta)?;
+    let frees = Frees::new(&chain, x, algo, algo.beta)?;
     let kk = model.blocks.len();
     let ep_est = Ep::from_config(algo);
     let (id_exact, id_ref) = (id(algo, true), id(algo, false));
-    let ep = ep_est.gradients(&chain, &free, labels)?.grads;
-    let exact = id_exact.gradients(&chain, &free, labels)?.grads;
-    let reference = id_ref.gradients(&chain, &free, labels)?.grads;
+    let ep = ep_est.gradients(&chain, &frees.ep, labels)?.grads;
+    let exact = id_exact.gradients(&chain, &frees.id, labels)?.grads;
+    let reference = id_ref.gradients(&chain, &frees.id, labels)?.grads;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut tensors: Vec<TensorReport> = ep
         .entries
@@ -191,10 +211,13 @@ pub fn analyse(
         // the truncated ID runs are the costly part: progress counts (exact, reference) pairs
         let total = kk * (algo.t2 + 1);
         let mut visits = 0usize;
-        let estimators: [(&dyn GradientEstimator, usize); 3] =
-            [(&ep_est, 0), (&id_exact, 1), (&id_ref, 2)];
-        for (est, which) in estimators {
-            est.transients(&chain, &free, labels, &mut |k, _t, g: &Grads| {
+        let estimators: [(&dyn GradientEstimator, &FreePhase, usize); 3] = [
+            (&ep_est, &frees.ep, 0),
+            (&id_exact, &frees.id, 1),
+            (&id_ref, &frees.id, 2),
+        ];
+        for (est, free, which) in estimators {
+            est.transients(&chain, free, labels, &mut |k, _t, g: &Grads| {
                 for (tr, id) in tensors.iter_mut().zip(&ids) {
                     if tr.block != k {
                         continue;
@@ -223,7 +246,7 @@ pub fn analyse(
         t1: algo.t1,
         t2: algo.t2,
         batch: labels.len(),
-        loss: free.loss(labels)?.mean(),
+        loss: frees.ep.loss(labels)?.mean(),
         total_rel_error_exact: total_rel_error(&ep, &exact),
         total_rel_error_reference: total_rel_error(&ep, &reference),
         tensors,
@@ -250,15 +273,15 @@ pub fn beta_sweep(
 ) -> Result<Vec<BetaRow>> {
     let chain = Chain::new(model, kernels);
     let smallest = betas.iter().fold(f32::INFINITY, |m, b| m.min(b.abs()));
-    let free = free(&chain, x, algo, smallest)?;
-    let id = id(algo, true).gradients(&chain, &free, labels)?.grads;
+    let frees = Frees::new(&chain, x, algo, smallest)?;
+    let id = id(algo, true).gradients(&chain, &frees.id, labels)?.grads;
     let mut out = Vec::new();
     for &beta in betas {
         let ep_est = Ep {
             beta,
             ..Ep::from_config(algo)
         };
-        let ep = ep_est.gradients(&chain, &free, labels)?.grads;
+        let ep = ep_est.gradients(&chain, &frees.ep, labels)?.grads;
         let per = ep
             .entries
             .iter()
@@ -284,13 +307,16 @@ pub fn t2_sweep(
     t2s: &[usize],
 ) -> Result<Vec<(usize, f64, f64)>> {
     let chain = Chain::new(model, kernels);
-    let free = free(&chain, x, algo, algo.beta)?;
+    let frees = Frees::new(&chain, x, algo, algo.beta)?;
     let mut out = Vec::new();
     for &t2 in t2s {
         let a = AlgoConfig { t2, ..algo.clone() };
-        let ep = Ep::from_config(&a).gradients(&chain, &free, labels)?.grads;
-        let e = total_rel_error(&ep, &id(&a, true).gradients(&chain, &free, labels)?.grads);
-        let r = total_rel_error(&ep, &id(&a, false).gradients(&chain, &free, labels)?.grads);
+        let ep = Ep::from_config(&a)
+            .gradients(&chain, &frees.ep, labels)?
+            .grads;
+        let id_at = |exact| id(&a, exact).gradients(&chain, &frees.id, labels);
+        let e = total_rel_error(&ep, &id_at(true)?.grads);
+        let r = total_rel_error(&ep, &id_at(false)?.grads);
         out.push((t2, e, r));
     }
     Ok(out)
