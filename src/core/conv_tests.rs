@@ -134,7 +134,7 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 16] = [
 
 /// Runs `f` under each forced schedule: the default, Winograd chunked and wide with
 /// small chunks, and small im2col/taps chunks.
-fn under_schedules(mut f: impl FnMut(&str)) {
+pub(crate) fn under_schedules(mut f: impl FnMut(&str)) {
     type Schedule = (&'static str, Option<(Mode, usize)>, Option<usize>);
     let runs: [Schedule; 4] = [
         ("default", None, None),

@@ -5,10 +5,9 @@
 
 use super::*;
 use crate::core::conv::{conv2d, conv2d_transposed, ConvAlgo, ConvGeom, PackedConv};
-use crate::core::im2col::FORCE_ROWS;
+use crate::core::conv_tests::under_schedules;
 use crate::core::pool::{maxpool2x2, unpool2x2, PoolIndex};
 use crate::core::testutil::random_tensor;
-use crate::core::winograd::{Mode, FORCE_PLAN};
 
 fn bits(t: &Tensor) -> Vec<u32> {
     t.data().iter().map(|v| v.to_bits()).collect()
@@ -193,25 +192,6 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 11] = [
     (2, 3, 20, 6, 7, 3, 1),
     (2, 18, 20, 6, 5, 3, 0),
 ];
-
-/// `f` under the default schedule, Winograd chunked and wide with small chunks, and small
-/// im2col chunks.
-fn under_schedules(mut f: impl FnMut(&str)) {
-    type Schedule = (&'static str, Option<(Mode, usize)>, Option<usize>);
-    let runs: [Schedule; 4] = [
-        ("default", None, None),
-        ("chunked-3", Some((Mode::Chunked, 3)), Some(5)),
-        ("wide-2", Some((Mode::Wide, 2)), Some(7)),
-        ("chunked-1", Some((Mode::Chunked, 1)), Some(1)),
-    ];
-    for (name, plan, rows) in runs {
-        FORCE_PLAN.set(plan);
-        FORCE_ROWS.set(rows);
-        f(name);
-    }
-    FORCE_PLAN.set(None);
-    FORCE_ROWS.set(None);
-}
 
 /// `conv2d_pool_offset` = `conv2d` + `pool_offset` and `conv2d_transposed_unpool_offset` =
 /// `unpool_offset` + `conv2d_transposed`, bit for bit, codes included.
